@@ -1,0 +1,58 @@
+"""The one family of errors madopd raises.
+
+Every error names what was wrong (argument, file, line, field) and what was expected, so a
+notebook user can fix the input without reading our source.
+"""
+
+from __future__ import annotations
+
+
+class MadopdError(Exception):
+    """Base class: catch this to catch anything madopd raises on purpose."""
+
+
+class ShapeError(MadopdError, ValueError):
+    """A tensor argument has the wrong shape, dtype or vocabulary size."""
+
+
+class ValueRangeError(MadopdError, ValueError):
+    """A scalar argument (beta, tau, temperature, ...) is outside its range, or a tensor holds NaN/inf."""
+
+
+class ConfigError(MadopdError, ValueError):
+    """A configuration field is invalid; the message names the field."""
+
+
+class DataError(MadopdError, ValueError):
+    """A malformed input row. The message names the file, the line and the field."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 field: str | None = None):
+        where = ", ".join(
+            part for part in (
+                f"file {path}" if path is not None else "",
+                f"line {line}" if line is not None else "",
+                f"field {field!r}" if field is not None else "",
+            ) if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path, self.line, self.field = path, line, field
+
+
+class TeacherError(MadopdError, RuntimeError):
+    """A teacher backend failed (server down, timeout, malformed reply) after its retries."""
+
+
+class TokenizerMismatchError(MadopdError, ValueError):
+    """Student and teacher tokenizers differ; cross-tokenizer distillation is future work."""
+
+
+class MissingExtraError(MadopdError, ImportError):
+    """An optional dependency is missing; the message names the pip extra that installs it."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs the optional package {package!r}: "
+            f"pip install 'madopd[{extra}]'  (or pip install {package})"
+        )
+        self.package, self.extra = package, extra
