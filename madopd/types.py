@@ -124,6 +124,8 @@ class DebateMessage:
     text: str  # raw generated text (untrusted model output)
     answer: str  # text with the confidence tag removed, stripped
     confidence: float | None  # parsed <<CONFIDENCE=N>>, None = missing/unparseable
+    failed: bool = False  # the teacher errored in this round and was dropped (counted)
+    error: str = ""  # the error text when failed
 
 
 @dataclass
