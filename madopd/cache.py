@@ -1,0 +1,171 @@
+"""Debate transcript cache: the debate never sees the student's answer (paper §4.1, "blind").
+
+A transcript therefore depends only on the state and on the debate's setup, so it can be
+computed once and reused across steps, epochs, methods and training seeds. The key hashes
+
+    (state messages, teacher identities, protocol: rounds + templates + sampling incl. seed,
+     failure policy)
+
+Teacher identity = name + checkpoint path + a fingerprint of the weights (a teacher trained
+further under the same name does not hit stale entries). Reuse is valid for single-turn
+tasks and teacher-forced OPAD; full-rollout OPAD states contain the student's own earlier
+actions, so they are new each time (they simply miss). With a *sampled* debate a cache fixes
+one debate per state — equivalent to a fixed dataset of debates; clear the cache or change
+the debate seed to draw new ones.
+
+Transcripts with failed turns (teacher errors under 'drop_teacher') are never cached.
+Force decoding (teacher scoring) is never cached: it depends on the student's tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from madopd.errors import DataError
+from madopd.types import State, Transcript
+
+
+def teacher_identity(teacher: Any) -> dict[str, Any]:
+    """Name, checkpoint path and a weight fingerprint (sums of every parameter, float64)."""
+    ident: dict[str, Any] = {"name": getattr(teacher, "name", type(teacher).__name__)}
+    model = getattr(teacher, "model", None)
+    cfg = getattr(model, "config", None)
+    ident["path"] = str(getattr(cfg, "_name_or_path", "") or getattr(teacher, "base_url", "")
+                        or getattr(teacher, "model_name", ""))
+    if model is not None and hasattr(model, "named_parameters"):
+        import torch
+
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                x = p.detach().double()
+                h.update(f"{name}:{tuple(p.shape)}:{float(x.sum()):.10e}:"
+                         f"{float(x.abs().sum()):.10e}".encode())
+        ident["weights"] = h.hexdigest()[:16]
+    return ident
+
+
+def protocol_identity(protocol: Any) -> dict[str, Any]:
+    """The parts of a DebateProtocol that change transcripts (not the weighting policy)."""
+    return {"rounds": protocol.rounds,
+            "templates": dataclasses.asdict(protocol.templates),
+            "sampling": dataclasses.asdict(protocol.sampling),
+            "on_teacher_error": protocol.on_teacher_error}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class DebateCache:
+    """In-memory transcript cache, optionally backed by an append-only JSONL file.
+
+    ``counters``: ``cache_hits``, ``cache_misses``, ``cache_not_stored_failed`` (cumulative);
+    ``get_or_run`` also returns the per-call counts.
+    """
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else None
+        self._mem: dict[str, dict[str, Any]] = {}
+        self._debate_keys: dict[int, str] = {}
+        self.counters = {"cache_hits": 0, "cache_misses": 0, "cache_not_stored_failed": 0,
+                         "cache_partial_lines": 0}
+        if self.path is not None and self.path.exists():
+            self._load()
+
+    def __len__(self) -> int:
+        return len(self._mem)
+
+    def _load(self) -> None:
+        lines = self.path.read_text(encoding="utf-8").split("\n")
+        for i, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                key, tr = row["key"], row["transcript"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                if i == len(lines):  # a write cut short by a crash: counted, not fatal
+                    self.counters["cache_partial_lines"] += 1
+                    continue
+                raise DataError("malformed cache line", path=str(self.path), line=i) from None
+            self._mem[key] = tr
+
+    def setup_key(self, debate: Any) -> str:
+        """Hash of the debate's teachers and protocol (computed once per Debate object)."""
+        key = self._debate_keys.get(id(debate))
+        if key is None:
+            key = _digest({"teachers": [teacher_identity(t) for t in debate.teachers],
+                           "names": list(debate.names),
+                           "protocol": protocol_identity(debate.protocol)})
+            self._debate_keys[id(debate)] = key
+        return key
+
+    def key(self, state: State, debate: Any) -> str:
+        return _digest({"setup": self.setup_key(debate), "messages": state.messages})
+
+    def get_or_run(self, debate: Any, states: list[State]) -> tuple[list[Transcript], dict[str, int]]:
+        """Transcripts for ``states``: cached ones reused, the rest debated in one batch."""
+        from madopd.debate import is_failed, transcript_from_dict, transcript_to_dict
+
+        keys = [self.key(s, debate) for s in states]
+        out: list[Transcript | None] = [None] * len(states)
+        todo = []
+        for i, (s, k) in enumerate(zip(states, keys)):
+            if k in self._mem:
+                out[i] = dataclasses.replace(transcript_from_dict(self._mem[k]), state_id=s.id)
+            else:
+                todo.append(i)
+        # Identical states in one batch are debated once.
+        unique: dict[str, int] = {}
+        for i in todo:
+            unique.setdefault(keys[i], i)
+        fresh = debate.run([states[i] for i in unique.values()]) if unique else []
+        by_key = dict(zip(unique.keys(), fresh))
+        not_stored = 0
+        new_rows = []
+        for k, tr in by_key.items():
+            if any(is_failed(m) for m in tr.messages):
+                not_stored += 1
+                continue
+            self._mem[k] = transcript_to_dict(tr)
+            new_rows.append({"key": k, "transcript": self._mem[k]})
+        for i in todo:
+            out[i] = dataclasses.replace(by_key[keys[i]], state_id=states[i].id)
+        if new_rows and self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                for row in new_rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()
+        stats = {"cache_hits": len(states) - len(todo), "cache_misses": len(todo),
+                 "cache_not_stored_failed": not_stored}
+        for name, value in stats.items():
+            self.counters[name] += value
+        return out, stats
+
+    @property
+    def hit_rate(self) -> float:
+        n = self.counters["cache_hits"] + self.counters["cache_misses"]
+        return self.counters["cache_hits"] / n if n else 0.0
+
+
+def warm_cache(debate: Any, states: list[State], cache: DebateCache, batch_size: int = 64,
+               progress: bool = True) -> dict[str, int]:
+    """Debate every state not yet cached, in batches, with a progress bar (terminal or notebook)."""
+    from tqdm.auto import tqdm
+
+    totals = {"cache_hits": 0, "cache_misses": 0, "cache_not_stored_failed": 0}
+    bar = tqdm(total=len(states), desc="debate cache", disable=not progress)
+    for s in range(0, len(states), max(1, batch_size)):
+        batch = states[s:s + batch_size]
+        _, stats = cache.get_or_run(debate, batch)
+        for k, v in stats.items():
+            totals[k] += v
+        bar.update(len(batch))
+    bar.close()
+    return totals

@@ -1,0 +1,127 @@
+"""`madopd train`: distil a student with a config file.
+
+    madopd train --config run.yaml [--set key=value ...] [--out DIR] [--resume] [--steps N]
+
+The config is a YAML/JSON mapping of ``DistillConfig`` fields (``madopd train --help-config``
+lists them); ``--preset NAME`` starts from one of the paper methods (the file and ``--set``
+override it). The config's ``task`` field names the task: ``jsonl-code:PATH``,
+``jsonl-tools:PATH`` or a registered name (``madopd.tasks.get_task``). ``--resume`` continues
+the run in ``--out`` from its latest checkpoint: the step counter, optimiser, schedule, RNG and
+data order continue, and metrics logged after that checkpoint are dropped first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML or JSON file of DistillConfig fields")
+    parser.add_argument("--preset", help="start from a paper method: base, mt_seqkd, opd, "
+                        "mt_opd, mad_opd")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a field (repeatable; "
+                        "sampling.temperature=0.7 reaches nested fields)")
+    parser.add_argument("--out", help="run directory (default: runs/<method>-<time>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its latest checkpoint")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train at most this many steps now (default: up to max_steps)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--help-config", action="store_true",
+                        help="list every config field with its default and help, then exit")
+
+
+def _help_config() -> str:
+    from madopd.distill.config import DistillConfig
+
+    lines = []
+    for f in dataclasses.fields(DistillConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"{f.name} = {json.dumps(default, default=str)}\n    {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def _load_config(args):
+    from madopd.distill.config import (
+        DistillConfig,
+        apply_overrides,
+        preset,
+        read_config_file,
+    )
+
+    out = Path(args.out) if args.out else None
+    if args.resume:
+        if out is None or not (out / "config.json").is_file():
+            raise _usage("--resume needs --out pointing at an existing run (with config.json)")
+        data = json.loads((out / "config.json").read_text())
+        return DistillConfig.from_dict(apply_overrides(data, args.overrides))
+    if not args.config and not args.preset:
+        raise _usage("give --config FILE and/or --preset NAME")
+    data = read_config_file(args.config) if args.config else {}
+    data = apply_overrides(data, args.overrides)
+    if args.preset:
+        return preset(args.preset, **data)
+    return DistillConfig.from_dict(data)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage(msg: str) -> _UsageError:
+    return _UsageError(msg)
+
+
+def run(args: argparse.Namespace) -> int:
+    from madopd.errors import MadopdError
+
+    if args.help_config:
+        print(_help_config())
+        return 0
+    try:
+        return _train(args)
+    except _UsageError as exc:
+        print(f"madopd train: {exc}", file=sys.stderr)
+        return 2
+    except MadopdError as exc:
+        print(f"madopd train: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _train(args) -> int:
+    from madopd.distill import Distiller
+    from madopd.errors import ConfigError
+    from madopd.runs import RunStore
+    from madopd.tasks import get_task
+
+    cfg = _load_config(args)
+    if not cfg.task:
+        raise ConfigError("field 'task' is required for `madopd train` (e.g. "
+                          "task: jsonl-tools:data/train.jsonl)")
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not args.resume and (out / "metrics.jsonl").exists():
+        raise _usage(f"{out} already holds a run; use --resume or another --out")
+    task = get_task(cfg.task)
+    store = RunStore(out, cfg.to_dict())
+    d = Distiller.from_config(cfg, task, store=store)
+    if args.resume:
+        if store.latest_checkpoint() is None:
+            store.truncate_to(0)
+            print(f"madopd train: no checkpoint in {out} yet; starting from step 0", file=sys.stderr)
+        else:
+            step = d.resume()
+            print(f"madopd train: resumed {out} at step {step}", file=sys.stderr)
+    n = max(0, cfg.max_steps - d.step_count)
+    if args.steps is not None:
+        n = min(n, args.steps)
+    records = d.train(n, progress=not args.no_progress)
+    last = records[-1].metrics if records else {}
+    print(json.dumps({"run": str(out), "step": d.step_count,
+                      "loss": last.get("loss"), "checkpoint": str(store.latest_checkpoint())}))
+    return 0

@@ -1,0 +1,452 @@
+"""`DistillConfig`: one flat, validated configuration for every method of the paper.
+
+Every method is a point in one configuration space (docs/architecture.md §1); `PRESETS` fill in
+only the table's columns (teachers used, debate rounds, weights, on-policy fraction) so two
+methods run with the same preset base differ in nothing else: same loss temperature, same
+context format, same loss normalisation (paper-digest W7, W15).
+
+Configs load from YAML or JSON files, accept ``--set key=value`` overrides typed by the field
+(dotted keys reach nested samplings: ``sampling.temperature=0.7``), and round-trip through
+``to_dict``/``from_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from madopd.errors import ConfigError
+from madopd.types import Sampling
+
+WEIGHTINGS = ("confidence", "uniform", "fixed", "entropy", "token_prob")
+DIVERGENCES = ("auto", "fkl", "rkl", "jsd", "njsd")
+ON_MISSING = ("uniform", "drop_teacher", "skip_sample")
+ON_TEACHER_ERROR = ("raise", "drop_teacher", "skip_step")
+SCHEDULES = ("constant", "cosine", "linear")
+METHODS = ("base", "mt_seqkd", "opd", "mt_opd", "mad_opd", "custom")
+
+
+def _help(text: str, **kw) -> Any:
+    """A dataclass field with TRL-style help metadata."""
+    return field(metadata={"help": text}, **kw)
+
+
+@dataclass
+class DistillConfig:
+    """Everything one distillation run needs. Field help strings double as CLI documentation."""
+
+    # ---- models -------------------------------------------------------------------------
+    student: str | None = _help("student checkpoint path (Hugging Face format)", default=None)
+    teachers: list[str] = _help("teacher checkpoint paths (or model names on a vLLM server)",
+                                default_factory=list)
+    num_teachers: int | None = _help(
+        "use only the first N of `teachers` (None = all). OPD's preset sets 1: the first "
+        "teacher should be the strongest", default=None)
+    teacher_names: list[str] | None = _help("display names of the teachers (default: folder names)",
+                                            default=None)
+    teacher_backend: str = _help("'hf' (transformers in process), 'vllm_server', 'vllm_offline'",
+                                 default="hf")
+    teacher_base_urls: list[str] | None = _help(
+        "one OpenAI-compatible base URL per teacher for teacher_backend='vllm_server'", default=None)
+    device: str = _help("'auto' (cuda when available), 'cpu' or 'cuda'", default="auto")
+    dtype: str = _help("model dtype: 'float32', 'bfloat16' or 'float16'", default="float32")
+    task: str | None = _help(
+        "task for `madopd train`: 'jsonl-code:PATH', 'jsonl-tools:PATH' or a registered name "
+        "(madopd.tasks.get_task)", default=None)
+    method: str = _help("label of the preset this config came from (informational, except "
+                        "'base' which never trains)", default="custom")
+
+    # ---- debate and weights (paper §4.1-4.2) ----------------------------------------------
+    rounds: int = _help("debate rounds R (0 = no debate: teachers score with the blind cue)",
+                        default=2)
+    debate_sampling: Sampling = _help(
+        "decoding settings of the debate (teachers' turns)",
+        default_factory=lambda: Sampling(temperature=0.7, top_p=0.8, top_k=20,
+                                         max_new_tokens=256, seed=0))
+    weighting: str = _help(
+        "'confidence' (Eqs. 6-7; uniform when R = 0 because there is nothing to weigh), "
+        "'uniform', 'fixed' (fixed_weights), or per-token 'entropy' / 'token_prob'",
+        default="confidence")
+    tau: float = _help("softmax temperature of the confidence weights (Eq. 7), > 0", default=1.0)
+    on_missing: str = _help("missing confidence tag policy: 'uniform', 'drop_teacher', "
+                            "'skip_sample' (always counted)", default="uniform")
+    on_teacher_error: str = _help(
+        "a teacher failing while force-decoding: 'raise', 'drop_teacher' (its weight goes to the "
+        "others for this micro-batch), 'skip_step' (counted)", default="raise")
+    fixed_weights: list[float] | None = _help(
+        "per-teacher weights for weighting='fixed' and the MT-SeqKD teacher mix ratio "
+        "(normalised; None = uniform), e.g. [0.7, 0.3]", default=None)
+
+    # ---- loss (paper §3, Eq. 8) ---------------------------------------------------------
+    divergence: str = _help("'fkl', 'rkl', 'jsd', 'njsd', or 'auto' (Remark 1: jsd(0.5) for "
+                            "agentic tasks, rkl for code; 'general' tasks get the bounded "
+                            "jsd(0.5) too; auto ignores beta)", default="auto")
+    beta: float = _help("beta of jsd (0 < beta < 1) / njsd (0 <= beta <= 1)", default=0.5)
+    target: str = _help("'sum' = Σ_k w_k D(p_k‖q) (Eq. 8) or 'mixture' = D(Σ_k w_k p_k ‖ q)",
+                        default="sum")
+    loss_temperature: float = _help(
+        "divides student and teacher logits in every loss; the SAME for every method (W7)",
+        default=1.0)
+    loss_normalization: str = _help(
+        "'token': Σ per-token losses / number of tokens in the accumulated batch (default); "
+        "'sequence': mean over sequences of each sequence's token mean (exactly Eqs. 8-9)",
+        default="token")
+    score_top_k: int | None = _help("teachers return top-k log-probs + tail (None = dense)",
+                                    default=None)
+    chunk_size: int = _help("tokens per divergence chunk (bounds peak memory)", default=1024)
+
+    # ---- on-policy fraction (MT-SeqKD) -----------------------------------------------------
+    on_policy_fraction: float = _help(
+        "λ: probability that a micro-batch is sampled by the student (1 = on-policy). With "
+        "probability 1-λ teachers generate the responses (per sample, by fixed_weights)",
+        default=1.0)
+    off_policy_loss: str = _help(
+        "loss on teacher-generated responses: 'nll' (classic sequence-level KD, the MT-SeqKD "
+        "default) or 'divergence' (the same per-token divergence as on-policy)", default="nll")
+
+    # ---- student sampling --------------------------------------------------------------
+    sampling: Sampling = _help("decoding settings of student rollouts (the debate has its own)",
+                               default_factory=lambda: Sampling(temperature=1.0, max_new_tokens=64))
+
+    # ---- optimisation ------------------------------------------------------------------
+    lr: float = _help("AdamW learning rate", default=1e-5)
+    weight_decay: float = _help("AdamW weight decay", default=0.01)
+    adam_betas: list[float] = _help("AdamW betas", default_factory=lambda: [0.9, 0.999])
+    schedule: str = _help("learning-rate schedule: 'constant', 'cosine', 'linear'",
+                          default="cosine")
+    warmup_ratio: float = _help("fraction of max_steps spent warming up linearly", default=0.05)
+    max_steps: int = _help("optimizer steps of a run (also the schedule's length)", default=100)
+    batch_size: int = _help("states per micro-batch per process (full OPAD: episodes)", default=8)
+    grad_accum: int = _help("micro-batches accumulated per optimizer step", default=1)
+    max_grad_norm: float | None = _help("gradient clipping norm (None = off)", default=1.0)
+    lora_r: int = _help("LoRA rank (0 = full fine-tuning)", default=0)
+    lora_alpha: float = _help("LoRA alpha", default=16.0)
+    lora_dropout: float = _help("LoRA dropout", default=0.0)
+    lora_targets: list[str] | None = _help("LoRA target modules (None = the backend's default)",
+                                           default=None)
+    seed: int = _help("seed of data order, on-policy coin flips and per-step sampling seeds",
+                      default=0)
+    max_nan_skips: int = _help("stop with an error after this many NaN steps in a row (each "
+                               "skipped step is counted)", default=3)
+    cpu: bool = _help("force accelerate onto the CPU", default=False)
+
+    # ---- runs, checkpoints, evaluation -------------------------------------------------------
+    checkpoint_every: int = _help("save a checkpoint every N steps (0 = only at the end)",
+                                  default=100)
+    keep_checkpoints: int | None = _help("keep only the newest N checkpoints (None = all)",
+                                         default=None)
+    eval_every: int = _help("evaluate every N steps (0 = never during training)", default=0)
+    eval_limit: int | None = _help("evaluate on at most N held-out states/episodes", default=None)
+    record_every: int = _help("store the full StepRecord every N steps (0 = never)", default=1)
+    record_topk: int = _help("top-k ids/log-probs kept per token in records (0 = none)", default=5)
+    verify_train: bool = _help("run task.verify on training responses (StepRecord.correct)",
+                               default=True)
+
+    # ---- debate cache, OPAD ----------------------------------------------------------------
+    debate_cache: bool = _help("cache debate transcripts (the debate never sees the student's "
+                               "answer)", default=True)
+    debate_cache_path: str | None = _help("JSONL file backing the cache (None = memory only)",
+                                          default=None)
+    opad_mode: str = _help("multi-turn tasks: 'teacher_forced' (reference history, the official "
+                           "default) or 'full' (the student's own rollouts, Eqs. 9-10)",
+                           default="teacher_forced")
+    opad_max_steps: int = _help("maximum actions per episode in full OPAD rollouts", default=10)
+
+    def __post_init__(self):
+        self.debate_sampling = _as_sampling(self.debate_sampling, "debate_sampling")
+        self.sampling = _as_sampling(self.sampling, "sampling")
+        self.teachers = list(self.teachers or [])
+        self.adam_betas = [float(b) for b in self.adam_betas]
+        self.validate()
+
+    # ---- validation ------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid field."""
+        _choice(self, "method", METHODS)
+        _choice(self, "teacher_backend", ("hf", "vllm_server", "vllm_offline"))
+        _choice(self, "device", ("auto", "cpu", "cuda"))
+        _choice(self, "dtype", ("float32", "bfloat16", "float16"))
+        _choice(self, "weighting", WEIGHTINGS)
+        _choice(self, "on_missing", ON_MISSING)
+        _choice(self, "on_teacher_error", ON_TEACHER_ERROR)
+        _choice(self, "divergence", DIVERGENCES)
+        _choice(self, "target", ("sum", "mixture"))
+        _choice(self, "loss_normalization", ("token", "sequence"))
+        _choice(self, "off_policy_loss", ("nll", "divergence"))
+        _choice(self, "schedule", SCHEDULES)
+        _choice(self, "opad_mode", ("teacher_forced", "full"))
+        if self.num_teachers is not None and self.num_teachers < 1:
+            raise ConfigError(f"num_teachers must be >= 1 or None, got {self.num_teachers}")
+        if self.teacher_names is not None and len(self.teacher_names) != len(self.teachers):
+            raise ConfigError(f"teacher_names has {len(self.teacher_names)} names for "
+                              f"{len(self.teachers)} teachers")
+        if self.rounds < 0:
+            raise ConfigError(f"rounds must be >= 0, got {self.rounds}")
+        _positive(self, "tau")
+        _positive(self, "loss_temperature")
+        if self.divergence == "jsd" and not 0.0 < self.beta < 1.0:
+            raise ConfigError(f"beta must be in (0, 1) for divergence='jsd', got {self.beta}")
+        if self.divergence in ("njsd", "auto") and not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"beta must be in [0, 1], got {self.beta}")
+        if not 0.0 <= self.on_policy_fraction <= 1.0:
+            raise ConfigError(f"on_policy_fraction must be in [0, 1], got {self.on_policy_fraction}")
+        if self.fixed_weights is not None:
+            if any(w < 0 for w in self.fixed_weights) or sum(self.fixed_weights) <= 0:
+                raise ConfigError(f"fixed_weights must be >= 0 with a positive sum, got "
+                                  f"{self.fixed_weights}")
+            k = self.effective_num_teachers
+            if k and len(self.fixed_weights) != k:
+                raise ConfigError(f"fixed_weights has {len(self.fixed_weights)} entries for {k} "
+                                  "teachers")
+        if self.score_top_k is not None and self.score_top_k < 1:
+            raise ConfigError(f"score_top_k must be >= 1 or None, got {self.score_top_k}")
+        for name in ("batch_size", "grad_accum", "chunk_size", "max_nan_skips", "opad_max_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "checkpoint_every", "eval_every", "record_every", "record_topk",
+                     "lora_r"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        _positive(self, "lr")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        if self.teacher_backend == "vllm_server":
+            if not self.teacher_base_urls or len(self.teacher_base_urls) != len(self.teachers):
+                raise ConfigError("teacher_base_urls needs one URL per teacher for "
+                                  "teacher_backend='vllm_server'")
+        for name in ("sampling", "debate_sampling"):
+            s = getattr(self, name)
+            if s.max_new_tokens < 1 or s.temperature < 0 or not 0 < s.top_p <= 1 or s.top_k < 0:
+                raise ConfigError(f"{name} is invalid: {s}")
+
+    @property
+    def effective_num_teachers(self) -> int:
+        """K after `num_teachers` (0 when no teacher paths are configured)."""
+        k = len(self.teachers)
+        return min(k, self.num_teachers) if self.num_teachers is not None else k
+
+    # ---- (de)serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a mapping of field names, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in data.items():
+            if key not in names:
+                raise ConfigError(f"unknown config field {key!r}{_did_you_mean(key, names)}")
+            kwargs[key] = _coerce(value, _hints()[key], key)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: list[str] | None = None) -> DistillConfig:
+        """Load a YAML (.yaml/.yml) or JSON file, then apply ``key=value`` overrides."""
+        return cls.from_dict(apply_overrides(read_config_file(path), overrides or []))
+
+    def replace(self, **changes) -> DistillConfig:
+        return DistillConfig.from_dict({**self.to_dict(), **changes})
+
+
+# ---- presets: the table of docs/architecture.md §1 --------------------------------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Base: the untrained student (evaluate only; `Distiller.step` refuses to train).
+    "base": {"method": "base"},
+    # MT-SeqKD: teachers generate (λ = 0) with a fixed mix ratio (fixed_weights), no debate.
+    "mt_seqkd": {"method": "mt_seqkd", "num_teachers": None, "rounds": 0, "weighting": "fixed",
+                 "on_policy_fraction": 0.0},
+    # OPD: one teacher (the first, i.e. the strongest), no debate.
+    "opd": {"method": "opd", "num_teachers": 1, "rounds": 0, "weighting": "uniform",
+            "on_policy_fraction": 1.0},
+    # MT-OPD: all teachers, uniform weights, no debate.
+    "mt_opd": {"method": "mt_opd", "num_teachers": None, "rounds": 0, "weighting": "uniform",
+               "on_policy_fraction": 1.0},
+    # MAD-OPD: all teachers debate R = 2 rounds (paper's best), confidence weights.
+    "mad_opd": {"method": "mad_opd", "num_teachers": None, "rounds": 2,
+                "weighting": "confidence", "on_policy_fraction": 1.0},
+}
+
+
+def preset(name: str, base: DistillConfig | dict | None = None, **fields) -> DistillConfig:
+    """A config for one paper method: ``base`` (a config or dict) + the preset's columns + fields.
+
+    The preset only sets the table's columns, so ``preset("opd", cfg)`` and
+    ``preset("mad_opd", cfg)`` differ in nothing else.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    data = base.to_dict() if isinstance(base, DistillConfig) else dict(base or {})
+    return DistillConfig.from_dict({**data, **PRESETS[name], **fields})
+
+
+# ---- file loading and --set overrides -------------------------------------------------------
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # the parser's message names the line
+        raise ConfigError(f"config file {path} could not be parsed: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings (``sampling.temperature=0.7`` reaches nested fields).
+
+    Values are parsed as YAML scalars/lists (``[a, b]``, ``null``, ``true``) and then coerced
+    to the field's type, so ``lr=1e-5`` becomes a float even though YAML 1.1 reads a string.
+    """
+    data = json.loads(json.dumps(data, default=_jsonable))  # deep copy, dataclasses -> dicts
+    hints = _hints()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        top, _, sub = key.partition(".")
+        if top not in hints:
+            raise ConfigError(f"--set: unknown config field {top!r}{_did_you_mean(top, hints)}")
+        value = _parse_scalar(raw)
+        if sub:
+            if hints[top] is not Sampling:
+                raise ConfigError(f"--set: field {top!r} has no sub-field {sub!r}")
+            sub_hints = typing.get_type_hints(Sampling)
+            if sub not in sub_hints:
+                raise ConfigError(f"--set: Sampling has no field {sub!r}"
+                                  f"{_did_you_mean(sub, sub_hints)}")
+            nested = data.get(top)
+            nested = dict(nested) if isinstance(nested, dict) else (
+                dataclasses.asdict(_default_of(top)))
+            nested[sub] = _coerce(value, sub_hints[sub], key)
+            data[top] = nested
+        else:
+            data[top] = _coerce(value, hints[top], key)
+    return data
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        import yaml
+
+        return yaml.safe_load(raw)
+    except Exception:
+        return raw
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"not serialisable: {type(obj).__name__}")
+
+
+def _default_of(name: str):
+    f = next(f for f in dataclasses.fields(DistillConfig) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+_HINTS: dict[str, Any] = {}
+
+
+def _hints() -> dict[str, Any]:
+    if not _HINTS:
+        _HINTS.update(typing.get_type_hints(DistillConfig))
+    return _HINTS
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert ``value`` to the annotated type ``hint`` or raise ConfigError naming ``name``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], name)
+    if hint is Sampling:
+        return _as_sampling(value, name)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"field {name!r} expects a list, got {value!r}")
+        return [_coerce(v, args[0], f"{name}[{i}]") for i, v in enumerate(value)]
+    try:
+        if hint is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"field {name!r} expects {getattr(hint, '__name__', hint)}, "
+                          f"got {value!r}") from None
+    return value
+
+
+def _as_sampling(value: Any, name: str) -> Sampling:
+    if isinstance(value, Sampling):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"field {name!r} expects a mapping of Sampling fields, got {value!r}")
+    hints = typing.get_type_hints(Sampling)
+    out = {}
+    for key, v in value.items():
+        if key not in hints:
+            raise ConfigError(f"field {name!r}: Sampling has no field {key!r}"
+                              f"{_did_you_mean(key, hints)}")
+        out[key] = _coerce(v, hints[key], f"{name}.{key}")
+    return Sampling(**out)
+
+
+def _choice(cfg, name: str, options) -> None:
+    value = getattr(cfg, name)
+    if value not in options:
+        raise ConfigError(f"field {name!r} must be one of {list(options)}, got {value!r}")
+
+
+def _positive(cfg, name: str) -> None:
+    value = getattr(cfg, name)
+    if not value > 0:
+        raise ConfigError(f"field {name!r} must be > 0, got {value!r}")
+
+
+def _did_you_mean(key: str, names) -> str:
+    close = difflib.get_close_matches(key, list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

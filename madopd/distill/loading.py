@@ -1,0 +1,62 @@
+"""Load the student and teachers a DistillConfig names (transformers or vLLM backends)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from madopd.distill.config import DistillConfig
+from madopd.errors import ConfigError
+
+
+def _device(cfg: DistillConfig) -> str:
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() and not cfg.cpu else "cpu"
+    return cfg.device
+
+
+def load_student(cfg: DistillConfig) -> Any:
+    from madopd.models.hf import HFStudent, LoraSpec
+
+    if not cfg.student:
+        raise ConfigError("field 'student' must name a checkpoint")
+    lora = None
+    if cfg.lora_r:
+        kw = {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout}
+        if cfg.lora_targets:
+            kw["target_modules"] = tuple(cfg.lora_targets)
+        lora = LoraSpec(**kw)
+    return HFStudent(cfg.student, lora=lora, device=_device(cfg), dtype=getattr(torch, cfg.dtype))
+
+
+def teacher_names(cfg: DistillConfig) -> list[str]:
+    paths = cfg.teachers[: cfg.effective_num_teachers]
+    if cfg.teacher_names:
+        return list(cfg.teacher_names[: len(paths)])
+    names = [Path(p).name or p for p in paths]
+    if len(set(names)) != len(names):
+        names = [f"{n}#{i}" for i, n in enumerate(names)]
+    return names
+
+
+def load_teachers(cfg: DistillConfig) -> list[Any]:
+    paths = cfg.teachers[: cfg.effective_num_teachers]
+    if not paths:
+        raise ConfigError("field 'teachers' must name at least one teacher")
+    names = teacher_names(cfg)
+    if cfg.teacher_backend == "hf":
+        from madopd.models.hf import HFTeacher
+
+        return [HFTeacher(p, name=n, device=_device(cfg), dtype=getattr(torch, cfg.dtype))
+                for p, n in zip(paths, names)]
+    if cfg.teacher_backend == "vllm_server":
+        from madopd.models.vllm_server import VLLMServerTeacher
+
+        urls = cfg.teacher_base_urls[: len(paths)]
+        return [VLLMServerTeacher(u, p, tokenizer=p if Path(p).is_dir() else cfg.student, name=n)
+                for u, p, n in zip(urls, paths, names)]
+    from madopd.models.vllm_offline import VLLMOfflineTeacher
+
+    return [VLLMOfflineTeacher(p, name=n) for p, n in zip(paths, names)]

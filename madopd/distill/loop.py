@@ -1,0 +1,367 @@
+"""`Distiller`: the one training loop behind every method of the paper (architecture.md §1).
+
+One optimizer step::
+
+    for each micro-batch (grad_accum of them):                 phase 1, no gradients
+        states -> student rollout (or teacher generation, MT-SeqKD) -> Samples
+        states -> debate (cached; never sees the answer) -> transcripts -> weights w [B, K]
+    N = tokens (or sequences) kept in the whole accumulated batch
+    for each micro-batch:                                       phase 2, one micro-batch of logits
+        teacher_k.score(debate.score_context(state, transcript | None, k), response ids)
+        student.response_logits -> Σ_k w_k D(p_k ‖ q) per token (Eq. 8) -> Σ / N -> backward
+    clip, AdamW step, schedule step (skipped and counted on NaN)
+
+Loss normalisation (the same for every method): ``token`` = Σ of per-token losses over ALL
+micro-batches / number of tokens in the accumulated batch, so 2 micro-batches of B/2 give the
+same gradient as one of B. ``sequence`` = mean over sequences of each sequence's token mean
+(Eqs. 8-9 literally). Both are exact under accumulation because N is counted before backward.
+
+Multi-process (``accelerate launch``): each process draws its own micro-batches; N is summed
+over processes and gradients are all-reduced (summed), so the result equals one process with
+the union of the batches. Teachers are never wrapped by accelerate: they are frozen and each
+process holds its own copy (or talks to a server).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from madopd.distill.config import DistillConfig
+from madopd.distill.data import TrainPool, check_pool_config
+from madopd.distill.phases import PhasesMixin, _Micro, _SkipStep
+from madopd.distill.records import RecordsMixin, TokenDecoder
+from madopd.errors import ConfigError, DataError, ValueRangeError
+from madopd.opad import derive_seed
+from madopd.types import Sampling, StepRecord
+
+PHASES = ("rollout", "debate", "score", "loss", "update")
+TEMPLATES_BY_KIND = {"agentic": "tool_use", "code": "code", "general": "general"}
+
+
+class Distiller(PhasesMixin, RecordsMixin):
+    """Distil ``student`` from ``teachers`` on ``task`` under ``config`` (see module docstring).
+
+    Args:
+        config: a DistillConfig (use ``madopd.distill.preset(name, ...)`` for paper methods).
+        student: an ``HFStudent`` (trainable); teachers: ``Teacher`` objects. With
+            ``config.num_teachers`` set, only the first N teachers are used.
+        task: a ``Task`` (single-turn) or ``EpisodicTask`` (OPAD, ``config.opad_mode``).
+        debate_protocol: overrides the protocol built from the config (templates, debate
+            sampling, the debate's own teacher-error policy); its ``rounds`` and missing-tag
+            policy must equal ``config.rounds`` / ``config.on_missing``.
+        store: a ``RunStore``: metrics, records and checkpoints are written there.
+    """
+
+    def __init__(self, config: DistillConfig, student: Any, teachers: list[Any], task: Any,
+                 debate_protocol: Any = None, store: Any = None):
+        from madopd.cache import DebateCache
+        from madopd.debate import Debate, DebateProtocol
+
+        self.config = cfg = config
+        self.student, self.task, self.store = student, task, store
+        teachers = list(teachers)
+        if cfg.num_teachers is not None:
+            teachers = teachers[: cfg.num_teachers]
+        if cfg.method != "base" and not teachers:
+            raise ConfigError("teachers: at least one teacher is needed to distil "
+                              "(method 'base' is the only one without teachers)")
+        if cfg.fixed_weights is not None and len(cfg.fixed_weights) != len(teachers):
+            raise ConfigError(f"fixed_weights has {len(cfg.fixed_weights)} entries for "
+                              f"{len(teachers)} teachers")
+        self.teachers = teachers
+        self.K = len(teachers)
+        if teachers and hasattr(student, "tokenizer"):
+            from madopd.models.hf import check_same_vocab
+
+            check_same_vocab(student, teachers)
+        if debate_protocol is None:
+            debate_protocol = DebateProtocol(
+                rounds=cfg.rounds, templates=TEMPLATES_BY_KIND.get(task.kind, "general"),
+                sampling=cfg.debate_sampling,
+                on_teacher_error="drop_teacher" if cfg.on_teacher_error == "drop_teacher" else "raise",
+                on_missing_confidence=cfg.on_missing)
+        elif debate_protocol.rounds != cfg.rounds:
+            raise ConfigError(f"debate_protocol.rounds={debate_protocol.rounds} differs from "
+                              f"config.rounds={cfg.rounds}")
+        elif debate_protocol.on_missing_confidence != cfg.on_missing:
+            raise ConfigError(f"debate_protocol.on_missing_confidence="
+                              f"{debate_protocol.on_missing_confidence!r} differs from "
+                              f"config.on_missing={cfg.on_missing!r} (the weights use the config)")
+        self.debate = Debate(teachers, debate_protocol, names=cfg.teacher_names[: self.K]
+                             if cfg.teacher_names else None) if teachers else None
+        self.teacher_names = list(self.debate.names) if self.debate else []
+        self.cache = DebateCache(cfg.debate_cache_path) if cfg.debate_cache else None
+        self.spec = self._divergence_spec()
+        self._setup_accelerator()
+        self.pool = TrainPool(task, opad_mode=cfg.opad_mode, batch_size=cfg.batch_size,
+                              seed=cfg.seed, rank=self.accelerator.process_index,
+                              world_size=self.accelerator.num_processes)
+        check_pool_config(self.pool, cfg.on_policy_fraction)
+        self.rng = random.Random(derive_seed(cfg.seed, "distiller"))
+        self._decode_tokens = TokenDecoder(student.tokenizer)
+        self.step_count = 0
+        self.nan_streak = 0
+        self._stop = False
+
+    # ------------------------------------------------------------------ construction helpers
+    def _divergence_spec(self):
+        from madopd.divergence import DivergenceSpec, divergence_for_task
+
+        cfg = self.config
+        if cfg.divergence != "auto":
+            return DivergenceSpec(cfg.divergence, cfg.beta)
+        # Remark 1 covers agentic (JSD 0.5) and code (reverse KL); other tasks get the bounded
+        # JSD(0.5) as well (documented in DistillConfig.divergence).
+        kind = self.task.kind if self.task.kind in ("agentic", "code") else "agentic"
+        return divergence_for_task(kind)
+
+    def _setup_accelerator(self) -> None:
+        from accelerate import Accelerator
+
+        cfg = self.config
+        cpu = cfg.cpu or cfg.device == "cpu" or not torch.cuda.is_available()
+        self.accelerator = acc = Accelerator(cpu=cpu)
+        model = self.student.model
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("the student has no trainable parameters")
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas),
+                                weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda(acc.num_processes))
+        if acc.num_processes > 1:
+            # The student's forward must reach its own methods (generate, logits_to_keep), so
+            # it is not DDP-wrapped: gradients are all-reduced by hand in _update.
+            model.to(acc.device)
+            self.optimizer, self.scheduler = acc.prepare(opt, sched)
+        else:
+            model, self.optimizer, self.scheduler = acc.prepare(model, opt, sched)
+            self.student.model = model
+        self.student.device = acc.device
+        self.params = params
+
+    def _lr_lambda(self, num_processes: int):
+        cfg = self.config
+        total = max(1, cfg.max_steps)
+        warm = int(cfg.warmup_ratio * total)
+
+        def f(s: int) -> float:
+            step = s // max(1, num_processes)  # accelerate steps the schedule once per process
+            if warm and step < warm:
+                return (step + 1) / warm
+            if cfg.schedule == "constant":
+                return 1.0
+            progress = min(1.0, (step - warm) / max(1, total - warm))
+            if cfg.schedule == "linear":
+                return 1.0 - progress
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return f
+
+    @classmethod
+    def from_config(cls, config: DistillConfig, task: Any, *, store: Any = None,
+                    debate_protocol: Any = None) -> Distiller:
+        """Load the student and teachers named by the config, then build the Distiller."""
+        from madopd.distill.loading import load_student, load_teachers
+
+        student = load_student(config)
+        teachers = [] if config.method == "base" else load_teachers(config)
+        return cls(config, student, teachers, task, debate_protocol=debate_protocol, store=store)
+    # ------------------------------------------------------------------ one step
+    def step(self) -> StepRecord:
+        """One optimizer step (all micro-batches); logs to the store when there is one."""
+        record = self._step()
+        self._log(record)
+        return record
+
+    def _step(self) -> StepRecord:
+        cfg = self.config
+        if cfg.method == "base":
+            raise ConfigError("method 'base' is the untrained student: there is no training step "
+                              "(use evaluate())")
+        t_start = time.perf_counter()
+        self.step_count += 1
+        step = self.step_count
+        timings: dict[str, float] = defaultdict(float, {f"time/{k}": 0.0 for k in PHASES})
+        counters: dict[str, float] = defaultdict(float)
+        self.student.train() if hasattr(self.student, "train") else None
+        self.optimizer.zero_grad(set_to_none=True)
+        micros: list[_Micro] = []
+        parts: list[dict[str, Any]] = []
+        skipped_step = False
+        student_before = dict(getattr(self.student, "counters", {}) or {})
+        try:
+            for i in range(cfg.grad_accum):
+                micros += self._prepare_micro(step, i, timings, counters)
+            denom = self._denominator(micros)
+            if denom > 0:
+                for mb in micros:
+                    parts.append(self._micro_backward(mb, denom, timings, counters))
+        except _SkipStep:
+            skipped_step = True
+            counters["count/skipped_steps"] += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            denom = 0.0
+        loss = sum(p["loss"] for p in parts) if parts else float("nan")
+        if self.accelerator.num_processes > 1:
+            loss = float(self.accelerator.reduce(torch.tensor(loss, device=self.accelerator.device),
+                                                 "sum"))
+        for k, v in (getattr(self.student, "counters", {}) or {}).items():
+            if "truncat" in k:  # prompts cut to fit the student's window (rollout or forward)
+                counters[f"count/student/{k}"] += v - student_before.get(k, 0)
+        metrics = self._update(loss, denom, skipped_step, timings, counters)
+        timings["time/step"] = time.perf_counter() - t_start
+        return self._build_record(step, loss, micros, parts, metrics, timings, counters)
+
+    def _denominator(self, micros: list[_Micro]) -> float:
+        """Kept tokens (or sequences) in the whole accumulated batch, over all processes."""
+        n = 0
+        for mb in micros:
+            for r, k in zip(mb.samples.response_ids, mb.keep.tolist()):
+                if k and r:
+                    n += len(r) if self.config.loss_normalization == "token" else 1
+        if self.accelerator.num_processes > 1:
+            n = int(self.accelerator.reduce(torch.tensor(n, device=self.accelerator.device), "sum"))
+        return float(n)
+
+    def _update(self, loss: float, denom: float, skipped: bool, timings, counters) -> dict:
+        cfg = self.config
+        t0 = time.perf_counter()
+        metrics: dict[str, float] = {}
+        if skipped or denom == 0:
+            if not skipped:
+                counters["count/empty_steps"] += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            timings["time/update"] += time.perf_counter() - t0
+            return metrics
+        if self.accelerator.num_processes > 1:
+            for p in self.params:
+                if p.grad is None:  # every process must join the same all-reduces
+                    p.grad = torch.zeros_like(p)
+                p.grad = self.accelerator.reduce(p.grad, "sum")
+        gn = float("nan")
+        if math.isfinite(loss):
+            if cfg.max_grad_norm is not None:
+                gn = float(self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm))
+            else:
+                grads = [p.grad.norm() for p in self.params if p.grad is not None]
+                gn = float(torch.norm(torch.stack(grads))) if grads else 0.0
+            metrics["grad_norm"] = gn
+        if not (math.isfinite(loss) and math.isfinite(gn)):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nan_streak += 1
+            counters["count/nan_skips"] += 1
+            timings["time/update"] += time.perf_counter() - t0
+            if self.nan_streak >= cfg.max_nan_skips:
+                raise ValueRangeError(
+                    f"step {self.step_count}: loss or gradient is NaN/inf for {self.nan_streak} "
+                    f"steps in a row (max_nan_skips={cfg.max_nan_skips}); every one was skipped "
+                    "without an update. Lower lr, check the teachers' outputs, or raise the limit.")
+            return metrics
+        self.nan_streak = 0
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        timings["time/update"] += time.perf_counter() - t0
+        return metrics
+
+    # ------------------------------------------------------------------ training
+    def request_stop(self) -> None:
+        """Ask ``train`` to stop after the current step (widgets' stop button)."""
+        self._stop = True
+
+    def train(self, steps: int | None = None, callbacks: list[Any] = (),
+              progress: bool = True) -> list[StepRecord]:
+        """Run ``steps`` steps (default: up to ``config.max_steps``); returns the records.
+
+        ``callbacks``: callables ``cb(record)`` or objects with ``on_step(record)``; a callback
+        returning False, or one with ``should_stop()`` returning True, stops training after
+        this step (a pause is a callback that blocks). Evaluates every ``eval_every`` steps
+        (metrics ``eval/...`` in the step's record) and checkpoints every ``checkpoint_every``
+        steps and at the end when there is a store.
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        if cfg.method == "base":
+            return []
+        n = steps if steps is not None else max(0, cfg.max_steps - self.step_count)
+        self._stop = False
+        records = []
+        bar = tqdm(total=n, desc=f"{cfg.method}", disable=not progress or
+                   not self.accelerator.is_main_process)
+        for _ in range(n):
+            rec = self._step()
+            if cfg.eval_every and rec.step % cfg.eval_every == 0:
+                ev = self.evaluate(limit=cfg.eval_limit)
+                rec.metrics.update({f"eval/{k}": float(v) for k, v in ev.items()})
+            self._log(rec)
+            if self.store is not None and cfg.checkpoint_every and \
+                    rec.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+            records.append(rec)
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec.loss:.4g}")
+            for cb in callbacks:
+                fn = getattr(cb, "on_step", cb)
+                if fn(rec) is False:
+                    self._stop = True
+                should = getattr(cb, "should_stop", None)
+                if callable(should) and should():
+                    self._stop = True
+            if self._stop:
+                break
+        bar.close()
+        if self.store is not None and records:
+            last = self.store.latest_checkpoint()
+            if last is None or last.name != f"step_{self.step_count:06d}":
+                self.save_checkpoint()
+        return records
+
+    def _log(self, record: StepRecord) -> None:
+        if self.store is None or not self.accelerator.is_main_process:
+            return
+        self.store.log_metrics(record.step, record.metrics)
+        if self.config.record_every and record.step % self.config.record_every == 0:
+            self.store.log_record(record)
+
+    # ------------------------------------------------------------------ evaluation & state
+    def evaluate(self, task: Any = None, sampling: Sampling | None = None,
+                 limit: int | None = None, batch_size: int | None = None) -> dict[str, float]:
+        """Greedy evaluation (see ``madopd.distill.evaluation.evaluate_student``)."""
+        from madopd.distill.evaluation import evaluate_student
+
+        task = task or self.task
+        sampling = sampling or Sampling(greedy=True,
+                                        max_new_tokens=self.config.sampling.max_new_tokens)
+        return evaluate_student(self.student, task, sampling, limit=limit,
+                                batch_size=batch_size or max(self.config.batch_size, 16),
+                                max_steps=self.config.opad_max_steps)
+
+    def save(self, path) -> Any:
+        """The student in Hugging Face format."""
+        return self.student.save(path)
+
+    def save_checkpoint(self) -> Any:
+        from madopd.distill.state import save_checkpoint
+
+        if self.store is None:
+            raise ConfigError("save_checkpoint needs a RunStore (Distiller(..., store=RunStore(dir)))")
+        return save_checkpoint(self)
+
+    def resume(self, path: Any = None) -> int:
+        """Continue from a checkpoint (a checkpoint folder, a run folder, or the store's latest).
+
+        Restores weights, optimiser, schedule, RNG and data order, and truncates the run's
+        metrics/records to the checkpoint's step. Returns the step resumed from.
+        """
+        from madopd.distill.state import load_checkpoint
+
+        return load_checkpoint(self, path)
+
+
+__all__ = ["Distiller", "DataError"]

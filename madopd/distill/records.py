@@ -1,0 +1,198 @@
+"""Turn one step's tensors into the plain-Python ``StepRecord`` lists (ragged per sample).
+
+Kept apart from the loop so the loop reads like the diagram in docs/architecture.md §1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from madopd.types import StepRecord, TopKLogprobs
+
+
+def _num(x: float) -> float | None:
+    """JSON-safe float: NaN/inf become None."""
+    return float(x) if math.isfinite(x) else None
+
+
+def ragged(t: torch.Tensor, lengths: list[int]) -> list[list[Any]]:
+    """[B, T, ...] -> per-sample lists cut at each sample's length (floats, NaN -> None).
+
+    Only rows holding a non-finite value take the slow element-wise path.
+    """
+    x = t.detach().float().cpu()
+    finite = torch.isfinite(x).reshape(x.shape[0], x.shape[1], -1).all(-1)  # [B, T]
+    rows = x.tolist()
+    out = []
+    for b, (row, n) in enumerate(zip(rows, lengths)):
+        out.append(row[:n] if bool(finite[b, :n].all()) else _clean(row[:n]))
+    return out
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return _num(x)
+
+
+def topk_view(dist: torch.Tensor | TopKLogprobs, k: int, lengths: list[int],
+              temperature: float = 1.0, logits: bool = False) -> dict[str, list]:
+    """Top-k ids and log-probs per position: {"ids": [B][T_b][k], "logprobs": [B][T_b][k]}.
+
+    ``dist`` is dense ([B, T, V] log-probs, or logits when ``logits=True``: they are divided
+    by ``temperature`` and normalised like the loss does) or TopKLogprobs.
+    """
+    with torch.no_grad():
+        if isinstance(dist, TopKLogprobs):
+            k = min(k, dist.logprobs.shape[-1])
+            vals, pos = torch.topk(dist.logprobs.float(), k, dim=-1)
+            ids = torch.gather(dist.ids, -1, pos)
+        else:
+            lp = dist.float()
+            if logits:
+                lp = torch.log_softmax(lp / temperature, dim=-1)
+            vals, ids = torch.topk(lp, min(k, lp.shape[-1]), dim=-1)
+    i = ids.cpu().tolist()
+    return {"ids": [i[b][:n] for b, n in enumerate(lengths)], "logprobs": ragged(vals, lengths)}
+
+
+def merge_topk(parts: list[dict[str, list] | None]) -> dict[str, list] | None:
+    """Concatenate per-micro-batch top-k views along the sample axis."""
+    if not parts or any(p is None for p in parts):
+        return None
+    return {"ids": [r for p in parts for r in p["ids"]],
+            "logprobs": [r for p in parts for r in p["logprobs"]]}
+
+
+class TokenDecoder:
+    """One display string per token id (special tokens kept so EOS is visible), memoised:
+    a step records every response token, and decoding ids one by one dominates otherwise."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self._memo: dict[int, str] = {}
+
+    def __call__(self, ids: list[int]) -> list[str]:
+        memo = self._memo
+        out = []
+        for i in ids:
+            s = memo.get(i)
+            if s is None:
+                s = memo[i] = self.tokenizer.decode([i], skip_special_tokens=False)
+            out.append(s)
+        return out
+
+
+class RecordsMixin:
+    """Builds the StepRecord of a step (needs the attributes ``Distiller.__init__`` sets)."""
+
+    @staticmethod
+    def _finite_inputs(logits: torch.Tensor, dists: list[Any]) -> bool:
+        if not bool(torch.isfinite(logits.detach()).all()):
+            return False
+        for d in dists:
+            lp = d.logprobs if hasattr(d, "logprobs") else d
+            if bool(torch.isnan(lp).any()):  # -inf log-probs are zero probabilities: allowed
+                return False
+        return True
+
+    def _empty_part(self, mb: Any, loss: float) -> dict[str, Any]:
+        B, K = len(mb.states), self.K
+        return {"loss": loss, "per_token_divergence": [[] for _ in range(B)],
+                "per_token_loss": [[] for _ in range(B)],
+                "weights": [[float(x) for x in row] for row in mb.weights.tolist()],
+                "div_sum": [0.0] * K, "div_count": 0.0, "student_topk": None,
+                "teacher_topk": [None] * K}
+
+    def _micro_record(self, mb, lengths, logits, loss_tok, per, alive, tok_w, dists, w_rec,
+                      loss_value) -> dict[str, Any]:
+        cfg = self.config
+        K = self.K
+        out: dict[str, Any] = {"loss": loss_value}
+        if per is not None:
+            full = torch.full(per.shape[:2] + (K,), float("nan"))
+            full[..., alive] = per.detach().float().cpu()
+            out["per_token_divergence"] = ragged(full, lengths)
+            T = per.shape[1]
+            valid = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]) & mb.keep[:, None]
+            out["div_sum"] = [float((full[..., k] * valid).nansum()) for k in range(K)]
+            out["div_count"] = float(valid.sum())
+        else:
+            out["per_token_divergence"] = [[] for _ in lengths]
+        if tok_w is not None:
+            full_w = torch.zeros(tok_w.shape[:2] + (K,))
+            full_w[..., alive] = tok_w.detach().float().cpu()
+            out["token_weights"] = ragged(full_w, lengths)
+        out["per_token_loss"] = ragged(loss_tok, lengths)
+        out["weights"] = [[float(x) for x in row] for row in w_rec.tolist()]
+        if cfg.record_topk:
+            out["student_topk"] = topk_view(logits, cfg.record_topk, lengths,
+                                            cfg.loss_temperature, logits=True)
+            tk = [None] * K
+            for j, k in enumerate(alive):
+                tk[k] = topk_view(dists[j], cfg.record_topk, lengths)
+            out["teacher_topk"] = tk
+        return out
+
+    def _build_record(self, step, loss, micros, parts, metrics, timings, counters) -> StepRecord:
+        cfg = self.config
+        tok = self.student.tokenizer
+        states = [s for mb in micros for s in mb.states]
+        samples = [mb.samples for mb in micros]
+        resp_ids = [list(r) for s in samples for r in s.response_ids]
+        B = len(states)
+        have = len(parts) == len(micros) and parts
+
+        def cat(key, default):
+            return [x for p in parts for x in p[key]] if have else default
+
+        weights = cat("weights", [[float(x) for x in row] for mb in micros
+                                  for row in mb.weights.tolist()])
+        correct: list[float | None] = [None] * B
+        if cfg.verify_train:
+            texts = [t for s in samples for t in s.texts]
+            correct = [float(self.task.verify(st, t)) for st, t in zip(states, texts)]
+        m = dict(metrics)
+        m["loss"] = loss
+        m["lr"] = float(self.scheduler.get_last_lr()[0])
+        m["tokens"] = float(sum(len(r) for r in resp_ids))
+        m.update(timings)
+        m.update(counters)
+        total = counters.get("count/cache_hits", 0) + counters.get("count/cache_misses", 0)
+        if total:
+            m["cache/hit_rate"] = counters.get("count/cache_hits", 0) / total
+        if have and any("div_sum" in p for p in parts):
+            n = sum(p.get("div_count", 0.0) for p in parts)
+            for k, name in enumerate(self.teacher_names):
+                m[f"div/{name}"] = sum(p.get("div_sum", [0.0] * self.K)[k] for p in parts) / max(n, 1)
+        if weights and self.K:
+            w = torch.tensor(weights)
+            for k, name in enumerate(self.teacher_names):
+                m[f"weight/{name}"] = float(w[:, k].mean())
+            from madopd.weighting import effective_teachers
+
+            live = w.sum(-1) > 0
+            if live.any():
+                m["n_eff"] = float(effective_teachers(w[live]).mean())
+        if any(c is not None for c in correct):
+            m["accuracy/train"] = sum(c for c in correct if c is not None) / B
+        keep = [bool(k) for mb in micros for k in mb.keep.tolist()]
+        return StepRecord(
+            step=step, loss=loss, metrics={k: float(v) for k, v in m.items()},
+            teacher_names=list(self.teacher_names), state_ids=[s.id for s in states],
+            prompts=[tok.decode(p, skip_special_tokens=False) for s in samples for p in s.prompt_ids],
+            responses=[t for s in samples for t in s.texts], response_ids=resp_ids,
+            response_tokens=[self._decode_tokens(r) for r in resp_ids],
+            weights=weights,
+            per_token_divergence=cat("per_token_divergence", [[] for _ in range(B)]),
+            per_token_loss=cat("per_token_loss", [[] for _ in range(B)]),
+            token_weights=cat("token_weights", None) if have and all("token_weights" in p for p in parts) else None,
+            transcripts=[t for mb in micros for t in mb.transcripts],
+            correct=correct, families=[s.family for s in states],
+            student_topk=merge_topk([p.get("student_topk") for p in parts]) if have else None,
+            teacher_topk=[merge_topk([p["teacher_topk"][k] for p in parts])
+                          for k in range(self.K)] if have and all("teacher_topk" in p for p in parts) else None,
+            skipped=[not k for k in keep] if parts else [True] * B)

@@ -1,0 +1,256 @@
+"""Run directories: resolved config, metrics, step records and checkpoints (resumable).
+
+Layout::
+
+    RUN/config.json                      resolved DistillConfig (to_dict)
+    RUN/metrics.jsonl                    one JSON line per step: {"step": n, ...metrics}, flushed
+    RUN/records/step_000042.json.gz      full StepRecord (transcripts, per-token arrays), gzip JSON
+    RUN/checkpoints/step_000100/model/   student in Hugging Face format (adapter under LoRA)
+    RUN/checkpoints/step_000100/trainer_state.pt   optimiser, scheduler, RNG and data-order state
+    RUN/checkpoints/latest               text file: the newest complete checkpoint's folder name
+    RUN/latest_checkpoint.txt            "checkpoints/step_NNNNNN/model" (what `madopd eval
+                                         --model RUN` loads)
+
+A checkpoint is written into a temporary folder and renamed into place only when complete, and
+``latest`` is replaced atomically afterwards: a crash or a full disk while writing leaves the
+previous checkpoint (and ``latest``) valid. ``truncate_to(step)`` makes metrics and records
+agree with a checkpoint before a resumed run appends to them (no gap, no duplicate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from madopd.errors import DataError
+from madopd.types import StepRecord
+
+_CKPT = re.compile(r"^step_(\d{6,})$")
+_REC = re.compile(r"^step_(\d{6,})\.json\.gz$")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- records <-> JSON
+
+def record_to_dict(record: StepRecord) -> dict[str, Any]:
+    from madopd.debate import transcript_to_dict
+
+    d = {f.name: getattr(record, f.name) for f in dataclasses.fields(StepRecord)}
+    d["transcripts"] = [None if t is None else transcript_to_dict(t) for t in record.transcripts]
+    return d
+
+
+def record_from_dict(d: dict[str, Any]) -> StepRecord:
+    from madopd.debate import transcript_from_dict
+
+    names = {f.name for f in dataclasses.fields(StepRecord)}
+    kw = {k: v for k, v in d.items() if k in names}
+    kw["transcripts"] = [None if t is None else transcript_from_dict(t)
+                         for t in d.get("transcripts", [])]
+    return StepRecord(**kw)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class RunStore:
+    """Writes one run directory (see the module docstring). Safe to reopen for a resume."""
+
+    def __init__(self, root: str | Path, config: dict[str, Any] | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.records_dir = self.root / "records"
+        self.ckpt_dir = self.root / "checkpoints"
+        self.metrics_path = self.root / "metrics.jsonl"
+        if config is not None:
+            _atomic_write_text(self.root / "config.json",
+                               json.dumps(config, indent=2, default=_json_default))
+
+    # ---- metrics and records ------------------------------------------------------------
+    def log_metrics(self, step: int, metrics: dict[str, Any]) -> None:
+        line = json.dumps({"step": int(step), **metrics}, default=_json_default, allow_nan=True)
+        with self.metrics_path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def log_record(self, record: StepRecord) -> Path:
+        self.records_dir.mkdir(exist_ok=True)
+        path = self.records_dir / f"step_{record.step:06d}.json.gz"
+        tmp = path.with_name(f".{path.name}.tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=5) as f:
+            json.dump(record_to_dict(record), f, default=_json_default)
+        os.replace(tmp, path)
+        return path
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, step: int, write: Callable[[Path], None]) -> Path:
+        """Call ``write(tmp_dir)``; rename tmp_dir to ``step_NNNNNN`` and point ``latest`` at it.
+
+        Any exception while writing (e.g. ``OSError: No space left on device``) removes the
+        partial folder and propagates; the previous checkpoint and ``latest`` stay valid.
+        """
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        final = self.ckpt_dir / f"step_{step:06d}"
+        tmp = self.ckpt_dir / f".tmp-step_{step:06d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            write(tmp)
+            (tmp / "COMPLETE").write_text(str(step))
+            if final.exists():  # re-saving a step (after a resume): swap, then delete the old one
+                old = self.ckpt_dir / f".old-step_{step:06d}-{os.getpid()}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            _atomic_write_text(self.ckpt_dir / "latest", final.name)
+            if (final / "model").is_dir():  # for `madopd eval --model RUN`
+                _atomic_write_text(self.root / "latest_checkpoint.txt",
+                                   f"checkpoints/{final.name}/model")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        return list_checkpoints(self.root)
+
+    def latest_checkpoint(self) -> Path | None:
+        return latest_checkpoint(self.root)
+
+    def prune(self, keep: int | None) -> None:
+        """Delete all but the newest ``keep`` checkpoints (never the one ``latest`` names)."""
+        if keep is None:
+            return
+        latest = self.latest_checkpoint()
+        ckpts = self.checkpoints()
+        for _, path in ckpts[: max(0, len(ckpts) - keep)]:
+            if latest is None or path.resolve() != latest.resolve():
+                shutil.rmtree(path, ignore_errors=True)
+
+    def truncate_to(self, step: int) -> None:
+        """Keep metrics lines and records with step <= ``step`` (before a resumed run appends)."""
+        if self.metrics_path.exists():
+            kept = []
+            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if int(json.loads(line)["step"]) <= step:
+                        kept.append(line)
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line cut short by the kill: dropped with everything after
+            _atomic_write_text(self.metrics_path, "".join(x + "\n" for x in kept))
+        if self.records_dir.exists():
+            for p in self.records_dir.iterdir():
+                m = _REC.match(p.name)
+                if (m and int(m.group(1)) > step) or p.name.startswith("."):
+                    p.unlink()
+
+
+def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (with their COMPLETE marker), oldest first."""
+    d = Path(root) / "checkpoints"
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = _CKPT.match(p.name)
+        if m and p.is_dir() and (p / "COMPLETE").exists():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The checkpoint ``latest`` names (falling back to the newest complete one, if any)."""
+    d = Path(root) / "checkpoints"
+    pointer = d / "latest"
+    if pointer.exists():
+        p = d / pointer.read_text().strip()
+        if (p / "COMPLETE").exists():
+            return p
+    ckpts = list_checkpoints(root)
+    return ckpts[-1][1] if ckpts else None
+
+
+# ----------------------------------------------------------------------------- reading runs
+
+class LazyRecords(Sequence):
+    """Step records on disk, parsed on access (``run.records[i]``, ``run.records.steps``)."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self.steps = [int(_REC.match(p.name).group(1)) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        path = self.paths[i]
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                return record_from_dict(json.load(f))
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise DataError(f"unreadable step record ({exc})", path=str(path)) from None
+
+    def by_step(self, step: int) -> StepRecord:
+        return self[self.steps.index(step)]
+
+
+@dataclass
+class Run:
+    """A run directory read back: config dict, metrics (one dict per line), records, checkpoints."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    records: LazyRecords
+    checkpoints: list[tuple[int, Path]]
+
+
+def load_run(path: str | Path) -> Run:
+    root = Path(path)
+    cfg_path = root / "config.json"
+    if not cfg_path.is_file():
+        raise DataError("not a run directory (config.json is missing)", path=str(root))
+    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    metrics = []
+    mpath = root / "metrics.jsonl"
+    if mpath.exists():
+        lines = mpath.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                metrics.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i == len(lines):  # the last line of a killed run may be cut short
+                    continue
+                raise DataError("malformed metrics line", path=str(mpath), line=i) from None
+    rec_dir = root / "records"
+    paths = sorted((p for p in rec_dir.iterdir() if _REC.match(p.name)),
+                   key=lambda p: int(_REC.match(p.name).group(1))) if rec_dir.is_dir() else []
+    return Run(root, config, metrics, LazyRecords(paths), list_checkpoints(root))
