@@ -74,8 +74,8 @@ def resolve_checkpoint(path: str) -> str:
         return path  # a hub id: transformers resolves it (offline: from the cache only)
     if not p.is_dir():
         raise ConfigError(f"--model: {path} is a file; expected a checkpoint or run folder")
-    if (p / "config.json").is_file() or (p / "adapter_config.json").is_file():
-        return str(p)
+    # A run folder also holds config.json (the resolved *training* config), so the run's
+    # checkpoint pointers are checked before treating the folder as a model checkpoint.
     pointer = p / "latest_checkpoint.txt"
     if pointer.is_file():
         target = Path(pointer.read_text().strip())
@@ -91,6 +91,8 @@ def resolve_checkpoint(path: str) -> str:
         if not target.is_dir():
             raise ConfigError(f"--model: {latest} names {target.name}, which is not a folder")
         return str(target)
+    if (p / "config.json").is_file() or (p / "adapter_config.json").is_file():
+        return str(p)
     raise ConfigError(f"--model: {path} has no config.json, latest_checkpoint.txt or "
                       "checkpoints/latest")
 

@@ -87,6 +87,13 @@ def test_resolve_checkpoint_from_run_folders(tiny_dirs, tmp_path):
     shutil.copytree(ckpt, run_b / "final")
     (run_b / "latest_checkpoint.txt").write_text("final\n")
     assert resolve_checkpoint(str(run_b)) == str(run_b / "final")
+    # A madopd run folder holds its training config as config.json at the root: the
+    # checkpoint pointer must win over it.
+    run_c = tmp_path / "run_c"
+    shutil.copytree(ckpt, run_c / "checkpoints" / "step_000004" / "model")
+    (run_c / "config.json").write_text('{"method": "mad_opd"}')
+    (run_c / "latest_checkpoint.txt").write_text("checkpoints/step_000004/model\n")
+    assert resolve_checkpoint(str(run_c)) == str(run_c / "checkpoints" / "step_000004" / "model")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no config.json"):
         resolve_checkpoint(str(tmp_path / "empty"))
