@@ -1,0 +1,199 @@
+"""Benchmark: madopd's chunked divergences against a naive full-materialisation baseline.
+
+    python benchmarks/bench_divergence.py                     # 2,048 tokens x 32,000 vocab
+    python benchmarks/bench_divergence.py --tokens 512 --vocab 151936 --kinds jsd --threads 2
+
+For each divergence kind and K teachers (K = 1, and K = 3 with target="sum", Eq. 8) it runs
+forward + backward w.r.t. the student logits [N, V] (float32) with
+
+* naive:   log_softmax over the whole [N, V] for student and teachers, ``F.kl_div`` terms
+           (JSD via a logsumexp mixture, as the official code does), autograd backward;
+* chunked: ``madopd.divergence`` (analytic per-chunk gradient, one [N, V] gradient buffer),
+
+in the same process, alternating the two, and prints RATIOS chunked / naive.
+
+Threads: default 2, with ``OMP_WAIT_POLICY=PASSIVE`` set before torch is imported
+(unless already set). On the shared 2-core development box the cores are oversubscribed (load
+average 7-10); OpenMP's default spin-waiting then burns the time slices the other thread needs,
+and every one of the chunked path's thousands of small kernels stalls at its barrier: measured
+FKL at 1,024 x 32,000, 2 threads: 4-14 s spinning vs 0.9 s passive (1 thread: 0.6 s). Passive
+waiting applies to both implementations alike. ``--threads 1`` avoids the question entirely.
+
+Bandwidth: the physical limit is reading every logit once, so we time ``clone()`` of the same
+tensors (student + K teachers: each logit read once and written once) and print
+``t_clone / t_chunked`` = the fraction of memory-copy bandwidth the divergence achieves
+(1.0 would be copy speed).
+
+Peak memory, honestly: torch CPU tensors live in ordinary process memory, so the kernel's
+resident-set counters see them (tracemalloc does not). Before each measured run we free
+everything, call glibc ``malloc_trim(0)`` (hands cached free heap pages back to the OS), read
+VmRSS, reset the peak counter by writing "5" to /proc/self/clear_refs, run one forward +
+backward, and report VmHWM - VmRSS_before: the extra resident memory the run needed at its
+peak, inputs excluded (both implementations read the same inputs), the gradient included.
+Allocator: ``malloc_trim`` leaves free heap pages non-resident, and glibc's heap then hands out
+different addresses over time, so a run re-faults pages it does not need at once and RSS
+overstates live memory (we saw 270 or 700 MiB for the same chunked run, by history). So the
+memory run sets glibc's mmap threshold to 1 MiB (``mallopt``): every tensor >= 1 MiB is then
+its own mapping, returned to the OS when freed, and RSS tracks live tensors exactly. That
+costs page faults, so timing uses separate runs with the threshold at 32 MiB (chunk
+temporaries reused from the heap, as in a long-running process); the time column is the
+minimum of ``--repeats`` such runs. Linux only. Timings on a shared 2-core machine are
+noisy: the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import math
+import os
+import re
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP pool
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from madopd import divergence as D  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- memory
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{key}:\s+(\d+)", f.read()).group(1)) * 1024
+
+
+def _mmap_threshold(nbytes: int) -> None:
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, nbytes)  # -3 = M_MMAP_THRESHOLD
+    except OSError:
+        pass
+
+
+def _trim():
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def peak_extra_bytes(fn) -> int:
+    """Extra resident bytes at the peak of fn() relative to just before it."""
+    _trim()
+    before = _status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    fn()
+    return _status("VmHWM") - before
+
+
+# ----------------------------------------------------------------------------- cases
+def naive_loss(z, teachers, w, kind, beta):
+    s = F.log_softmax(z.float(), -1)  # [N, V] kept for backward
+    total = 0.0
+    for k, t in enumerate(teachers):
+        tl = F.log_softmax(t.float(), -1)
+        if kind == "fkl":  # KL(p‖q): kl_div(input=log q, target=log p)
+            d = F.kl_div(s, tl, log_target=True, reduction="none").sum(-1)
+        elif kind == "rkl":
+            d = F.kl_div(tl, s, log_target=True, reduction="none").sum(-1)
+        else:
+            m = torch.logsumexp(torch.stack([s + math.log(1 - beta), tl + math.log(beta)]), 0)
+            d = (beta * F.kl_div(m, tl, log_target=True, reduction="none").sum(-1)
+                 + (1 - beta) * F.kl_div(m, s, log_target=True, reduction="none").sum(-1))
+        total = total + w[k] * d
+    return total.mean()
+
+
+def chunked_loss(z, teachers, w, kind, beta, chunk_size):
+    spec = D.DivergenceSpec(kind, beta)
+    if len(teachers) == 1:
+        return D.divergence(z, teachers[0], spec, chunk_size=chunk_size)
+    return D.multi_teacher_divergence(z, teachers, w, spec, chunk_size=chunk_size)
+
+
+def run_once(z0, teachers, w, kind, beta, impl, chunk_size):
+    z = z0.detach().requires_grad_(True)
+    if impl == "naive":
+        loss = naive_loss(z, teachers, w, kind, beta)
+    else:
+        loss = chunked_loss(z, teachers, w, kind, beta, chunk_size)
+    loss.backward()
+    return float(loss.detach()), z.grad
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_case(args, kind, K):
+    g = torch.Generator().manual_seed(0)
+    N, V = args.tokens, args.vocab
+    z0 = torch.randn(N, V, generator=g) * 2
+    teachers = [torch.randn(N, V, generator=g) * 2 for _ in range(K)]
+    w = torch.softmax(torch.randn(K, generator=g), -1)
+    beta = 0.5
+    res = {"naive": {"t": math.inf}, "chunked": {"t": math.inf}}
+    _mmap_threshold(1 << 20)  # memory runs: exact RSS accounting (see the docstring)
+    for impl in ("naive", "chunked"):
+        out = {}
+        res[impl]["mem"] = peak_extra_bytes(lambda impl=impl, out=out: out.update(zip(
+            ("loss", "grad"), run_once(z0, teachers, w, kind, beta, impl, args.chunk_size))))
+        res[impl].update(out)
+        _trim()
+    grad_err = float((res["naive"].pop("grad") - res["chunked"].pop("grad")).abs().max())
+    loss_err = abs(res["naive"]["loss"] - res["chunked"]["loss"])
+    _mmap_threshold(32 << 20)  # timed runs: temporaries reused from the heap
+    clone_t = min(timed(lambda: [x.clone() for x in [z0, *teachers]]) for _ in range(3))
+    for _ in range(args.repeats):  # alternate so both see the same machine load
+        for impl in ("naive", "chunked"):
+            t = timed(lambda impl=impl: run_once(z0, teachers, w, kind, beta, impl,
+                                                 args.chunk_size))
+            res[impl]["t"] = min(res[impl]["t"], t)
+            _trim()
+    return res, clone_t, loss_err, grad_err
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=2048)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--kinds", default="fkl,rkl,jsd")
+    ap.add_argument("--teachers", default="1,3", help="comma-separated K values")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads (see docstring)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per case (min is kept)")
+    ap.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk (auto)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    chunk = args.chunk_size or max(1, (1 << 19) // args.vocab)
+    print(f"N={args.tokens} tokens x V={args.vocab} vocab, float32, threads={args.threads}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, chunk={chunk} tokens, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+          f"cores, torch {torch.__version__}")
+    print(f"one [N, V] fp32 tensor = {args.tokens * args.vocab * 4 / 2**20:.0f} MiB")
+    head = (f"{'kind':5} {'K':>2} | {'naive s':>8} {'chunk s':>8} {'t ratio':>7} | "
+            f"{'naive MiB':>9} {'chunk MiB':>9} {'mem ratio':>9} | {'copy BW':>7} | "
+            f"{'|dloss|':>8} {'|dgrad|':>8}")
+    print(head)
+    print("-" * len(head))
+    worst_t, worst_m = 0.0, 0.0
+    for K in [int(k) for k in args.teachers.split(",")]:
+        for kind in args.kinds.split(","):
+            res, clone_t, loss_err, grad_err = bench_case(args, kind, K)
+            n, c = res["naive"], res["chunked"]
+            t_ratio, m_ratio = c["t"] / n["t"], c["mem"] / n["mem"]
+            worst_t, worst_m = max(worst_t, t_ratio), max(worst_m, m_ratio)
+            print(f"{kind:5} {K:>2} | {n['t']:8.3f} {c['t']:8.3f} {t_ratio:7.2f} | "
+                  f"{n['mem'] / 2**20:9.0f} {c['mem'] / 2**20:9.0f} {m_ratio:9.3f} | "
+                  f"{clone_t / c['t']:7.1%} | {loss_err:8.1e} {grad_err:8.1e}", flush=True)
+    print(f"worst time ratio {worst_t:.2f} (target <= 1.5), worst memory ratio {worst_m:.3f} "
+          f"(target <= 0.25)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
