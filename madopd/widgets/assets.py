@@ -1,0 +1,83 @@
+"""Front-end assets: the ES modules and CSS that ship inside the wheel (no CDN, no build step).
+
+Sources live in the top-level ``widgets/`` folder of the repository; ``madopd/widgets/static/``
+holds byte-identical copies (what the wheel ships and what the widgets load). After editing a
+source run ``python -m madopd.widgets.assets --sync``; ``tests/widgets/test_assets.py`` fails
+when the copies drift.
+
+anywidget evaluates ``_esm`` as ONE module from a blob URL, so relative imports cannot be
+resolved in the browser. ``bundle(entry)`` therefore concatenates the shared modules
+(``divmath.js``, ``common.js``) and the entry module, dropping the ``import`` lines and the
+``export`` keywords of the dependencies. The sources stay plain ES modules that node can import
+directly (``tests/widgets/js/*.test.mjs``).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from functools import cache
+from pathlib import Path
+
+STATIC = Path(__file__).parent / "static"
+SOURCES = Path(__file__).resolve().parents[2] / "widgets"  # only present in a source checkout
+SHARED = ("divmath.js", "common.js")
+ENTRIES = ("playground.js", "lens.js", "debate.js", "decomposition.js", "failures.js",
+           "dashboard.js")
+FILES = SHARED + ENTRIES + ("madopd.css",)
+
+_IMPORT = re.compile(r'^import\s+\{[^}]*\}\s+from\s+"\./[a-z_]+\.js";\s*$', re.M)
+_EXPORT = re.compile(r"^export\s+(?=(?:async\s+)?(?:function|const|let|class)\b)", re.M)
+
+
+def read(name: str) -> str:
+    path = STATIC / name
+    if not path.is_file():
+        raise FileNotFoundError(f"madopd widget asset {name!r} missing from {STATIC}")
+    return path.read_text(encoding="utf-8")
+
+
+@cache
+def bundle(entry: str) -> str:
+    """One self-contained ES module: shared helpers + ``entry`` (which keeps ``export default``)."""
+    if entry not in ENTRIES:
+        raise ValueError(f"unknown widget entry {entry!r}; expected one of {ENTRIES}")
+    parts = [f"// madopd widget bundle: {entry} (generated from widgets/*.js by assets.bundle)"]
+    for name in SHARED:
+        parts.append(f"// ---- {name}\n" + _EXPORT.sub("", _IMPORT.sub("", read(name))))
+    parts.append(f"// ---- {entry}\n" + _IMPORT.sub("", read(entry)))
+    return "\n".join(parts)
+
+
+@cache
+def css() -> str:
+    return read("madopd.css")
+
+
+def out_of_sync() -> list[str]:
+    """Names whose static copy differs from the source in ``widgets/`` (source checkout only)."""
+    return [n for n in FILES
+            if not (STATIC / n).is_file() or not (SOURCES / n).is_file()
+            or (SOURCES / n).read_bytes() != (STATIC / n).read_bytes()]
+
+
+def sync() -> list[str]:
+    """Copy ``widgets/*`` sources into ``madopd/widgets/static/``; returns what changed."""
+    STATIC.mkdir(exist_ok=True)
+    changed = out_of_sync()
+    for n in changed:
+        if (SOURCES / n).is_file():
+            shutil.copyfile(SOURCES / n, STATIC / n)
+    bundle.cache_clear()
+    css.cache_clear()
+    return changed
+
+
+if __name__ == "__main__":
+    if "--sync" in sys.argv:
+        print("synced:", sync() or "nothing to do")
+    else:
+        bad = out_of_sync()
+        print("out of sync:", bad) if bad else print("in sync")
+        sys.exit(1 if bad else 0)

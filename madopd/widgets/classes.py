@@ -1,0 +1,283 @@
+"""anywidget classes: a payload (synced dict) + a bundled ES module + the static fallback.
+
+This is the only module of madopd that imports anywidget/ipywidgets/traitlets; the package's
+``__init__`` imports it lazily, so ``import madopd.widgets`` works without the notebook extra.
+
+Every widget's ``_repr_mimebundle_`` adds ``text/html`` (the static render) next to the widget
+view: JupyterLab with a kernel shows the live widget; exported HTML, GitHub and any viewer
+without widget state show the static render instead.
+"""
+
+from __future__ import annotations
+
+from madopd.errors import MissingExtraError
+
+try:
+    import anywidget
+    import traitlets
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError("anywidget", "notebooks", "madopd notebook widgets") from exc
+
+import copy
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from madopd.types import StepRecord, Transcript
+from madopd.widgets import assets
+from madopd.widgets import dashboard as dash
+from madopd.widgets.board import debate_payload, render_debate_html
+from madopd.widgets.decomposition import decomposition_payload, render_decomposition_html
+from madopd.widgets.failures import failures_payload, render_failures_html
+from madopd.widgets.lens import lens_payload, render_lens_html
+from madopd.widgets.playground import playground_payload, render_playground_html
+
+
+class MadopdWidget(anywidget.AnyWidget):
+    """Base class: ``payload`` (JSON dict) is the widget's data; ``static_html()`` its fallback."""
+
+    payload = traitlets.Dict().tag(sync=True)
+    _css = assets.css()
+
+    def static_html(self) -> str:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs):
+        out = super()._repr_mimebundle_(**kwargs)
+        data, meta = out if isinstance(out, tuple) else (out, {})
+        data = dict(data)
+        data["text/html"] = self.static_html()
+        return data, meta
+
+
+class Playground(MadopdWidget):
+    """Divergence playground: drag a teacher, watch FKL / RKL / JSD(β) students fit it."""
+
+    _esm = assets.bundle("playground.js")
+    beta = traitlets.Float(0.5).tag(sync=True)
+    temperature = traitlets.Float(1.0).tag(sync=True)
+    teacher_probs = traitlets.List(traitlets.Float()).tag(sync=True)
+
+    def __init__(self, teacher_probs=None, **kw):
+        opts = {k: kw.pop(k) for k in list(kw) if k in (
+            "labels", "family", "init", "beta", "temperature", "lr", "sigma_range")}
+        payload = playground_payload(**({} if teacher_probs is None else
+                                        {"teacher_probs": teacher_probs}), **opts)
+        super().__init__(payload=payload, beta=payload["beta"],
+                         temperature=payload["temperature"],
+                         teacher_probs=list(payload["teacher_probs"]), **kw)
+
+    def static_html(self) -> str:
+        p = dict(self.payload, beta=self.beta, temperature=self.temperature,
+                 teacher_probs=list(self.teacher_probs) or self.payload["teacher_probs"])
+        return render_playground_html(p)
+
+
+class DivergenceLens(MadopdWidget):
+    """One completion's tokens coloured by FKL / RKL / JSD(β); click a token for its top-k.
+
+    ``selected_token`` (synced) is the index the user clicked (-1 = none).
+    """
+
+    _esm = assets.bundle("lens.js")
+    beta = traitlets.Float(0.5).tag(sync=True)
+    teacher = traitlets.Int(0).tag(sync=True)
+    selected_token = traitlets.Int(-1).tag(sync=True)
+
+    def __init__(self, record: StepRecord, sample: int = 0, *, beta: float = 0.5,
+                 decode=None, **kw):
+        super().__init__(payload=lens_payload(record, sample, beta=beta, decode=decode),
+                         beta=beta, **kw)
+
+    def static_html(self) -> str:
+        from madopd.widgets.lens import lens_values
+
+        p = dict(self.payload)
+        if p.get("has_topk") and self.beta != p["beta"]:
+            p["values"], p["beta"] = lens_values(p, self.beta), self.beta
+        return render_lens_html(p)
+
+
+class DebateBoard(MadopdWidget):
+    """Teachers × rounds with confidence badges, τ-weights and the student's per-teacher strips."""
+
+    _esm = assets.bundle("debate.js")
+    tau = traitlets.Float(1.0).tag(sync=True)
+    only_disagreements = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, transcript: Transcript | None = None, *, record: StepRecord | None = None,
+                 sample: int = 0, tau: float = 1.0, policy: str = "uniform", **kw):
+        if transcript is None and record is not None:
+            transcript = record.transcripts[sample]
+        payload = debate_payload(transcript, record=record, sample=sample, tau=tau,
+                                 policy=policy) if transcript is not None else {}
+        super().__init__(payload=payload, tau=tau, **kw)
+
+    def show(self, transcript: Transcript, *, record: StepRecord | None = None,
+             sample: int = 0, policy: str | None = None) -> None:
+        """Switch the board to another debate (used by the failure-case finder)."""
+        self.payload = debate_payload(transcript, record=record, sample=sample, tau=self.tau,
+                                      policy=policy or self.payload.get("policy", "uniform"))
+
+    def static_html(self) -> str:
+        if not self.payload:
+            return "<div>empty debate board</div>"
+        return render_debate_html(dict(self.payload, tau=self.tau) if self.tau ==
+                                  self.payload["tau"] else self._repayload())
+
+    def _repayload(self) -> dict:
+        from madopd.widgets import divmath
+
+        p = dict(self.payload, tau=self.tau)
+        p["weights"] = divmath.confidence_weights(p["final_confidences"], self.tau, p["policy"])
+        return p
+
+
+class LossDecomposition(MadopdWidget):
+    """Per-token loss by teacher (stacked w_k·D_k), with the equal-weights counterfactual."""
+
+    _esm = assets.bundle("decomposition.js")
+
+    def __init__(self, record: StepRecord, sample: int = 0, **kw):
+        super().__init__(payload=decomposition_payload(record, sample), **kw)
+
+    def static_html(self) -> str:
+        return render_decomposition_html(self.payload)
+
+
+class FailureFinder(MadopdWidget):
+    """Sortable, filterable table of a run's samples; ``selected`` = {"step", "sample"} (synced).
+
+    With ``board=DebateBoard(...)`` the board follows the selection (linked through the kernel).
+    """
+
+    _esm = assets.bundle("failures.js")
+    selected = traitlets.Dict().tag(sync=True)
+
+    def __init__(self, records: Sequence[StepRecord], *, board: DebateBoard | None = None,
+                 **kw):
+        self.records = list(records)
+        super().__init__(payload=failures_payload(self.records), **kw)
+        self.board = board
+        self.observe(self._on_select, names="selected")
+
+    def selected_record(self) -> tuple[StepRecord, int] | None:
+        """The (record, sample index) the user clicked, or None."""
+        if not self.selected:
+            return None
+        for r in self.records:
+            if r.step == self.selected.get("step"):
+                return r, int(self.selected["sample"])
+        return None
+
+    def _on_select(self, _change) -> None:
+        hit = self.selected_record()
+        if self.board is None or hit is None:
+            return
+        rec, b = hit
+        if b < len(rec.transcripts) and rec.transcripts[b] is not None:
+            self.board.show(rec.transcripts[b], record=rec, sample=b)
+
+    def static_html(self) -> str:
+        return render_failures_html(self.payload)
+
+
+class LiveDashboard(MadopdWidget):
+    """Training curves fed by ``Distiller.train(callbacks=[dashboard])``, with pause/resume.
+
+    ``probe(step) -> (tokens, values)`` (see ``make_probe``) is re-scored every ``every`` steps
+    into the step × token ribbon. Pausing blocks the callback between steps; the browser can
+    only flip ``paused`` while the kernel is free, so use ``start(distiller, steps)`` (training
+    in a background thread) for interactive pause/resume, then ``join()``.
+    """
+
+    _esm = assets.bundle("dashboard.js")
+    paused = traitlets.Bool(False).tag(sync=True)
+    stop_requested = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, teacher_names: Sequence[str] = (), *, every: int = 10,
+                 probe: Callable[[int], tuple[list[str], list[float]]] | None = None,
+                 records: Sequence[StepRecord] = (), **kw):
+        self._data = dash.dashboard_payload(teacher_names, every=every, records=records)
+        self.probe, self.every = probe, every
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.records: list[StepRecord] = []
+        self.paused_seconds = 0.0  # time the training thread spent waiting on "pause"
+        super().__init__(payload=copy.deepcopy(self._data), **kw)
+
+    def on_step(self, record: StepRecord) -> bool:
+        """Distiller callback: fold the record in, re-score the probe, honour pause/stop."""
+        dash.add_record(self._data, record)
+        if self.probe is not None and record.step % self.every == 0:
+            tokens, values = self.probe(record.step)
+            dash.add_probe(self._data, record.step, tokens, values)
+        self.payload = copy.deepcopy(self._data)  # a new object so the change is synced
+        t0 = time.monotonic()
+        while self.paused and not self.stop_requested:
+            time.sleep(0.05)
+        self.paused_seconds += time.monotonic() - t0
+        return not self.stop_requested
+
+    __call__ = on_step
+
+    def should_stop(self) -> bool:
+        return self.stop_requested
+
+    def start(self, distiller, steps: int) -> threading.Thread:
+        """Train in a background thread so the browser can pause/resume while it runs."""
+        if self._thread is not None and self._thread.is_alive():
+            from madopd.errors import ConfigError
+
+            raise ConfigError("this dashboard is already training; call join() first")
+
+        def run():
+            try:
+                self.records += distiller.train(steps, callbacks=[self], progress=False)
+            except BaseException as exc:  # re-raised in join(), never swallowed
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="madopd-train", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def join(self, timeout: float | None = None) -> list[StepRecord]:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        return self.records
+
+    def static_html(self) -> str:
+        return dash.render_dashboard_html(self._data)
+
+
+def make_probe(distiller, state, *, max_new_tokens: int = 32):
+    """A fixed probe for the dashboard ribbon: the student's greedy answer to ``state`` (sampled
+    once, now), re-scored on each call as the mean over teachers of D(p_k ‖ q) per token.
+
+    Teachers score with the blind context (``debate.score_context(state, None, k)``) so the
+    probe costs no debate. Returns ``probe(step) -> (tokens, values)``.
+    """
+    import torch
+
+    from madopd.divergence import per_teacher_divergence
+    from madopd.types import Sampling
+
+    student = distiller.student
+    samples = student.rollout([state], Sampling(greedy=True, max_new_tokens=max_new_tokens))
+    tokens = [student.tokenizer.decode([i]) for i in samples.response_ids[0]]  # one per token
+    contexts = [distiller.debate.score_context(state, None, k) for k in range(distiller.K)]
+
+    def probe(step: int) -> tuple[list[str], list[float]]:
+        with torch.no_grad():
+            logits, mask = student.response_logits(samples)  # [1, T, V], [1, T]
+            dists = [t.score([ctx], samples.response_ids, top_k=distiller.config.score_top_k).dists
+                     for t, ctx in zip(distiller.teachers, contexts)]
+            per = per_teacher_divergence(logits, dists, distiller.spec, mask=mask,
+                                         temperature=distiller.config.loss_temperature)
+        values = per[0].mean(-1)[: len(tokens)]  # [T]
+        return tokens, [float(v) for v in values]
+
+    return probe

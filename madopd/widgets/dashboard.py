@@ -1,0 +1,134 @@
+"""Live training dashboard: loss, divergence quantiles, weights, n_eff, and a probe ribbon.
+
+``add_record(payload, record)`` folds one StepRecord into the payload (the LiveDashboard widget
+calls it from the Distiller callback); ``add_probe(payload, step, tokens, values)`` adds one row
+of the step × token ribbon (a fixed probe completion re-scored every N steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from madopd.types import StepRecord
+from madopd.widgets.style import (
+    SEQUENTIAL,
+    clip_max,
+    esc,
+    fmt,
+    legend_html,
+    quantile,
+    seq_color,
+    teacher_color,
+    teacher_legend_html,
+    token_html,
+)
+
+QUANTILES = (0.1, 0.5, 0.9, 0.99)
+MAX_POINTS = 5000  # older points are dropped (counted in payload["dropped_points"])
+
+
+def dashboard_payload(teacher_names: Sequence[str] = (), *, every: int = 10,
+                      records: Sequence[StepRecord] = ()) -> dict:
+    p = {"kind": "dashboard", "version": 1, "teacher_names": list(teacher_names),
+         "colors": [teacher_color(k) for k in range(len(teacher_names))], "every": every,
+         "steps": [], "loss": [], "quantiles": {str(q): [] for q in QUANTILES},
+         "weights": [], "n_eff": [], "probe": {"tokens": [], "steps": [], "rows": []},
+         "dropped_points": 0}
+    for r in records:
+        add_record(p, r)
+    return p
+
+
+def add_record(p: dict, record: StepRecord) -> dict:
+    """Append one step's scalars. Weights/n_eff are batch means over non-skipped samples."""
+    if not p["teacher_names"]:
+        p["teacher_names"] = list(record.teacher_names)
+        p["colors"] = [teacher_color(k) for k in range(len(record.teacher_names))]
+    K = len(p["teacher_names"])
+    vals = [v for sample in record.per_token_divergence for row in sample for v in row]
+    keep = [b for b in range(len(record.weights))
+            if not (b < len(record.skipped) and record.skipped[b])]
+    w = [sum(record.weights[b][k] for b in keep) / len(keep) if keep else None for k in range(K)]
+    n_eff = [1.0 / sum(x * x for x in record.weights[b]) for b in keep
+             if sum(x * x for x in record.weights[b]) > 0]
+    p["steps"].append(record.step)
+    p["loss"].append(round(float(record.loss), 6))
+    for q in QUANTILES:
+        p["quantiles"][str(q)].append(round(quantile(vals, q), 6) if vals else None)
+    p["weights"].append([None if x is None else round(x, 6) for x in w])
+    p["n_eff"].append(round(sum(n_eff) / len(n_eff), 6) if n_eff else None)
+    if len(p["steps"]) > MAX_POINTS:
+        for key in ("steps", "loss", "weights", "n_eff"):
+            p[key].pop(0)
+        for q in p["quantiles"].values():
+            q.pop(0)
+        p["dropped_points"] += 1
+    return p
+
+
+def add_probe(p: dict, step: int, tokens: Sequence[str], values: Sequence[float]) -> dict:
+    """One ribbon row: the probe completion's per-token divergence at ``step``."""
+    if len(tokens) != len(values):
+        from madopd.errors import ShapeError
+
+        raise ShapeError(f"probe: {len(tokens)} tokens but {len(values)} values")
+    p["probe"]["tokens"] = list(tokens)
+    p["probe"]["steps"].append(step)
+    p["probe"]["rows"].append([round(float(v), 6) for v in values])
+    return p
+
+
+# ------------------------------------------------------------------------ static render
+def _line_svg(title: str, xs: list, series: list[tuple[str, list, str]], w=280, h=110) -> str:
+    pts_all = [v for _, ys, _ in series for v in ys if v is not None]
+    if not xs or not pts_all:
+        return f'<div style="font-size:11px">{esc(title)}: no data yet</div>'
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(0.0, min(pts_all)), max(pts_all) or 1.0
+    sx = lambda x: 4 + (w - 8) * ((x - x0) / (x1 - x0) if x1 > x0 else 0.5)
+    sy = lambda y: h - 14 - (h - 26) * ((y - y0) / (y1 - y0) if y1 > y0 else 0.5)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+           'style="border:1px solid #eee;display:block">'
+           f'<text x="4" y="11" font-size="10">{esc(title)} (max {esc(fmt(y1))})</text>']
+    for name, ys, color in series:
+        pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys) if y is not None)
+        out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5">'
+                   f"<title>{esc(name)}</title></polyline>")
+    out.append(f'<text x="4" y="{h - 2}" font-size="9">step {x0}</text>'
+               f'<text x="{w - 4}" y="{h - 2}" font-size="9" text-anchor="end">{x1}</text></svg>')
+    return "".join(out)
+
+
+def render_dashboard_html(p: dict) -> str:
+    names = p["teacher_names"]
+    xs = p["steps"]
+    qs = [(f"p{int(float(q) * 100)}", v, SEQUENTIAL[2 + i * 2])
+          for i, (q, v) in enumerate(p["quantiles"].items())]
+    wser = [(n, [None if row[k] is None else row[k] for row in p["weights"]], teacher_color(k))
+            for k, n in enumerate(names)]
+    charts = [
+        _line_svg("loss", xs, [("loss", p["loss"], "#000000")]),
+        _line_svg("divergence quantiles p10/p50/p90/p99", xs, qs),
+        _line_svg("teacher weights (batch mean)", xs, wser),
+        _line_svg("effective number of teachers", xs, [("n_eff", p["n_eff"], "#CC79A7")]),
+    ]
+    ribbon = ""
+    pr = p["probe"]
+    if pr["rows"]:
+        vmax = clip_max([v for row in pr["rows"] for v in row])
+        cells = []
+        for s, row in zip(pr["steps"], pr["rows"]):
+            tds = "".join(f'<td title="step {s} t={t} D={fmt(v, 4)}" style="background:'
+                          f'{seq_color(v, vmax)};width:14px;height:10px"></td>'
+                          for t, v in enumerate(row))
+            cells.append(f'<tr><th style="font:9px sans-serif;text-align:right">{s}</th>{tds}</tr>')
+        toks = "".join(f'<th style="font:9px monospace;writing-mode:vertical-rl">{token_html(t)}'
+                       "</th>" for t in pr["tokens"])
+        ribbon = (f'<div>probe ribbon (rows = steps, columns = probe tokens)</div>'
+                  f'{legend_html("probe D", vmax)}<table class="madopd-ribbon" '
+                  f'style="border-collapse:collapse"><tr><th></th>{toks}</tr>{"".join(cells)}</table>')
+    dropped = f", {p['dropped_points']} older points dropped" if p["dropped_points"] else ""
+    return ('<div class="madopd-static madopd-dashboard" style="font:12px sans-serif">'
+            f"<div>Training dashboard (static render): {len(xs)} steps{dropped}</div>"
+            f"{teacher_legend_html(names)}"
+            f'<div style="display:flex;flex-wrap:wrap;gap:6px">{"".join(charts)}</div>{ribbon}</div>')

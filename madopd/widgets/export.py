@@ -1,0 +1,37 @@
+"""Offline HTML export of executed notebooks: widgets show their static ``text/html`` fallback.
+
+nbconvert's "lab" template always adds require.js and MathJax from a CDN. This exporter
+extends it with those two blocks emptied, so the page loads nothing from the network (Markdown
+math then stays as TeX). Execute notebooks with ``store_widget_state=False`` (nbclient): saved
+widget state would make viewers try (and fail, offline) to rebuild the live widgets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+"""
+
+
+def export_html(notebook, out: str | Path | None = None) -> str:
+    """HTML for ``notebook`` (a NotebookNode or a path) with no network dependency."""
+    try:
+        import nbformat
+        from jinja2 import DictLoader
+        from nbconvert import HTMLExporter
+    except ImportError as exc:
+        from madopd.errors import MissingExtraError
+
+        raise MissingExtraError("nbconvert", "notebooks", "offline HTML export") from exc
+    nb = nbformat.read(str(notebook), as_version=4) if isinstance(notebook, (str, Path)) \
+        else notebook
+    exporter = HTMLExporter(template_name="lab",
+                            extra_loaders=[DictLoader({"madopd_offline.html.j2": _TEMPLATE})],
+                            template_file="madopd_offline.html.j2")
+    html, _ = exporter.from_notebook_node(nb)
+    if out is not None:
+        Path(out).write_text(html, encoding="utf-8")
+    return html

@@ -1,0 +1,105 @@
+"""Failure-case finder: one row per (step, sample) of a run's step records, sortable/filterable.
+
+Columns (all computed from StepRecord fields):
+  loss        mean per-token loss of the sample
+  div_mean    mean over tokens and teachers of D(p_k ‖ q)
+  div_spread  mean over tokens of (max_k − min_k) D_k: how much the teachers disagree per token
+  disagree    fraction of teachers whose final answer differs from the majority's
+  w_entropy   entropy of the teacher weights (log K = uniform)
+  max_conf    highest final confidence (None if all missing)
+  correct     verifier score of the response (None if unknown)
+  missing     number of missing confidence tags in the final round
+  conf_wrong  True when max_conf ≥ 80 and correct == 0 (confidently wrong)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+from madopd.types import StepRecord
+from madopd.widgets.board import norm_answer
+from madopd.widgets.style import clip_max, esc, fmt, seq_color, text_color
+
+COLUMNS = ("step", "sample", "state_id", "family", "loss", "div_mean", "div_spread", "disagree",
+           "w_entropy", "max_conf", "correct", "missing", "conf_wrong", "response")
+NUMERIC = ("loss", "div_mean", "div_spread", "disagree", "w_entropy", "max_conf")
+PREVIEW_CHARS = 160
+
+
+def _mean(xs):
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else None
+
+
+def sample_row(record: StepRecord, b: int) -> dict:
+    div = record.per_token_divergence[b]  # [T][K]
+    tr = record.transcripts[b] if b < len(record.transcripts) else None
+    conf = tr.final_confidences() if tr is not None else []
+    answers = [norm_answer(a) for a in tr.final_answers()] if tr is not None else []
+    disagree = None
+    if answers:
+        top = Counter(answers).most_common(1)[0][1]
+        disagree = 1.0 - top / len(answers)
+    w = record.weights[b] if b < len(record.weights) else []
+    present = [c for c in conf if c is not None]
+    correct = record.correct[b] if b < len(record.correct) else None
+    max_conf = max(present) if present else None
+    r6 = lambda x: None if x is None else round(float(x), 6)
+    return {
+        "step": record.step, "sample": b,
+        "state_id": record.state_ids[b] if b < len(record.state_ids) else str(b),
+        "family": record.families[b] if b < len(record.families) else None,
+        "loss": r6(_mean(record.per_token_loss[b])),
+        "div_mean": r6(_mean(v for row in div for v in row)),
+        "div_spread": r6(_mean(max(row) - min(row) for row in div if row)),
+        "disagree": r6(disagree),
+        "w_entropy": r6(-sum(x * math.log(x) for x in w if x > 0)) if w else None,
+        "max_conf": max_conf, "correct": correct,
+        "missing": sum(c is None for c in conf),
+        "conf_wrong": bool(max_conf is not None and max_conf >= 80 and correct == 0),
+        "response": record.responses[b][:PREVIEW_CHARS],
+        "truncated": len(record.responses[b]) > PREVIEW_CHARS,
+    }
+
+
+def failures_payload(records: Sequence[StepRecord]) -> dict:
+    rows = [sample_row(r, b) for r in records for b in range(len(r.responses))
+            if not (b < len(r.skipped) and r.skipped[b])]
+    skipped = sum(sum(bool(s) for s in r.skipped) for r in records)
+    return {"kind": "failures", "version": 1, "columns": list(COLUMNS), "numeric": list(NUMERIC),
+            "rows": rows, "skipped_samples": skipped,
+            "teacher_names": list(records[0].teacher_names) if records else []}
+
+
+def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int = 50) -> str:
+    """The table sorted by ``sort_by`` (descending), numeric cells shaded per column (p99 clip)."""
+    rows = sorted(payload["rows"], key=lambda r: (r[sort_by] is None, -(r[sort_by] or 0)))
+    vmax = {c: clip_max([r[c] for r in payload["rows"]]) for c in NUMERIC}
+    head = "".join(f'<th style="border:1px solid #ddd;padding:2px 4px;background:#f4f4f4">'
+                   f"{esc(c)}</th>" for c in COLUMNS)
+    body = []
+    for r in rows[:max_rows]:
+        tds = []
+        for c in COLUMNS:
+            v = r[c]
+            style = "border:1px solid #ddd;padding:2px 4px"
+            if c in NUMERIC and v is not None:
+                bg = seq_color(v, vmax[c])
+                style += f";background:{bg};color:{text_color(bg)};text-align:right"
+                txt = fmt(v)
+            elif c == "response":
+                style += ";text-align:left;white-space:pre;max-width:320px;overflow:hidden"
+                txt = esc(v.replace("\r\n", "↵").replace("\n", "↵")) + ("…" if r["truncated"] else "")
+            else:
+                txt = esc("–" if v is None else v)
+            tds.append(f'<td data-col="{c}" style="{style}">{txt}</td>')
+        body.append(f'<tr class="madopd-row" data-step="{r["step"]}" data-sample="{r["sample"]}">'
+                    f"{''.join(tds)}</tr>")
+    more = len(rows) - min(len(rows), max_rows)
+    return ('<div class="madopd-static madopd-failures" style="font:11px sans-serif">'
+            f"<div>Failure-case finder (static render): {len(rows)} samples, sorted by "
+            f"{esc(sort_by)} (descending){f'; {more} more not shown' if more else ''}; "
+            f"{payload['skipped_samples']} skipped samples excluded.</div>"
+            f'<table style="border-collapse:collapse"><tr>{head}</tr>{"".join(body)}</table></div>')

@@ -1,0 +1,202 @@
+"""Divergence lens: one student completion as token strips coloured by per-token FKL, RKL, JSD(β).
+
+Payload per response token t (top-k only, rounded to 6 decimals):
+  cand.ids/text  candidate ids: the student's top-k, then each teacher's top-k ids not seen yet
+  cand.s         student log-prob of each candidate, or None where unknown
+  cand.t[k]      teacher k's log-prob of each candidate, or None where unknown
+Per-token divergences are computed on the coarse-grained support of ``divmath.buckets``
+(candidates known on both sides + one "rest" bucket), a lower bound of the dense value that
+the browser recomputes for any β from the same numbers. The exact value the training loss used
+(``StepRecord.per_token_divergence``) is shown as its own strip, "recorded".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from madopd.errors import ValueRangeError
+from madopd.types import StepRecord
+from madopd.widgets import divmath
+from madopd.widgets.style import (
+    clip_max,
+    esc,
+    fmt,
+    legend_html,
+    seq_color,
+    teacher_color,
+    teacher_legend_html,
+    text_color,
+    token_html,
+)
+
+LENS_KINDS = ("fkl", "rkl", "jsd")
+LABELS = {"fkl": "FKL(p‖q)", "rkl": "RKL(q‖p)", "jsd": "JSD(β)", "recorded": "recorded D"}
+STATIC_MAX_TOKENS = 400  # static renders show at most this many tokens (the rest is counted)
+
+
+def _r6(x):
+    return None if x is None else round(float(x), 6)
+
+
+def _decoder(decode) -> Callable[[int], str]:
+    if decode is None:
+        return lambda i: f"#{i}"
+    if hasattr(decode, "decode"):
+        return lambda i: decode.decode([int(i)])
+    return decode
+
+
+def lens_payload(record: StepRecord, sample: int = 0, *, beta: float = 0.5,
+                 decode=None) -> dict:
+    """Build the lens payload for sample ``sample`` of a step record.
+
+    ``decode`` maps a token id to text (a callable or a tokenizer); without it candidates that
+    are not the sampled token show as ``#id``.
+    """
+    if not 0.0 < beta < 1.0:
+        raise ValueRangeError(f"beta must be in (0, 1), got {beta}")
+    if not 0 <= sample < len(record.responses):
+        raise ValueRangeError(f"sample must be in [0, {len(record.responses)}), got {sample}")
+    dec = _decoder(decode)
+    b, names = sample, list(record.teacher_names)
+    K = len(names)
+    tokens = [str(x) for x in record.response_tokens[b]]
+    ids = [int(x) for x in record.response_ids[b]]
+    T = len(tokens)
+    cands = []
+    have_topk = record.student_topk is not None and record.teacher_topk is not None
+    for t in range(T):
+        cands.append(_candidates(record, b, t, K, ids[t], tokens[t], dec) if have_topk else
+                     {"ids": [], "text": [], "s": [], "t": [[] for _ in range(K)]})
+    recorded = None
+    if record.per_token_divergence and len(record.per_token_divergence) > b:
+        recorded = [[_r6(v) for v in row] for row in record.per_token_divergence[b]]
+    payload = {
+        "kind": "lens", "version": 1, "step": record.step,
+        "state_id": record.state_ids[b] if b < len(record.state_ids) else str(b),
+        "prompt": record.prompts[b] if b < len(record.prompts) else "",
+        "response": record.responses[b],
+        "teacher_names": names, "colors": [teacher_color(k) for k in range(K)],
+        "weights": list(record.weights[b]) if b < len(record.weights) else [],
+        "tokens": tokens, "token_ids": ids, "cand": cands, "recorded": recorded,
+        "has_topk": have_topk, "beta": float(beta), "window": 160,
+    }
+    payload["values"] = _rounded(lens_values(payload, beta)) if have_topk else None
+    return payload
+
+
+def _candidates(record, b, t, K, sampled_id, sampled_tok, dec) -> dict:
+    order: list[int] = []
+    s_lp: dict[int, float] = {}
+    t_lp: list[dict[int, float]] = [{} for _ in range(K)]
+    st = record.student_topk
+    for i, lp in zip(st["ids"][b][t], st["logprobs"][b][t]):
+        s_lp[int(i)] = float(lp)
+        order.append(int(i))
+    # Optional: the student's log-probs at each teacher's top-k ids (a dense student knows them).
+    at_teacher = st.get("at_teacher")
+    for k in range(K):
+        tk = record.teacher_topk[k]
+        for j, (i, lp) in enumerate(zip(tk["ids"][b][t], tk["logprobs"][b][t])):
+            i = int(i)
+            t_lp[k][i] = float(lp)
+            if i not in s_lp and at_teacher is not None:
+                s_lp[i] = float(at_teacher[k][b][t][j])
+            if i not in order:
+                order.append(i)
+    return {
+        "ids": order,
+        "text": [sampled_tok if i == sampled_id else dec(i) for i in order],
+        "s": [_r6(s_lp.get(i)) for i in order],
+        "t": [[_r6(t_lp[k].get(i)) for i in order] for k in range(K)],
+    }
+
+
+def lens_values(payload: dict, beta: float) -> dict:
+    """Per teacher, per token: bucketed FKL / RKL / JSD(β) and the teacher mass covered.
+
+    Returns {"fkl": [K][T], "rkl": [K][T], "jsd": [K][T], "coverage": [K][T]} (what the JS
+    recomputes when β moves).
+    """
+    K = len(payload["teacher_names"])
+    out = {k: [[] for _ in range(K)] for k in (*LENS_KINDS, "coverage")}
+    for c in payload["cand"]:
+        for k in range(K):
+            _, p, q = divmath.buckets(c["s"], c["t"][k])
+            vals = divmath.divergences(p, q, beta)
+            for kind in LENS_KINDS:
+                out[kind][k].append(vals[kind])
+            out["coverage"][k].append(1.0 - p[-1])
+    return out
+
+
+def _rounded(values: dict) -> dict:
+    return {kind: [[round(v, 6) for v in row] for row in rows] for kind, rows in values.items()}
+
+
+def token_detail(payload: dict, t: int, k: int, beta: float) -> list[dict]:
+    """Rows of the click-a-token panel: each candidate's probabilities and contributions."""
+    c = payload["cand"][t]
+    idx, p, q = divmath.buckets(c["s"], c["t"][k])
+    con = divmath.contributions(p, q, beta)
+    rows = [{"text": c["text"][i], "id": c["ids"][i], "q": q[j], "p": p[j],
+             **{kind: con[kind][j] for kind in LENS_KINDS}, "grad_fkl": q[j] - p[j]}
+            for j, i in enumerate(idx)]
+    rows.append({"text": "(rest)", "id": None, "q": q[-1], "p": p[-1],
+                 **{kind: con[kind][-1] for kind in LENS_KINDS}, "grad_fkl": None})
+    return rows
+
+
+# ------------------------------------------------------------------------ static render
+def _strip(label: str, tokens: list[str], values: list, vmax: float, kind: str, k: int) -> str:
+    spans = []
+    for t, (tok, v) in enumerate(zip(tokens, values)):
+        bg = seq_color(v, vmax)
+        spans.append(
+            f'<span class="madopd-tok" data-kind="{kind}" data-teacher="{k}" data-t="{t}" '
+            f'title="t={t} {esc(kind)}={fmt(v, 4)}" style="background:{bg};color:{text_color(bg)};'
+            'font:12px/1.5 monospace;white-space:pre;padding:0 1px;margin:0 1px 1px 0;'
+            f'border-radius:2px;display:inline-block">{token_html(tok)}</span>')
+    return ('<div style="display:flex;gap:6px;align-items:flex-start;margin:2px 0">'
+            f'<div style="width:130px;flex:none;text-align:right;font-size:11px">{label}</div>'
+            f'<div style="display:flex;flex-wrap:wrap">{"".join(spans)}</div></div>')
+
+
+def render_lens_html(payload: dict) -> str:
+    """Inline-styled HTML: for each teacher, FKL / RKL / JSD(β) strips (+ the recorded value)."""
+    names, beta = payload["teacher_names"], payload["beta"]
+    T = len(payload["tokens"])
+    shown = min(T, STATIC_MAX_TOKENS)
+    tokens = payload["tokens"][:shown]
+    vals = payload["values"]
+    rec = payload["recorded"]
+    series = {kind: [v for row in vals[kind] for v in row] for kind in LENS_KINDS} if vals else {}
+    if rec:
+        series["recorded"] = [v for row in rec for v in row]
+    vmax = {kind: clip_max(s) for kind, s in series.items()}
+    blocks = []
+    for k, name in enumerate(names):
+        head = (f'<div style="font-weight:bold;margin-top:6px;border-left:4px solid '
+                f'{teacher_color(k)};padding-left:4px">teacher {k}: {esc(name)}</div>')
+        strips = []
+        for kind in LENS_KINDS if vals else ():
+            lab = esc(LABELS[kind].replace("β", f"β={beta:g}"))
+            strips.append(_strip(lab, tokens, vals[kind][k][:shown], vmax[kind], kind, k))
+        if rec:
+            strips.append(_strip(esc(LABELS["recorded"]), tokens,
+                                 [row[k] for row in rec][:shown], vmax["recorded"], "recorded", k))
+        blocks.append(head + "".join(strips))
+    legends = "".join(legend_html(LABELS[kind].replace("β", f"β={beta:g}"), vmax[kind])
+                      for kind in series)
+    note = (f'<div style="color:#a00">showing {shown} of {T} tokens ({T - shown} not shown)</div>'
+            if shown < T else "")
+    if not vals:
+        note += ('<div style="color:#a00">no top-k cached in this record: only the recorded '
+                 "divergence is shown</div>")
+    return (
+        '<div class="madopd-static madopd-lens" style="font:12px sans-serif">'
+        f'<div>Divergence lens — step {esc(payload["step"])}, state {esc(payload["state_id"])} '
+        "(static render; values on the shared top-k support + rest bucket)</div>"
+        f'<div style="color:#555;white-space:pre-wrap;max-height:60px;overflow:auto">prompt: '
+        f'{esc(payload["prompt"])}</div>'
+        f"{teacher_legend_html(names)}{legends}{note}{''.join(blocks)}</div>")

@@ -1,0 +1,141 @@
+// Divergence lens: token strips coloured by per-token FKL / RKL / JSD(beta) for one teacher, a beta
+// slider recomputed here from the cached top-k (see madopd/widgets/lens.py:lens_values), and a
+// click-a-token panel with each candidate's contribution. Model text only via textContent.
+import { buckets, contributions, divergences, quantile } from "./divmath.js";
+import { h, fmt, seqColor, textColor, tokenSpan, legend, teacherColor, slider, minimap } from "./common.js";
+
+export const LENS_KINDS = ["fkl", "rkl", "jsd"];
+const LABELS = { fkl: "FKL(p‖q)", rkl: "RKL(q‖p)", jsd: "JSD(β)", recorded: "recorded D" };
+
+// Same as lens.py:lens_values -> {fkl, rkl, jsd, coverage}: [K][T].
+export function lensValues(P, beta) {
+  const K = P.teacher_names.length;
+  const out = {};
+  for (const kind of [...LENS_KINDS, "coverage"]) out[kind] = Array.from({ length: K }, () => []);
+  for (const c of P.cand) {
+    for (let k = 0; k < K; k++) {
+      const { p, q } = buckets(c.s, c.t[k]);
+      const v = divergences(p, q, beta);
+      for (const kind of LENS_KINDS) out[kind][k].push(v[kind]);
+      out.coverage[k].push(1 - p[p.length - 1]);
+    }
+  }
+  return out;
+}
+
+function render({ model, el }) {
+  const P = model.get("payload");
+  const T = P.tokens.length, K = P.teacher_names.length;
+  let beta = model.get("beta") ?? P.beta;
+  let teacher = Math.min(model.get("teacher") ?? 0, K - 1);
+  let sel = model.get("selected_token") ?? -1;
+  let start = 0;
+  const win = Math.min(T, P.window || 160);
+  let vals = P.has_topk ? lensValues(P, beta) : null;
+  const root = h("div", { class: "madopd madopd-lens" });
+  el.append(root);
+
+  const flat = (rows) => rows.flat();
+  function series(kind) {
+    if (kind === "recorded") return P.recorded ? P.recorded.map((row) => row[teacher]) : null;
+    return vals ? vals[kind][teacher] : null;
+  }
+  function vmaxOf(kind) {
+    if (kind === "recorded") return P.recorded ? quantile(flat(P.recorded), 0.99) : 0;
+    return vals ? quantile(flat(vals[kind]), 0.99) : 0;
+  }
+  const kinds = [...(P.has_topk ? LENS_KINDS : []), ...(P.recorded ? ["recorded"] : [])];
+
+  const tabs = h("div", { class: "madopd-controls" }, P.teacher_names.map((name, k) =>
+    h("button", { class: "madopd-btn madopd-teacher-tab", "data-teacher": k,
+      style: { borderBottom: `3px solid ${teacherColor(k)}` },
+      onclick: () => { teacher = k; model.set("teacher", k); model.save_changes(); draw(); } },
+    `teacher ${k}: `, name, P.weights.length ? ` (w=${fmt(P.weights[k], 2)})` : "")));
+  const betaCtl = slider("β", { min: 0.05, max: 0.95, step: 0.05, value: beta }, (v) => {
+    beta = v;
+    vals = P.has_topk ? lensValues(P, beta) : null;
+    model.set("beta", v); model.save_changes();
+    draw();
+  });
+  betaCtl.classList.add("madopd-beta");
+  const strips = h("div", { class: "madopd-strips" });
+  const legends = h("div", {});
+  const detail = h("div", { class: "madopd-detail" }, "Click a token to see teacher vs student top-k.");
+  const mapBox = h("div", {});
+  let map = null;
+  if (T > win) {
+    const mapColors = () => { const s = series(kinds[0]); const vm = vmaxOf(kinds[0]); return s.map((v) => seqColor(v, vm)); };
+    map = minimap(mapColors(), win, (s) => { start = s; draw(); });
+    mapBox.append(h("div", { class: "madopd-small" }, `${T} tokens; window of ${win} (click the minimap)`), map.el);
+  }
+  root.append(
+    h("div", { class: "madopd-small" }, `step ${P.step} · state `, String(P.state_id)),
+    h("div", { class: "madopd-small madopd-prompt" }, "prompt: ", P.prompt),
+    tabs, h("div", { class: "madopd-controls" }, betaCtl), legends, mapBox, strips, detail);
+
+  function draw() {
+    strips.replaceChildren();
+    legends.replaceChildren();
+    for (const btn of tabs.querySelectorAll("button")) btn.style.fontWeight = Number(btn.dataset.teacher) === teacher ? "bold" : "normal";
+    for (const kind of kinds) {
+      const s = series(kind), vm = vmaxOf(kind);
+      const label = kind === "jsd" ? `JSD(β=${fmt(beta, 2)})` : LABELS[kind];
+      legends.append(legend(label, vm));
+      const row = h("div", { class: "madopd-strip-toks" });
+      for (let t = start; t < Math.min(T, start + win); t++) {
+        const bg = seqColor(s[t], vm);
+        const span = tokenSpan(P.tokens[t], { "data-t": t, "data-kind": kind, "data-value": s[t],
+          title: `t=${t} ${label}=${fmt(s[t], 4)}` });
+        span.style.background = bg;
+        span.style.color = textColor(bg);
+        if (t === sel) span.classList.add("madopd-sel");
+        span.addEventListener("click", () => select(t));
+        row.append(span);
+      }
+      strips.append(h("div", { class: "madopd-strip", "data-kind": kind },
+        h("div", { class: "madopd-strip-label" }, label), row));
+    }
+    if (map) map.update(start);
+    drawDetail();
+  }
+
+  function select(t) {
+    sel = t;
+    model.set("selected_token", t);
+    model.save_changes();
+    draw();
+  }
+
+  function drawDetail() {
+    if (sel < 0 || sel >= T) return;
+    const c = P.cand[sel];
+    detail.replaceChildren(h("div", {}, `token ${sel}: `, tokenSpan(P.tokens[sel]), ` (id ${P.token_ids[sel]}) vs teacher ${teacher}: `, P.teacher_names[teacher]));
+    if (!P.has_topk) { detail.append(h("div", {}, "no top-k cached for this record")); return; }
+    const { idx, p, q } = buckets(c.s, c.t[teacher]);
+    const con = contributions(p, q, beta);
+    const head = h("tr", {}, ["candidate", "q (student)", "p (teacher)", "FKL term", "RKL term", `JSD(β=${fmt(beta, 2)}) term`, "q−p = ∂FKL/∂z"].map((x) => h("th", {}, x)));
+    const body = h("tbody", {});
+    idx.forEach((i, j) => body.append(h("tr", { class: "madopd-cand" + (c.ids[i] === P.token_ids[sel] ? " madopd-sel" : "") },
+      h("td", { class: "madopd-text" }, tokenSpan(c.text[i])), h("td", {}, fmt(q[j], 4)), h("td", {}, fmt(p[j], 4)),
+      h("td", {}, fmt(con.fkl[j], 4)), h("td", {}, fmt(con.rkl[j], 4)), h("td", {}, fmt(con.jsd[j], 4)), h("td", {}, fmt(q[j] - p[j], 4)))));
+    const r = p.length - 1;
+    body.append(h("tr", { class: "madopd-rest" }, h("td", { class: "madopd-text" }, "(rest)"), h("td", {}, fmt(q[r], 4)), h("td", {}, fmt(p[r], 4)),
+      h("td", {}, fmt(con.fkl[r], 4)), h("td", {}, fmt(con.rkl[r], 4)), h("td", {}, fmt(con.jsd[r], 4)), h("td", {}, "")));
+    const tot = divergences(p, q, beta);
+    body.append(h("tr", { class: "madopd-total" }, h("td", { class: "madopd-text" }, "total"), h("td", {}, ""), h("td", {}, ""),
+      h("td", { class: "madopd-total-fkl" }, fmt(tot.fkl, 4)), h("td", { class: "madopd-total-rkl" }, fmt(tot.rkl, 4)),
+      h("td", { class: "madopd-total-jsd" }, fmt(tot.jsd, 4)), h("td", {}, "")));
+    const only = c.ids.length - idx.length;
+    detail.append(h("table", { class: "madopd-table" }, h("thead", {}, head), body),
+      h("div", { class: "madopd-small" }, `${only} candidate(s) known on one side only are merged into (rest). `,
+        P.recorded ? `Recorded training divergence: ${fmt(P.recorded[sel][teacher], 4)}` : ""));
+  }
+
+  model.on("change:beta", () => {
+    const v = model.get("beta");
+    if (v !== beta) { beta = v; betaCtl.setValue(v); vals = P.has_topk ? lensValues(P, beta) : null; draw(); }
+  });
+  draw();
+}
+
+export default { render };

@@ -1,0 +1,429 @@
+"""Generate the tutorial notebooks from the cell lists below (readable diffs, one source of truth).
+
+    python notebooks/_build.py               # write every notebook (outputs stripped), then
+                                             # execute 00_gallery.ipynb keeping its static outputs
+    python notebooks/_build.py --no-gallery  # skip executing the gallery
+
+Every notebook reads ``MADOPD_SMOKE=1`` to run in about a minute on a CPU (tiny sizes); without
+it the same cells run the real settings. ``tests/test_notebooks.py`` executes them headless and
+checks that the files match this script.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).parent
+KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def md(text: str):
+    return nbformat.v4.new_markdown_cell(text.strip())
+
+
+def code(text: str):
+    return nbformat.v4.new_code_cell(text.strip())
+
+
+SETUP = code("""
+import os
+import torch
+
+torch.set_num_threads(2)
+SMOKE = os.environ.get("MADOPD_SMOKE") == "1"  # tiny sizes: the whole notebook in ~1 minute on CPU
+""")
+
+ZOO = code("""
+from madopd.zoo import load_zoo, profile_spec
+
+# The toy world: tiny Qwen3 teachers with complementary skills and a weak student, trained
+# once and cached (~1 min for the smoke profile, a few minutes for the default one).
+zoo = load_zoo(profile_spec("smoke" if SMOKE else "default"), progress=False)
+tools_task, code_task = zoo.tasks()
+print("teachers:", zoo.teacher_names)
+""")
+
+NOTEBOOKS: dict[str, list] = {}
+
+NOTEBOOKS["00_gallery"] = [
+    md("""
+# madopd widget gallery (static renders)
+
+Every madopd widget has a *static* renderer: plain HTML with inline styles, shown wherever no
+kernel is running (GitHub, exported HTML, this page). The data below is **synthetic example
+data** (`madopd.widgets.examples`), including hostile "model text" such as `<script>` tags,
+which every renderer escapes. Open the other notebooks for the live, interactive versions.
+"""),
+    code("""
+from IPython.display import HTML
+
+from madopd import widgets as W
+from madopd.widgets.examples import example_probe, example_record, example_run
+
+rec = example_record()
+run = example_run(8)
+decode = lambda i: bytes([i]).decode("latin-1")  # the example vocabulary is bytes
+"""),
+    md("**Divergence playground**: a unimodal student fitted to a bimodal teacher under each divergence."),
+    code("HTML(W.render_playground_html(W.playground_payload(with_reference=False)))"),
+    md("**Divergence lens**: per-token FKL / RKL / JSD(β) of one completion, per teacher."),
+    code("HTML(W.render_lens_html(W.lens_payload(rec, 0, decode=decode)))"),
+    md("**Debate board**: teachers × rounds, confidence badges, weights, the student's tokens."),
+    code("HTML(W.render_debate_html(W.debate_payload(rec.transcripts[3], record=rec, sample=3)))"),
+    md("**Per-token loss decomposition** by teacher, and what equal weights would change."),
+    code("HTML(W.render_decomposition_html(W.decomposition_payload(rec, 1)))"),
+    md("**Failure-case finder** over a run's samples (sorted by loss)."),
+    code("HTML(W.render_failures_html(W.failures_payload(run), max_rows=12))"),
+    md("**Training dashboard** with a probe ribbon (rows = steps, columns = probe tokens)."),
+    code("""
+from madopd.widgets.dashboard import add_probe
+
+dash = W.dashboard_payload(records=run)
+tokens, rows = example_probe(8)
+for step, row in enumerate(rows):
+    add_probe(dash, step, tokens, row)
+HTML(W.render_dashboard_html(dash))
+"""),
+]
+
+NOTEBOOKS["01_divergence_playground"] = [
+    md("""
+# 01 · Divergences: mode seeking, mass covering, bounded gradients
+
+MAD-OPD trains the student q to match teachers p token by token. *Which* divergence matters
+(paper §3, Remark 1): p = teacher, q = student,
+
+* forward KL  `KL(p‖q) = Σ p log(p/q)` (Eq. 2): mass covering, logit gradient `(q − p)/T`;
+* reverse KL  `KL(q‖p) = Σ q log(q/p)` (Eq. 3): mode seeking (Lemma 2), unbounded gradient;
+* JSD(β) `= β KL(p‖m) + (1−β) KL(q‖m)`, `m = βp + (1−β)q` (Eq. 4): bounded, `‖∇_z JSD_0.5‖∞ ≤ 2` (Lemma 1).
+
+Below, one student per divergence is fitted by Adam to the teacher (outline bars). The student is
+a discretised Gaussian — unimodal — so it *cannot* match a bimodal teacher: forward KL spreads
+over both modes, reverse KL picks the dominant one. **Drag a bar** to change the teacher; move
+β and the temperature T.
+"""),
+    SETUP,
+    code("""
+from madopd.widgets import Playground
+
+pg = Playground()  # family="free" gives one logit per outcome: every divergence then reaches p
+pg
+"""),
+    md("""
+The browser runs the same math as `madopd.divergence` (the widget carries reference values
+computed by the library; tests check the JavaScript against them to 1e-6). The teacher you
+dragged is synced back to Python:
+"""),
+    code("""
+import math
+from madopd.widgets.playground import simulate
+
+print("teacher p =", [round(x, 3) for x in (pg.teacher_probs or pg.payload["teacher_probs"])])
+payload = dict(pg.payload, beta=pg.beta, temperature=pg.temperature)
+for kind in ("fkl", "rkl", "jsd"):
+    mu, log_sigma = simulate(payload, kind, 300)["theta"]
+    print(f"{kind}: student mean {mu:5.2f}, width σ = {math.exp(log_sigma):.2f}")
+"""),
+    md("""
+### Lemma 1 / Prop. 1 on real tensors
+
+The playground's right-hand traces show ‖∇_z D‖∞. Here the same quantity from the library, for a
+student that puts mass where the teacher has almost none (the regime privileged supervision
+creates): reverse KL's gradient grows like log(1/ε), JSD's stays bounded.
+"""),
+    code("""
+from madopd.divergence import DivergenceSpec, logit_grad_norm
+
+student = torch.tensor([[4.0, 0.0, 0.0, 0.0]])  # q puts ~95% on outcome 0
+for eps in (1e-2, 1e-6, 1e-12):
+    teacher = torch.log(torch.tensor([[eps, 1.0, 1.0, 1.0]]))  # p(outcome 0) ≈ ε
+    norms = {k: float(logit_grad_norm(student, teacher, DivergenceSpec(k))) for k in ("fkl", "rkl", "jsd")}
+    print(f"ε = {eps:.0e}:", {k: round(v, 3) for k, v in norms.items()})
+"""),
+]
+
+NOTEBOOKS["02_debate_inspection"] = [
+    md("""
+# 02 · Inside a debate
+
+K teachers debate the student's *state* (never its answer) for R rounds; each ends its turn with
+`<<CONFIDENCE=N>>`. The student's loss weights teacher k by `softmax(c_k/100/τ)` (Eqs. 6-7).
+This notebook runs real debates between the toy world's tiny teachers and shows them on the
+**debate board**: confidence badges, round-to-round changes, weights under a τ slider, and an
+"only disagreements" filter.
+"""),
+    SETUP,
+    ZOO,
+    code("""
+from madopd.debate import Debate, DebateProtocol
+from madopd.types import Sampling
+
+teachers = zoo.teachers()
+states = tools_task.train_states()[: 2 if SMOKE else 6]
+protocol = DebateProtocol(rounds=2, templates="tool_use", sampling=Sampling(temperature=0.7, max_new_tokens=48, seed=0))
+debate = Debate(teachers, protocol, names=zoo.teacher_names)
+transcripts = debate.run(states)
+print(len(transcripts), "debates,", sum(len(t.messages) for t in transcripts), "turns")
+"""),
+    md("What teacher 0 saw in round 2 (the student's answer is never in it):"),
+    code("print(debate.prompt(states[0], transcripts[0], 0, 2)[-1]['content'][:600])"),
+    code("""
+from madopd.widgets import DebateBoard
+
+board = DebateBoard(transcripts[0], tau=1.0, policy=protocol.on_missing_confidence)
+board
+"""),
+    md("Weights as the training loop computes them (`madopd.weighting`), for every debate above:"),
+    code("""
+from madopd.weighting import effective_teachers, weights_from_transcripts
+
+res = weights_from_transcripts(transcripts, tau=1.0, on_missing=protocol.on_missing_confidence)
+for t, w in zip(transcripts, res.weights):
+    print(t.state_id, [round(float(x), 3) for x in w], "n_eff =", round(float(effective_teachers(w[None])[0]), 2))
+print(res.counters)
+"""),
+]
+
+NOTEBOOKS["03_live_distillation"] = [
+    md("""
+# 03 · Live distillation in the toy world
+
+MAD-OPD end to end on the toy agentic task: the student samples, the teachers debate, score the
+student's tokens, and the student minimises the confidence-weighted JSD (Eq. 8). The **live
+dashboard** follows the run (loss, divergence quantiles, weights, effective number of teachers,
+and a fixed probe completion re-scored every N steps). Training runs in a background thread, so
+the **pause** button works while it trains.
+"""),
+    SETUP,
+    ZOO,
+    code("""
+from madopd.distill import Distiller, preset
+
+cfg = preset("mad_opd", student=str(zoo.student_path), teachers=[str(p) for p in zoo.teacher_paths],
+             teacher_names=zoo.teacher_names, rounds=1 if SMOKE else 2, batch_size=4 if SMOKE else 16,
+             max_steps=4 if SMOKE else 200, lr=1e-3, cpu=True, verify_train=True)
+distiller = Distiller.from_config(cfg, tools_task)
+print(cfg.method, "| divergence:", distiller.spec)
+"""),
+    code("""
+from madopd.widgets import LiveDashboard, make_probe
+
+probe = make_probe(distiller, tools_task.eval_states()[0], max_new_tokens=24)
+dash = LiveDashboard(distiller.teacher_names, every=1 if SMOKE else 10, probe=probe)
+dash
+"""),
+    code("""
+dash.start(distiller, steps=cfg.max_steps)  # returns at once: training runs in a thread
+"""),
+    md("""
+While it trains, the kernel is free: the dashboard above updates, and **pause** really pauses
+the training thread between steps (the callback waits on the synced `paused` trait). Run the next
+cell when you want the records (it waits for the end of training).
+"""),
+    code("""
+records = dash.join()
+print(len(records), "steps; last loss", round(records[-1].loss, 4), "| paused for", round(dash.paused_seconds, 1), "s")
+"""),
+    md("The last step, token by token: the **divergence lens** (click a token) and the loss split by teacher."),
+    code("""
+from madopd.widgets import DivergenceLens, LossDecomposition
+
+tok = distiller.student.tokenizer
+last = records[-1]
+DivergenceLens(last, 0, decode=tok)
+"""),
+    code("LossDecomposition(last, 0)"),
+]
+
+NOTEBOOKS["04_failure_cases"] = [
+    md("""
+# 04 · Finding failure cases
+
+A run directory (written by `RunStore`) holds every step's record. The **failure-case finder**
+lists every sample with its divergence, teacher disagreement, weight entropy, confidence vs
+correctness and missing tags; click a row and the linked **debate board** shows that sample's
+debate. The selection is also readable from Python (`finder.selected`).
+"""),
+    SETUP,
+    ZOO,
+    code("""
+import tempfile
+from madopd.distill import Distiller, preset
+from madopd.runs import RunStore, load_run
+
+run_dir = tempfile.mkdtemp(prefix="madopd-run-")
+cfg = preset("mad_opd", student=str(zoo.student_path), teachers=[str(p) for p in zoo.teacher_paths],
+             teacher_names=zoo.teacher_names, rounds=1, batch_size=4 if SMOKE else 16,
+             max_steps=3 if SMOKE else 50, lr=1e-3, cpu=True, verify_train=True, checkpoint_every=0)
+store = RunStore(run_dir, cfg.to_dict())
+Distiller.from_config(cfg, tools_task, store=store).train(cfg.max_steps, progress=False)
+run = load_run(run_dir)
+print(len(run.records), "records in", run_dir)
+"""),
+    code("""
+from madopd.widgets import DebateBoard, FailureFinder
+
+records = list(run.records)
+board = DebateBoard(record=records[0], sample=0)
+finder = FailureFinder(records, board=board)
+finder
+"""),
+    code("board"),
+    md("Select from Python too — e.g. the sample with the largest loss — and read the choice back:"),
+    code("""
+worst = max(finder.payload["rows"], key=lambda r: r["loss"] or 0)
+finder.selected = {"step": worst["step"], "sample": worst["sample"]}
+rec, b = finder.selected_record()
+print("selected", finder.selected, "| state", rec.state_ids[b], "| response:", repr(rec.responses[b][:80]))
+"""),
+]
+
+NOTEBOOKS["05_agentic_opad"] = [
+    md("""
+# 05 · Agentic OPAD: one training instance per step
+
+For multi-turn tool use (paper §4.4, Eqs. 9-10) an episode is split into step-level states:
+the history before action m is a state, the debate and the teachers' scores are about that
+state only. *Teacher-forced* mode uses the reference history (the official default); *full*
+mode lets the student act in the environment and trains on its own trajectory.
+"""),
+    SETUP,
+    ZOO,
+    code("""
+from madopd.opad import teacher_forced_states
+
+episode = tools_task.train_episodes()[0]
+states = teacher_forced_states(episode, tools_task.environment)
+for s in states:
+    print(f"step {s.meta['step']}: {len(s.messages)} messages -> reference {s.reference!r}")
+"""),
+    code("""
+from madopd.distill import Distiller, preset
+from madopd.types import Sampling
+
+records = {}
+for mode in ("teacher_forced", "full"):
+    cfg = preset("mad_opd", student=str(zoo.student_path), teachers=[str(p) for p in zoo.teacher_paths],
+                 teacher_names=zoo.teacher_names, rounds=1, batch_size=2 if SMOKE else 8,
+                 max_steps=1 if SMOKE else 20, lr=1e-3, cpu=True, opad_mode=mode, divergence="auto",
+                 opad_max_steps=4 if SMOKE else 10,
+                 debate_sampling=Sampling(temperature=0.7, max_new_tokens=24 if SMOKE else 96))
+    d = Distiller.from_config(cfg, tools_task)
+    records[mode] = d.train(cfg.max_steps, progress=False)
+    print(mode, "| states per step:", len(records[mode][-1].state_ids), "| loss", round(records[mode][-1].loss, 4),
+          "| divergence", d.spec)
+"""),
+    code("""
+from madopd.widgets import DivergenceLens
+
+last = records["full"][-1]
+DivergenceLens(last, 0, decode=zoo.student().tokenizer)
+"""),
+]
+
+NOTEBOOKS["06_scaling_to_real_models"] = [
+    md("""
+# 06 · Scaling to real models (HF checkpoints, vLLM teachers, GPUs)
+
+The same `DistillConfig` drives a 0.3M-parameter toy and a real Qwen3 student: set `student`
+and `teachers` to Hugging Face checkpoints, `device="cuda"`, `dtype="bfloat16"`, optionally
+`lora_r`, and serve large teachers with vLLM (`teacher_backend="vllm_server"`, one
+OpenAI-compatible server per teacher; force decoding uses `prompt_logprobs`, so request
+`score_top_k`). In SMOKE mode this notebook builds tiny local checkpoints instead (no download)
+and runs one step on the CPU; the vLLM cell only runs when `MADOPD_VLLM_URLS` is set.
+"""),
+    SETUP,
+    code("""
+import tempfile
+from pathlib import Path
+
+from madopd.models.tiny import TinySpec, build_tiny_model
+
+if SMOKE or not os.environ.get("MADOPD_STUDENT"):
+    root = Path(tempfile.mkdtemp(prefix="madopd-tiny-"))
+    for name, seed in (("student", 0), ("teacher_a", 1), ("teacher_b", 2)):
+        build_tiny_model(root / name, TinySpec(hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
+                                               intermediate_size=128, seed=seed))
+    STUDENT, TEACHERS = str(root / "student"), [str(root / "teacher_a"), str(root / "teacher_b")]
+else:  # e.g. MADOPD_STUDENT=Qwen/Qwen3-1.7B MADOPD_TEACHERS=Qwen/Qwen3-8B,Qwen/Qwen3-4B
+    STUDENT, TEACHERS = os.environ["MADOPD_STUDENT"], os.environ["MADOPD_TEACHERS"].split(",")
+GPU = torch.cuda.is_available()
+print("student:", STUDENT, "| teachers:", TEACHERS, "| GPU:", GPU)
+"""),
+    code("""
+from madopd.distill import Distiller, preset
+from madopd.tasks.toy_code import ToyCodeTask  # prompts + a sandboxed verifier; no zoo needed
+from madopd.types import Sampling
+
+cfg = preset("mad_opd", student=STUDENT, teachers=TEACHERS, rounds=1, batch_size=2,
+             max_steps=1 if SMOKE else 500, lr=1e-3 if SMOKE else 1e-5,
+             device="cuda" if GPU else "cpu", dtype="bfloat16" if GPU else "float32",
+             lora_r=0 if SMOKE else 16, score_top_k=None if SMOKE else 64, verify_train=False,
+             sampling=Sampling(temperature=1.0, max_new_tokens=16 if SMOKE else 1024),
+             debate_sampling=Sampling(temperature=0.7, max_new_tokens=16 if SMOKE else 512))
+distiller = Distiller.from_config(cfg, ToyCodeTask())
+rec = distiller.step()
+print("one step | loss", round(rec.loss, 4), "|", {k: round(v, 2) for k, v in rec.metrics.items() if k.startswith("time/")})
+"""),
+    md("""
+### vLLM teachers
+
+Start one OpenAI-compatible server per teacher (on GPUs: `python -m vllm.entrypoints.openai.api_server
+--model Qwen/Qwen3-8B --port 8001`; on CPUs see `.ci/setup_vllm.sh`), then point the config at
+them. Without `MADOPD_VLLM_URLS` this cell only shows the configuration:
+"""),
+    code("""
+urls = os.environ.get("MADOPD_VLLM_URLS")  # e.g. http://127.0.0.1:8001/v1,http://127.0.0.1:8002/v1
+cfg_vllm = cfg.replace(teacher_backend="vllm_server", score_top_k=20,
+                       teacher_base_urls=urls.split(",") if urls else ["http://127.0.0.1:8001/v1"] * len(TEACHERS))
+print({k: v for k, v in cfg_vllm.to_dict().items() if k in ("teacher_backend", "teacher_base_urls", "score_top_k")})
+if urls:
+    print("loss", Distiller.from_config(cfg_vllm, ToyCodeTask()).step().loss)
+"""),
+]
+
+
+def build(names=None) -> dict[str, Path]:
+    out = {}
+    for name, cells in NOTEBOOKS.items():
+        if names and name not in names:
+            continue
+        nb = nbformat.v4.new_notebook()
+        for i, cell in enumerate(cells):
+            cell["id"] = f"c{i:02d}"  # stable ids: regenerating gives no diff
+        nb.cells = cells
+        nb.metadata["kernelspec"] = dict(KERNEL)
+        nb.metadata["language_info"] = {"name": "python"}
+        path = HERE / f"{name}.ipynb"
+        nbformat.write(nb, str(path))
+        out[name] = path
+    return out
+
+
+def execute_gallery() -> Path:
+    """Run 00_gallery with outputs kept (static HTML renders only: no widget state)."""
+    from nbclient import NotebookClient
+
+    path = HERE / "00_gallery.ipynb"
+    nb = nbformat.read(str(path), as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=False,
+                   resources={"metadata": {"path": str(HERE)}}).execute()
+    for cell in nb.cells:  # keep the page deterministic: no execution counts, no run metadata
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+            for o in cell.outputs:
+                if "execution_count" in o:
+                    o["execution_count"] = None
+    nbformat.write(nb, str(path))
+    return path
+
+
+if __name__ == "__main__":
+    for path in build().values():
+        print("wrote", path)
+    if "--no-gallery" not in sys.argv:
+        print("executed", execute_gallery())

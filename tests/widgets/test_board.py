@@ -1,0 +1,59 @@
+"""Debate board: payload (changes, agreement, weights), JS weights/diff, static render."""
+
+import re
+
+import pytest
+from jsrun import node_json
+
+from madopd.types import DebateMessage, Transcript
+from madopd.widgets import divmath
+from madopd.widgets.board import debate_payload, render_debate_html
+from madopd.widgets.examples import example_record
+
+
+def _transcript():
+    msgs = [DebateMessage(0, 1, "A says 42 <<CONFIDENCE=90>>", "42", 90.0),
+            DebateMessage(1, 1, "B says 41", "41", None),
+            DebateMessage(0, 2, "A keeps 42 <<CONFIDENCE=95>>", "42", 95.0),
+            DebateMessage(1, 2, "B now says 42 <<CONFIDENCE=60>>", " 42 ", 60.0)]
+    return Transcript("s0", ["A", "B"], 2, msgs)
+
+
+def test_payload_flags_changes_agreement_and_weights():
+    p = debate_payload(_transcript(), tau=0.5)
+    assert [[c["changed"] for c in row] for row in p["cells"]] == [[False, False], [False, True]]
+    assert p["agree"] == [False, True]
+    assert p["weights"] == pytest.approx(divmath.confidence_weights([95.0, 60.0], 0.5))
+    assert p["cells"][1][0]["confidence"] is None
+
+
+def test_payload_with_record_has_student_view():
+    rec = example_record()
+    p = debate_payload(rec.transcripts[1], record=rec, sample=1)
+    assert p["student"]["tokens"] == rec.response_tokens[1]
+    assert len(p["student"]["div"]) == len(rec.response_tokens[1])
+    assert p["student"]["recorded_weights"] == rec.weights[1]
+
+
+def test_js_weights_filter_and_diff():
+    p = debate_payload(_transcript(), tau=1.0)
+    got = node_json(
+        'const B = await import(STATIC + "/debate.js");'
+        "print({all: B.boardView(DATA, {tau: 0.5, onlyDisagreements: false}),"
+        " only: B.boardView(DATA, {tau: 2.0, onlyDisagreements: true}),"
+        " diff: B.wordDiff('call weather Paris now', 'call weather paris now')});", p)
+    assert got["all"]["rounds"] == [0, 1] and got["only"]["rounds"] == [0]
+    assert got["all"]["weights"] == pytest.approx(divmath.confidence_weights([95, 60], 0.5))
+    assert got["only"]["weights"] == pytest.approx(divmath.confidence_weights([95, 60], 2.0))
+    assert got["diff"] == [["=", "call"], ["=", "weather"], ["-", "Paris"], ["+", "paris"], ["=", "now"]]
+
+
+def test_static_render_grid_badges_and_strips():
+    rec = example_record()
+    p = debate_payload(rec.transcripts[2], record=rec, sample=2)
+    html = render_debate_html(p)
+    K, R = len(rec.teacher_names), rec.transcripts[2].rounds
+    assert len(re.findall(r'<td class="madopd-cell"', html)) == K * R
+    assert html.count("confidence missing") == 1  # example transcript s2 misses one tag
+    assert len(re.findall(r'<span class="madopd-tok" data-teacher=', html)) == K * len(rec.response_tokens[2])
+    assert "w = 0.333" in html  # uniform policy with a missing tag

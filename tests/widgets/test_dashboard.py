@@ -1,0 +1,54 @@
+"""Live dashboard: records folded into series, probe ribbon, pause honoured, static charts."""
+
+import threading
+import time
+
+import pytest
+
+from madopd.widgets.dashboard import add_probe, dashboard_payload, render_dashboard_html
+from madopd.widgets.examples import example_probe, example_run
+from madopd.widgets.style import quantile
+
+
+def test_series_from_records():
+    recs = example_run(5)
+    p = dashboard_payload(records=recs)
+    assert p["steps"] == [0, 1, 2, 3, 4]
+    assert p["loss"] == pytest.approx([r.loss for r in recs], abs=1e-6)
+    vals = [v for s in recs[2].per_token_divergence for row in s for v in row]
+    assert p["quantiles"]["0.5"][2] == pytest.approx(quantile(vals, 0.5), abs=1e-6)
+    assert p["n_eff"][0] == pytest.approx(recs[0].metrics["n_eff"], abs=1e-6)
+    assert all(sum(w) == pytest.approx(1.0, abs=1e-5) for w in p["weights"])
+
+
+def test_static_render_has_charts_and_ribbon():
+    p = dashboard_payload(records=example_run(4))
+    toks, rows = example_probe(4)
+    for s, r in enumerate(rows):
+        add_probe(p, s, toks, r)
+    html = render_dashboard_html(p)
+    assert html.count("<polyline") == 1 + 4 + 3 + 1  # loss, 4 quantiles, 3 teachers, n_eff
+    assert html.count("<td title=\"step") == len(rows) * len(toks)
+
+
+def test_callback_honours_pause_and_stop():
+    from madopd.widgets import LiveDashboard
+
+    recs = example_run(3)
+    calls = []
+    d = LiveDashboard(recs[0].teacher_names, every=1,
+                      probe=lambda s: (calls.append(s) or ["a", "b"], [0.1 * s, 0.2]))
+    d.paused = True
+    done = threading.Event()
+    th = threading.Thread(target=lambda: (d(recs[0]), done.set()), daemon=True)
+    th.start()
+    time.sleep(0.3)
+    assert not done.is_set()  # blocked while paused
+    d.paused = False
+    assert done.wait(5)
+    assert d.paused_seconds > 0.2
+    assert d(recs[1]) is True
+    d.stop_requested = True
+    assert d(recs[2]) is False and d.should_stop()
+    assert d.payload["steps"] == [0, 1, 2] and calls == [0, 1, 2]
+    assert len(d.payload["probe"]["rows"]) == 3

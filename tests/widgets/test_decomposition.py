@@ -1,0 +1,38 @@
+"""Per-token loss decomposition: shares sum to the recorded loss; equal-weights counterfactual."""
+
+import re
+
+import pytest
+from jsrun import node_json
+
+from madopd.widgets.decomposition import decomposition_payload, render_decomposition_html
+from madopd.widgets.examples import example_record
+from madopd.widgets.style import DIVERGING
+
+
+def test_shares_sum_to_the_recorded_per_token_loss():
+    rec = example_record()
+    for b in range(len(rec.responses)):
+        p = decomposition_payload(rec, b)
+        assert p["total"] == pytest.approx(p["recorded_loss"], abs=1e-5)
+        K = len(rec.teacher_names)
+        assert p["equal"] == pytest.approx([sum(r) / K for r in rec.per_token_divergence[b]], abs=1e-6)
+        assert p["diff"] == pytest.approx([a - e for a, e in zip(p["total"], p["equal"])], abs=1e-5)
+
+
+def test_js_stacks_match_payload():
+    p = decomposition_payload(example_record(), 1)
+    got = node_json('const M = await import(STATIC + "/decomposition.js");'
+                    "print([M.stacks(DATA, false), M.stacks(DATA, true)]);", p)
+    assert got[0] == p["contrib"]
+    K = len(p["teacher_names"])
+    flat = [v for row in got[1] for v in row]
+    assert flat == pytest.approx([d / K for row in p["div"] for d in row], abs=1e-12)
+
+
+def test_static_render_segments_and_signed_colours():
+    p = decomposition_payload(example_record(), 0)
+    html = render_decomposition_html(p)
+    assert len(re.findall(r'<rect class="madopd-seg"', html)) == len(p["tokens"]) * len(p["teacher_names"])
+    assert html.count('class="madopd-tok"') == len(p["tokens"])
+    assert DIVERGING[0] in html and DIVERGING[-1] in html  # a legend spans the diverging scale

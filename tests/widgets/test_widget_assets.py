@@ -1,0 +1,71 @@
+"""Front-end assets: sources == shipped copies, bundles load, wheel ships them, widget mimebundles."""
+
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from jsrun import node_json
+
+from madopd.widgets import assets
+
+
+def test_static_copies_are_in_sync_with_sources():
+    assert assets.SOURCES.is_dir(), "run from a source checkout"
+    bad = assets.out_of_sync()
+    assert not bad, f"run `python -m madopd.widgets.assets --sync` (stale: {bad})"
+
+
+@pytest.mark.parametrize("entry", assets.ENTRIES)
+def test_bundle_is_one_module_with_a_render(entry, tmp_path):
+    code = assets.bundle(entry)
+    assert "import {" not in code  # self-contained: anywidget loads it from a blob URL
+    assert not re.search(r"""(import|from)\s*\(?\s*["']https?://""", code)  # no CDN
+    assert "cdn" not in code.lower()
+    (tmp_path / "b.mjs").write_text(code)
+    got = node_json(f'const m = await import({(tmp_path / "b.mjs").as_uri()!r});'
+                    "print(typeof m.default.render);")
+    assert got == "function"
+
+
+def test_widgets_offer_a_static_html_fallback():
+    from madopd.widgets import DebateBoard, DivergenceLens, Playground
+    from madopd.widgets.examples import example_record
+
+    rec = example_record()
+    for w in (Playground(), DivergenceLens(rec, 0), DebateBoard(record=rec, sample=0)):
+        data, _ = w._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in data
+        assert data["text/html"].startswith('<div class="madopd-static')
+        assert "<script" not in data["text/html"]
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_front_end(tmp_path):
+    root = assets.SOURCES.parent
+    had_build = (root / "build").exists()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(tmp_path), str(root)], check=True, timeout=300)
+    finally:
+        if not had_build:  # setuptools leaves build/ in the source tree: remove what we created
+            shutil.rmtree(root / "build", ignore_errors=True)
+    (whl,) = tmp_path.glob("madopd-*.whl")
+    names = set(zipfile.ZipFile(whl).namelist())
+    for n in assets.FILES:
+        assert f"madopd/widgets/static/{n}" in names
+
+
+def test_missing_notebook_extra_raises_a_named_error():
+    """Without anywidget the pure-Python parts still import; widgets raise MissingExtraError."""
+    code = (
+        "import sys; sys.modules['anywidget'] = None\n"
+        "import madopd.widgets as W\n"
+        "assert callable(W.lens_payload) and callable(W.render_debate_html)\n"
+        "from madopd.errors import MissingExtraError\n"
+        "try:\n    W.Playground\nexcept MissingExtraError as e:\n    print('OK', e.extra)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "OK notebooks"
