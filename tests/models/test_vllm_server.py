@@ -4,17 +4,21 @@ parity with HFTeacher against a REAL vLLM server (marker ``vllm``; needs .ci/set
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 
-from madopd.errors import ConfigError, MissingExtraError, TeacherError
+from madopd.errors import ConfigError, MissingExtraError, TeacherError, ValueRangeError
 from madopd.models import HFTeacher, VLLMOfflineTeacher, VLLMServerTeacher
 from madopd.models._common import render_prompt_ids
 from madopd.models.tiny import build_tokenizer
-from madopd.models.vllm_server import free_port
+from madopd.models.vllm_server import free_port, serve_vllm
 from madopd.types import Sampling, TopKLogprobs
 
 TOK = build_tokenizer()
@@ -23,11 +27,22 @@ TOK = build_tokenizer()
 class FakeServer:
     """Answers each POST with the next scripted (status, body) and records the request bodies."""
 
-    def __init__(self, script):
+    def __init__(self, script, models=None):
         self.script, self.requests = list(script), []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # /health and /v1/models, only when a listing was given
+                fake.requests.append((self.path, None))
+                ok = models is not None and self.path in ("/v1/models", "/health")
+                reply = models if self.path == "/v1/models" else {}
+                data = json.dumps(reply if ok else {"error": "not found"}).encode()
+                self.send_response(200 if ok else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append((self.path, body))
@@ -56,8 +71,8 @@ class FakeServer:
 def fake():
     servers = []
 
-    def make(script):
-        servers.append(FakeServer(script))
+    def make(script, models=None):
+        servers.append(FakeServer(script, models))
         return servers[-1]
 
     yield make
@@ -148,6 +163,62 @@ def test_generate_request_fields(fake):
     assert srv.requests[-1][1]["temperature"] == 0.0 and "seed" not in srv.requests[-1][1]
 
 
+def echo_reply(body):
+    """Chat completions answer 'chat:<n messages>', completions 'ids:<n prompt ids>'."""
+    if "messages" in body:
+        return {"choices": [{"index": 0, "message": {"role": "assistant",
+                                                     "content": f"chat:{len(body['messages'])}"}}]}
+    return {"choices": [{"index": 0, "text": f"ids:{len(body['prompt'])}"}]}
+
+
+def test_generate_left_truncates_a_long_chat_like_hf(fake):
+    short = [{"role": "user", "content": "hi"}]
+    long = [{"role": "system", "content": "s" * 40}, {"role": "user", "content": "q" * 100}]
+    n_long = len(render_prompt_ids(TOK, long))
+    n_short = len(render_prompt_ids(TOK, short))
+    max_new = 8
+    # the short chat fits exactly (boundary), the long one does not
+    srv = fake([(200, echo_reply)] * 2)
+    t = teacher(srv.url, max_context=n_short + max_new, max_concurrency=1)
+    out = t.generate([short, long], Sampling(greedy=True, max_new_tokens=max_new))
+    room = n_short + max_new - max_new
+    assert out == ["chat:1", f"ids:{room}"]
+    (r0, b0), (r1, b1) = srv.requests
+    assert r0 == "/v1/chat/completions" and b0["messages"] == short
+    # HFTeacher's policy: keep the newest prompt tokens, reserve max_new_tokens for the reply
+    assert r1 == "/v1/completions" and b1["prompt"] == render_prompt_ids(TOK, long)[-room:]
+    assert b1["max_tokens"] == max_new and b1["temperature"] == 0.0
+    assert n_long > room and t.counters["truncated_prompts"] == 1
+    assert t.counters["truncated_contexts"] == 0
+
+
+def test_generate_truncation_error_names_sample_and_lengths_before_sending(fake):
+    srv = fake([(200, echo_reply)] * 2)
+    long = [{"role": "user", "content": "q" * 100}]
+    n = len(render_prompt_ids(TOK, long))
+    for on_failure in ("raise", "drop"):  # a config/input error, not a server failure
+        t = teacher(srv.url, max_context=64, truncation="error", on_failure=on_failure)
+        with pytest.raises(ValueRangeError, match=rf"tiny: generate \(max_new_tokens=8\): "
+                                                  rf"sample 1: context \({n} tokens\).*> max_context=64"):
+            t.generate([[{"role": "user", "content": "a"}], long], Sampling(max_new_tokens=8))
+    assert srv.requests == [] and t.counters["truncated_prompts"] == 0
+
+
+def test_generate_reads_max_context_from_the_server(fake):
+    long = [{"role": "user", "content": "q" * 100}]
+    listing = {"data": [{"id": "tiny", "max_model_len": 40}]}
+    srv = fake([(200, echo_reply)], models=listing)
+    t = VLLMServerTeacher(srv.url, "tiny", tokenizer=TOK, backoff=0.0)
+    assert t.generate([long], Sampling(max_new_tokens=4)) == ["ids:36"]
+    assert [r for r, _ in srv.requests] == ["/v1/models", "/v1/completions"]
+    assert srv.requests[1][1]["prompt"] == render_prompt_ids(TOK, long)[-36:]
+    # a listing without the served model: a TeacherError, so on_failure applies
+    srv2 = fake([], models={"data": [{"id": "other", "max_model_len": 40}]})
+    d = VLLMServerTeacher(srv2.url, "tiny", tokenizer=TOK, backoff=0.0, on_failure="drop")
+    assert d.generate([long], Sampling(max_new_tokens=4)) is None
+    assert d.counters["dropped_batches"] == 1 and len(srv2.requests) == 1
+
+
 def test_offline_teacher_import_guard():
     try:
         import vllm  # noqa: F401
@@ -156,6 +227,125 @@ def test_offline_teacher_import_guard():
             VLLMOfflineTeacher("/nonexistent")
     else:
         pytest.skip("vllm is importable here; the guard cannot be exercised")
+
+
+# ---------------------------------------------------------------- serve_vllm (fake server)
+# A stand-in for `python -m vllm.entrypoints.openai.api_server`: same flags, /health and
+# /v1/models, one child process (like vLLM's engine core), pids written to $FAKE_VLLM_PIDS.
+FAKE_API_SERVER = """
+import argparse, json, os, subprocess, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+ap = argparse.ArgumentParser()
+ap.add_argument("--model")
+ap.add_argument("--port", type=int)
+a, _ = ap.parse_known_args()
+mode = os.environ.get("FAKE_VLLM_MODE", "ok")
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(os.environ["FAKE_VLLM_PIDS"], "a") as f:
+    f.write(f"{os.getpid()} {child.pid}\\n")
+if mode == "crash":
+    print("engine core failed: boom", flush=True)
+    sys.exit(3)
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        listing = {"data": [{"id": a.model, "root": a.model, "max_model_len": 512}]}
+        code, body = {"/health": (200, {}), "/v1/models": (200, listing)}.get(self.path, (404, {}))
+        code = 503 if mode == "sick" else code
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", a.port), H).serve_forever()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def fake_vllm(tmp_path):
+    """(serve kwargs, pid file) for serve_vllm against the stand-in server."""
+    pkg = tmp_path / "site" / "vllm" / "entrypoints" / "openai"
+    pkg.mkdir(parents=True)
+    for d in (pkg, pkg.parent, pkg.parent.parent):
+        (d / "__init__.py").write_text("")
+    (pkg / "api_server.py").write_text(FAKE_API_SERVER)
+    pids = tmp_path / "pids"
+    pids.touch()
+    env = {"PYTHONPATH": str(tmp_path / "site"), "FAKE_VLLM_PIDS": str(pids)}
+    kw = dict(python=sys.executable, env=env, log_path=tmp_path / "server.log", startup_timeout=60)
+    yield kw, pids
+    for line in pids.read_text().split("\n"):  # safety net: never leave a stand-in running
+        for pid in map(int, line.split()):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _all_pids(pids):
+    return [int(x) for x in pids.read_text().split()]
+
+
+def test_serve_vllm_ready_then_stops_the_whole_group(fake_vllm, tmp_path):
+    kw, pids = fake_vllm
+    stats = {}
+    with serve_vllm(tmp_path / "m", stats=stats, **kw) as url:
+        t = VLLMServerTeacher(url, str(tmp_path / "m"), tokenizer=TOK)
+        assert t.max_context == 512
+        started = _all_pids(pids)
+        assert len(started) == 2 and all(_alive(p) for p in started)
+    assert not any(_alive(p) for p in started)  # server AND its child (same process group)
+    assert stats == {"port_retries": 0}
+
+
+def test_serve_vllm_retries_when_another_server_holds_the_port(fake_vllm, fake, tmp_path, monkeypatch):
+    from madopd.models import vllm_server
+
+    kw, pids = fake_vllm
+    foreign = fake([], models={"data": [{"id": "someone-else", "max_model_len": 64}]})
+    taken = int(foreign.url.rsplit(":", 1)[1])
+    # a port bound but not listening: ours dies with "Address already in use"
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    third = free_port()
+    ports = [taken, blocker.getsockname()[1], third]
+    monkeypatch.setattr(vllm_server, "free_port", lambda: ports.pop(0))
+    stats = {}
+    try:
+        with serve_vllm(tmp_path / "m", stats=stats, **kw) as url:
+            assert url == f"http://127.0.0.1:{third}"
+            assert VLLMServerTeacher(url, str(tmp_path / "m"), tokenizer=TOK).max_context == 512
+    finally:
+        blocker.close()
+    assert stats["port_retries"] == 2 and ports == []
+    assert "Address already in use" in (tmp_path / "server.log").read_text()  # log kept (appended)
+    assert not any(_alive(p) for p in _all_pids(pids))
+    # a fixed port has no fallback: a clear error
+    with pytest.raises(TeacherError, match="port taken"):
+        with serve_vllm(tmp_path / "m", port=taken, **kw):
+            pass
+
+
+def test_serve_vllm_reports_crash_and_timeout_with_log_tail(fake_vllm, tmp_path):
+    kw, pids = fake_vllm
+    with pytest.raises(TeacherError, match="(?s)exited with code 3.*engine core failed: boom"):
+        with serve_vllm(tmp_path / "m", **{**kw, "env": {**kw["env"], "FAKE_VLLM_MODE": "crash"}}):
+            pass
+    with pytest.raises(TeacherError, match="not healthy after 3 s"):
+        with serve_vllm(tmp_path / "m", **{**kw, "startup_timeout": 3,
+                                           "env": {**kw["env"], "FAKE_VLLM_MODE": "sick"}}):
+            pass
+    assert not any(_alive(p) for p in _all_pids(pids))
 
 
 # ---------------------------------------------------------------- real vLLM server
@@ -211,6 +401,25 @@ def test_vllm_generate_through_chat_completions(vllm_server):
         assert full.startswith(text) and set(full[len(text):]) <= {"\ufffd"}
     s = Sampling(temperature=1.0, max_new_tokens=8, seed=5)
     assert v.generate(CHATS, s) == v.generate(CHATS, s)
+
+
+@pytest.mark.vllm
+def test_vllm_generate_left_truncates_like_hf(vllm_server):
+    """A chat longer than the 512-token window: both backends keep the newest 512 - 8 prompt
+    tokens and agree greedily (the server alone would answer HTTP 400)."""
+    url, model_dir = vllm_server
+    v = VLLMServerTeacher(url, model_dir, tokenizer=model_dir)
+    h = HFTeacher(model_dir, max_context=512)
+    chats = [[{"role": "user", "content": "".join(f"{i}+{i}=? " for i in range(120))}],
+             CHATS[0]]
+    greedy = Sampling(greedy=True, max_new_tokens=8)
+    assert len(render_prompt_ids(h.tokenizer, chats[0])) > 512
+    out_v, out_h = v.generate(chats, greedy), h.generate(chats, greedy)
+    assert v.counters["truncated_prompts"] == h.counters["truncated_prompts"] == 1
+    for a, b in zip(out_v, out_h):  # up to a withheld trailing incomplete UTF-8 sequence
+        assert b.startswith(a) and set(b[len(a):]) <= {"\ufffd"}
+    with pytest.raises(ValueRangeError, match="sample 0: context"):
+        VLLMServerTeacher(url, model_dir, tokenizer=model_dir, truncation="error").generate(chats, greedy)
 
 
 def test_entries_tie_with_prompt_token_keeps_exactly_k():
