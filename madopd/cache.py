@@ -22,10 +22,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from madopd.errors import DataError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a single process appends whole lines anyway
+    fcntl = None
 from madopd.types import State, Transcript
 
 
@@ -138,10 +144,8 @@ class DebateCache:
             out[i] = dataclasses.replace(by_key[keys[i]], state_id=states[i].id)
         if new_rows and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                for row in new_rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                f.flush()
+            _append_locked(self.path, "".join(json.dumps(row, ensure_ascii=False) + "\n"
+                                              for row in new_rows))
         stats = {"cache_hits": len(states) - len(todo), "cache_misses": len(todo),
                  "cache_not_stored_failed": not_stored}
         for name, value in stats.items():
@@ -152,6 +156,21 @@ class DebateCache:
     def hit_rate(self) -> float:
         n = self.counters["cache_hits"] + self.counters["cache_misses"]
         return self.counters["cache_hits"] / n if n else 0.0
+
+
+def _append_locked(path: Path, text: str) -> None:
+    """Append whole lines under an exclusive lock: several training processes (``accelerate
+    launch``) may share one cache file, and their lines must never interleave."""
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def warm_cache(debate: Any, states: list[State], cache: DebateCache, batch_size: int = 64,

@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args) -> int:
     from madopd.distill import Distiller
+    from madopd.distill.distributed import gather_objects
     from madopd.errors import ConfigError
     from madopd.runs import RunStore
     from madopd.tasks import get_task
@@ -108,20 +109,35 @@ def _train(args) -> int:
     if not args.resume and (out / "metrics.jsonl").exists():
         raise _usage(f"{out} already holds a run; use --resume or another --out")
     task = get_task(cfg.task)
-    store = RunStore(out, cfg.to_dict())
-    d = Distiller.from_config(cfg, task, store=store)
+    # Under `accelerate launch` / `torchrun` every process runs this; only the main one writes
+    # the run folder and prints, and all use the main process's folder name (the default one
+    # holds the time, which may differ between processes by a second).
+    d = Distiller.from_config(cfg, task)
+    acc = d.accelerator
+    main = acc.is_main_process
+    out = Path(gather_objects(acc, str(out))[0])
+    store = d.store = RunStore(out, cfg.to_dict() if main else None)
     if args.resume:
         if store.latest_checkpoint() is None:
-            store.truncate_to(0)
-            print(f"madopd train: no checkpoint in {out} yet; starting from step 0", file=sys.stderr)
+            if main:
+                store.truncate_to(0)
+                print(f"madopd train: no checkpoint in {out} yet; starting from step 0",
+                      file=sys.stderr)
+            acc.wait_for_everyone()
         else:
             step = d.resume()
-            print(f"madopd train: resumed {out} at step {step}", file=sys.stderr)
+            if main:
+                print(f"madopd train: resumed {out} at step {step}", file=sys.stderr)
     n = max(0, cfg.max_steps - d.step_count)
     if args.steps is not None:
         n = min(n, args.steps)
     records = d.train(n, progress=not args.no_progress)
     last = records[-1].metrics if records else {}
-    print(json.dumps({"run": str(out), "step": d.step_count,
-                      "loss": last.get("loss"), "checkpoint": str(store.latest_checkpoint())}))
+    if main:
+        print(json.dumps({"run": str(out), "step": d.step_count, "loss": last.get("loss"),
+                          "checkpoint": str(store.latest_checkpoint()),
+                          "processes": acc.num_processes}))
+    if acc.num_processes > 1:  # leave together; an undestroyed gloo group can abort at exit
+        acc.wait_for_everyone()
+        acc.end_training()
     return 0

@@ -12,9 +12,18 @@ from madopd.errors import ConfigError
 
 
 def _device(cfg: DistillConfig) -> str:
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() and not cfg.cpu else "cpu"
-    return cfg.device
+    """'cpu' or this process's GPU: under ``accelerate launch`` / ``torchrun`` process r of a
+    machine uses cuda:LOCAL_RANK (the device its Accelerator picks), not every one cuda:0."""
+    from madopd.distill.distributed import env_local_rank
+
+    dev = cfg.device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() and not cfg.cpu else "cpu"
+    if dev == "cuda" and cfg.cpu:
+        dev = "cpu"
+    if dev == "cuda":
+        return f"cuda:{env_local_rank()}"
+    return dev
 
 
 def load_student(cfg: DistillConfig) -> Any:

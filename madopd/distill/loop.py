@@ -16,10 +16,12 @@ micro-batches / number of tokens in the accumulated batch, so 2 micro-batches of
 same gradient as one of B. ``sequence`` = mean over sequences of each sequence's token mean
 (Eqs. 8-9 literally). Both are exact under accumulation because N is counted before backward.
 
-Multi-process (``accelerate launch``): each process draws its own micro-batches; N is summed
-over processes and gradients are all-reduced (summed), so the result equals one process with
-the union of the batches. Teachers are never wrapped by accelerate: they are frozen and each
-process holds its own copy (or talks to a server).
+Multi-process (``accelerate launch`` / ``torchrun``, docs/scaling.md): each process draws its
+own micro-batches (the sampler shards them by rank); N is summed over processes and gradients
+are summed, so the update equals one process with the union of the batches (tested in
+tests/test_distributed.py). Metrics and records are gathered into one record of the whole
+step; only the main process writes the run folder. Teachers are never wrapped by accelerate:
+they are frozen and each process holds its own copy (or talks to a server).
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ import torch
 
 from madopd.distill.config import DistillConfig
 from madopd.distill.data import TrainPool, check_pool_config
+from madopd.distill.distributed import (
+    allreduce_grads,
+    check_launch,
+    combine_stats,
+    gather_objects,
+    merge_records,
+    sum_floats,
+)
 from madopd.distill.phases import PhasesMixin, _Micro, _SkipStep
 from madopd.distill.records import RecordsMixin, TokenDecoder
 from madopd.errors import ConfigError, DataError, ValueRangeError
@@ -107,7 +117,9 @@ class Distiller(PhasesMixin, RecordsMixin):
         self._decode_tokens = TokenDecoder(student.tokenizer)
         self.step_count = 0
         self.nan_streak = 0
+        self._saved_step: int | None = None  # step of the last checkpoint written or resumed
         self._stop = False
+        self.check_in_sync()
 
     # ------------------------------------------------------------------ construction helpers
     def _divergence_spec(self):
@@ -127,6 +139,7 @@ class Distiller(PhasesMixin, RecordsMixin):
         cfg = self.config
         cpu = cfg.cpu or cfg.device == "cpu" or not torch.cuda.is_available()
         self.accelerator = acc = Accelerator(cpu=cpu)
+        check_launch(acc.num_processes)
         model = self.student.model
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -135,8 +148,10 @@ class Distiller(PhasesMixin, RecordsMixin):
                                 weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda(acc.num_processes))
         if acc.num_processes > 1:
-            # The student's forward must reach its own methods (generate, logits_to_keep), so
-            # it is not DDP-wrapped: gradients are all-reduced by hand in _update.
+            # Not DDP-wrapped: the student's own methods (generate, logits_to_keep) stay
+            # reachable and a process may skip a backward (NaN/teacher-error policies) without
+            # hanging the others. Gradients are summed in _update (distributed.allreduce_grads);
+            # every process starts from the same weights (same checkpoint, checked below).
             model.to(acc.device)
             self.optimizer, self.scheduler = acc.prepare(opt, sched)
         else:
@@ -144,6 +159,21 @@ class Distiller(PhasesMixin, RecordsMixin):
             self.student.model = model
         self.student.device = acc.device
         self.params = params
+
+    def check_in_sync(self) -> None:
+        """Raise when the processes hold different student weights (a no-op for one process).
+
+        Summed gradients keep identical weights identical; this catches a process that loaded
+        another checkpoint or missed an update. Called at start-up and at every checkpoint.
+        """
+        from madopd.distill.distributed import params_checksum
+
+        if self.accelerator.num_processes == 1:
+            return
+        sums = gather_objects(self.accelerator, params_checksum(self.params))
+        if any(s != sums[0] for s in sums):
+            raise ValueRangeError(f"step {self.step_count}: the {len(sums)} processes hold "
+                                  f"different student weights (checksums {sums})")
 
     def _lr_lambda(self, num_processes: int):
         cfg = self.config
@@ -179,6 +209,8 @@ class Distiller(PhasesMixin, RecordsMixin):
         return record
 
     def _step(self) -> StepRecord:
+        """One step. Under several processes every branch that ends in a collective is taken
+        by all of them alike (see ``madopd.distill.distributed``)."""
         cfg = self.config
         if cfg.method == "base":
             raise ConfigError("method 'base' is the untrained student: there is no training step "
@@ -188,61 +220,83 @@ class Distiller(PhasesMixin, RecordsMixin):
         step = self.step_count
         timings: dict[str, float] = defaultdict(float, {f"time/{k}": 0.0 for k in PHASES})
         counters: dict[str, float] = defaultdict(float)
+        step_counters: dict[str, float] = {}  # per step, not per process: never summed
         self.student.train() if hasattr(self.student, "train") else None
         self.optimizer.zero_grad(set_to_none=True)
         micros: list[_Micro] = []
         parts: list[dict[str, Any]] = []
-        skipped_step = False
         student_before = dict(getattr(self.student, "counters", {}) or {})
+        local_skip = False
         try:
             for i in range(cfg.grad_accum):
                 micros += self._prepare_micro(step, i, timings, counters)
-            denom = self._denominator(micros)
-            if denom > 0:
+        except _SkipStep:
+            local_skip = True
+        denom, skipped = self._denominator(micros, local_skip)
+        if not skipped and denom > 0:
+            try:
                 for mb in micros:
                     parts.append(self._micro_backward(mb, denom, timings, counters))
-        except _SkipStep:
-            skipped_step = True
-            counters["count/skipped_steps"] += 1
+            except _SkipStep:
+                local_skip = True
+        loss = sum(p["loss"] for p in parts) if parts else float("nan")
+        loss, n_skip = sum_floats(self.accelerator, [loss, float(local_skip)])
+        if skipped or n_skip > 0:
+            skipped = True
+            step_counters["count/skipped_steps"] = 1.0
             self.optimizer.zero_grad(set_to_none=True)
             denom = 0.0
-        loss = sum(p["loss"] for p in parts) if parts else float("nan")
-        if self.accelerator.num_processes > 1:
-            loss = float(self.accelerator.reduce(torch.tensor(loss, device=self.accelerator.device),
-                                                 "sum"))
         for k, v in (getattr(self.student, "counters", {}) or {}).items():
             if "truncat" in k:  # prompts cut to fit the student's window (rollout or forward)
                 counters[f"count/student/{k}"] += v - student_before.get(k, 0)
-        metrics = self._update(loss, denom, skipped_step, timings, counters)
+        metrics = self._update(loss, denom, skipped, timings, step_counters)
+        metrics.update(step_counters)
         timings["time/step"] = time.perf_counter() - t_start
-        return self._build_record(step, loss, micros, parts, metrics, timings, counters)
+        record, stats = self._build_record(step, loss, micros, parts, metrics, timings, counters)
+        if self.accelerator.num_processes > 1:
+            record = self._gather_record(record, stats, micros, metrics)
+        return record
 
-    def _denominator(self, micros: list[_Micro]) -> float:
-        """Kept tokens (or sequences) in the whole accumulated batch, over all processes."""
+    def _gather_record(self, record: StepRecord, stats: dict, micros: list[_Micro],
+                       metrics: dict) -> StepRecord:
+        """One record of the whole step on every process: metrics from the summed statistics;
+        per-sample lists of all processes on recorded steps (``record_every``), otherwise this
+        process's samples only (gathering every token's data costs a pickle per step)."""
+        cfg = self.config
+        full = bool(cfg.record_every) and record.step % cfg.record_every == 0
+        sizes = [len(mb.states) for mb in micros]
+        got = gather_objects(self.accelerator, (stats, sizes, record if full else None))
+        base = {**metrics, "loss": record.loss, "lr": record.metrics["lr"]}
+        merged = self._metrics(base, combine_stats([g[0] for g in got]))
+        if not full:
+            record.metrics = merged
+            return record
+        return merge_records([g[2] for g in got], [g[1] for g in got], merged)
+
+    def _denominator(self, micros: list[_Micro], skip: bool = False) -> tuple[float, bool]:
+        """Kept tokens (or sequences) in the whole accumulated batch, over all processes, and
+        whether any process skips the step (one collective)."""
         n = 0
         for mb in micros:
             for r, k in zip(mb.samples.response_ids, mb.keep.tolist()):
                 if k and r:
                     n += len(r) if self.config.loss_normalization == "token" else 1
-        if self.accelerator.num_processes > 1:
-            n = int(self.accelerator.reduce(torch.tensor(n, device=self.accelerator.device), "sum"))
-        return float(n)
+        n, n_skip = sum_floats(self.accelerator, [float(n), float(skip)])
+        return n, n_skip > 0
 
     def _update(self, loss: float, denom: float, skipped: bool, timings, counters) -> dict:
+        """Sum gradients over processes, clip, step. ``loss``, ``denom`` and ``skipped`` are
+        global (equal on every process), so every process takes the same branch."""
         cfg = self.config
         t0 = time.perf_counter()
         metrics: dict[str, float] = {}
         if skipped or denom == 0:
             if not skipped:
-                counters["count/empty_steps"] += 1
+                counters["count/empty_steps"] = counters.get("count/empty_steps", 0) + 1
             self.optimizer.zero_grad(set_to_none=True)
             timings["time/update"] += time.perf_counter() - t0
             return metrics
-        if self.accelerator.num_processes > 1:
-            for p in self.params:
-                if p.grad is None:  # every process must join the same all-reduces
-                    p.grad = torch.zeros_like(p)
-                p.grad = self.accelerator.reduce(p.grad, "sum")
+        allreduce_grads(self.accelerator, self.params)
         gn = float("nan")
         if math.isfinite(loss):
             if cfg.max_grad_norm is not None:
@@ -254,7 +308,7 @@ class Distiller(PhasesMixin, RecordsMixin):
         if not (math.isfinite(loss) and math.isfinite(gn)):
             self.optimizer.zero_grad(set_to_none=True)
             self.nan_streak += 1
-            counters["count/nan_skips"] += 1
+            counters["count/nan_skips"] = counters.get("count/nan_skips", 0) + 1
             timings["time/update"] += time.perf_counter() - t0
             if self.nan_streak >= cfg.max_nan_skips:
                 raise ValueRangeError(
@@ -313,13 +367,13 @@ class Distiller(PhasesMixin, RecordsMixin):
                 should = getattr(cb, "should_stop", None)
                 if callable(should) and should():
                     self._stop = True
+            if self.accelerator.num_processes > 1:  # every process stops at the same step
+                self._stop = sum_floats(self.accelerator, [float(self._stop)])[0] > 0
             if self._stop:
                 break
         bar.close()
-        if self.store is not None and records:
-            last = self.store.latest_checkpoint()
-            if last is None or last.name != f"step_{self.step_count:06d}":
-                self.save_checkpoint()
+        if self.store is not None and records and self._saved_step != self.step_count:
+            self.save_checkpoint()
         return records
 
     def _log(self, record: StepRecord) -> None:
@@ -347,6 +401,8 @@ class Distiller(PhasesMixin, RecordsMixin):
         return self.student.save(path)
 
     def save_checkpoint(self) -> Any:
+        """Write ``checkpoints/step_N`` (under several processes: call it on every process;
+        the main process writes, the others wait)."""
         from madopd.distill.state import save_checkpoint
 
         if self.store is None:

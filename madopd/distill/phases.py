@@ -46,10 +46,15 @@ class PhasesMixin:
 
     # ------------------------------------------------------------------ phase 1
     def _sampling(self, step: int, micro: int) -> Sampling:
-        """Per-step rollout seed: deterministic and resumable without the global RNG."""
-        return replace(self.config.sampling,
-                       seed=derive_seed(self.config.seed, self.config.sampling.seed, "rollout",
-                                        step, micro))
+        """Per-step rollout seed: deterministic and resumable without the global RNG.
+
+        Under several processes the rank joins the seed: otherwise every process would draw
+        the same random numbers for its (different) samples, correlating the batch.
+        """
+        parts: tuple = (self.config.seed, self.config.sampling.seed, "rollout", step, micro)
+        if self.accelerator.num_processes > 1:
+            parts += ("rank", self.accelerator.process_index)
+        return replace(self.config.sampling, seed=derive_seed(*parts))
 
     def _teacher_samples(self, states: list[State], sampling: Sampling,
                          counters: dict[str, float]) -> tuple[Samples, list[int]]:

@@ -137,7 +137,56 @@ class RecordsMixin:
             out["teacher_topk"] = tk
         return out
 
-    def _build_record(self, step, loss, micros, parts, metrics, timings, counters) -> StepRecord:
+    def _stats(self, parts, micros, weights, correct, resp_ids, counters, timings) -> dict:
+        """Sufficient statistics of a step's metrics: sums that add up over processes
+        (``distributed.combine_stats``), so one or several processes give the same metrics."""
+        have = len(parts) == len(micros) and parts
+        div = have and any("div_sum" in p for p in parts)
+        st: dict[str, Any] = {
+            "n": len(resp_ids), "tokens": float(sum(len(r) for r in resp_ids)),
+            "correct_sum": float(sum(c for c in correct if c is not None)),
+            "verified": float(sum(c is not None for c in correct)),
+            "w_sum": [0.0] * self.K, "live": 0.0, "neff_sum": 0.0,
+            "div_sum": [sum(p.get("div_sum", [0.0] * self.K)[k] for p in parts)
+                        for k in range(self.K)] if div else None,
+            "div_count": float(sum(p.get("div_count", 0.0) for p in parts)) if div else 0.0,
+            "counters": dict(counters), "timings": dict(timings)}
+        if weights and self.K:
+            from madopd.weighting import effective_teachers
+
+            w = torch.tensor(weights, dtype=torch.float64)  # [B, K]
+            st["w_sum"] = [float(x) for x in w.sum(0)]
+            live = w.sum(-1) > 0
+            st["live"] = float(live.sum())
+            if live.any():
+                st["neff_sum"] = float(effective_teachers(w[live]).sum())
+        return st
+
+    def _metrics(self, base: dict[str, float], st: dict[str, Any]) -> dict[str, float]:
+        """``base`` (loss, lr, grad_norm, step-level counters, eval) + metrics of the stats."""
+        m = dict(base)
+        m["tokens"] = st["tokens"]
+        m.update(st["timings"])
+        m.update(st["counters"])
+        c = st["counters"]
+        total = c.get("count/cache_hits", 0) + c.get("count/cache_misses", 0)
+        if total:
+            m["cache/hit_rate"] = c.get("count/cache_hits", 0) / total
+        if st["div_sum"] is not None:
+            for k, name in enumerate(self.teacher_names):
+                m[f"div/{name}"] = st["div_sum"][k] / max(st["div_count"], 1)
+        if st["n"] and self.K:
+            for k, name in enumerate(self.teacher_names):
+                m[f"weight/{name}"] = st["w_sum"][k] / st["n"]
+            if st["live"]:
+                m["n_eff"] = st["neff_sum"] / st["live"]
+        if st["verified"]:
+            m["accuracy/train"] = st["correct_sum"] / st["n"]
+        return {k: float(v) for k, v in m.items()}
+
+    def _build_record(self, step, loss, micros, parts, metrics, timings, counters
+                      ) -> tuple[StepRecord, dict[str, Any]]:
+        """This process's record of the step, and the statistics its metrics came from."""
         cfg = self.config
         tok = self.student.tokenizer
         states = [s for mb in micros for s in mb.states]
@@ -155,33 +204,13 @@ class RecordsMixin:
         if cfg.verify_train:
             texts = [t for s in samples for t in s.texts]
             correct = [float(self.task.verify(st, t)) for st, t in zip(states, texts)]
-        m = dict(metrics)
-        m["loss"] = loss
-        m["lr"] = float(self.scheduler.get_last_lr()[0])
-        m["tokens"] = float(sum(len(r) for r in resp_ids))
-        m.update(timings)
-        m.update(counters)
-        total = counters.get("count/cache_hits", 0) + counters.get("count/cache_misses", 0)
-        if total:
-            m["cache/hit_rate"] = counters.get("count/cache_hits", 0) / total
-        if have and any("div_sum" in p for p in parts):
-            n = sum(p.get("div_count", 0.0) for p in parts)
-            for k, name in enumerate(self.teacher_names):
-                m[f"div/{name}"] = sum(p.get("div_sum", [0.0] * self.K)[k] for p in parts) / max(n, 1)
-        if weights and self.K:
-            w = torch.tensor(weights)
-            for k, name in enumerate(self.teacher_names):
-                m[f"weight/{name}"] = float(w[:, k].mean())
-            from madopd.weighting import effective_teachers
-
-            live = w.sum(-1) > 0
-            if live.any():
-                m["n_eff"] = float(effective_teachers(w[live]).mean())
-        if any(c is not None for c in correct):
-            m["accuracy/train"] = sum(c for c in correct if c is not None) / B
+        base = dict(metrics)
+        base["loss"] = loss
+        base["lr"] = float(self.scheduler.get_last_lr()[0])
+        stats = self._stats(parts, micros, weights, correct, resp_ids, counters, timings)
         keep = [bool(k) for mb in micros for k in mb.keep.tolist()]
-        return StepRecord(
-            step=step, loss=loss, metrics={k: float(v) for k, v in m.items()},
+        record = StepRecord(
+            step=step, loss=loss, metrics=self._metrics(base, stats),
             teacher_names=list(self.teacher_names), state_ids=[s.id for s in states],
             prompts=[tok.decode(p, skip_special_tokens=False) for s in samples for p in s.prompt_ids],
             responses=[t for s in samples for t in s.texts], response_ids=resp_ids,
@@ -196,3 +225,4 @@ class RecordsMixin:
             teacher_topk=[merge_topk([p["teacher_topk"][k] for p in parts])
                           for k in range(self.K)] if have and all("teacher_topk" in p for p in parts) else None,
             skipped=[not k for k in keep] if parts else [True] * B)
+        return record, stats

@@ -38,13 +38,24 @@ def _set_rng_state(d: Any, state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(d: Any) -> Path:
-    """Write checkpoints/step_NNNNNN atomically via the Distiller's RunStore."""
+    """Write checkpoints/step_NNNNNN atomically via the Distiller's RunStore.
+
+    Several processes: all check they hold the same weights, the main process writes (the
+    optimiser state is the same everywhere: same gradients, same steps), the others wait.
+    """
+    d.check_in_sync()
+    acc = d.accelerator
+    if not acc.is_main_process:
+        acc.wait_for_everyone()
+        d._saved_step = d.step_count
+        return d.store.ckpt_dir / f"step_{d.step_count:06d}"
     is_lora = bool(getattr(d.student, "is_lora", False))
     model = d.accelerator.unwrap_model(d.student.model)
     state = {
         "step": d.step_count, "nan_streak": d.nan_streak,
         "optimizer": d.optimizer.state_dict(), "scheduler": d.scheduler.state_dict(),
         "rng": _rng_state(d), "sampler": d.pool.state_dict(),
+        "num_processes": acc.num_processes,  # the sampler's position counts per-process batches
         "config": d.config.to_dict(), "teacher_names": list(d.teacher_names),
         "trainable": ({n: p.detach().cpu().clone() for n, p in model.named_parameters()
                        if p.requires_grad} if is_lora else None),
@@ -54,8 +65,12 @@ def save_checkpoint(d: Any) -> Path:
         d.student.save(tmp / "model")
         torch.save(state, tmp / STATE_FILE)
 
-    path = d.store.save_checkpoint(d.step_count, write)
-    d.store.prune(d.config.keep_checkpoints)
+    try:
+        path = d.store.save_checkpoint(d.step_count, write)
+        d.store.prune(d.config.keep_checkpoints)
+    finally:
+        acc.wait_for_everyone()
+    d._saved_step = d.step_count
     return path
 
 
@@ -100,6 +115,13 @@ def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
 def load_checkpoint(d: Any, path: Any = None) -> int:
     ckpt = _resolve(d, path)
     state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+    saved_procs = state.get("num_processes")  # absent in checkpoints older than this field
+    if saved_procs is not None and saved_procs != d.accelerator.num_processes:
+        raise ConfigError(
+            f"checkpoint {ckpt} was written by a run with {saved_procs} process(es), this run has "
+            f"{d.accelerator.num_processes}: the data order (each process takes every "
+            f"{saved_procs}-th batch) cannot continue exactly; resume with {saved_procs} "
+            "process(es)")
     model = d.accelerator.unwrap_model(d.student.model)
     with torch.no_grad():
         if state.get("trainable") is not None:
@@ -116,6 +138,9 @@ def load_checkpoint(d: Any, path: Any = None) -> int:
     d.pool.load_state_dict(state["sampler"])
     d.step_count = int(state["step"])
     d.nan_streak = int(state.get("nan_streak", 0))
-    if d.store is not None:
+    d._saved_step = d.step_count
+    if d.store is not None and d.accelerator.is_main_process:
         d.store.truncate_to(d.step_count)
+    d.accelerator.wait_for_everyone()
+    d.check_in_sync()
     return d.step_count
