@@ -1,9 +1,9 @@
 """Front-end assets: the ES modules and CSS that ship inside the wheel (no CDN, no build step).
 
-Sources live in the top-level ``widgets/`` folder of the repository; ``madopd/widgets/static/``
-holds byte-identical copies (what the wheel ships and what the widgets load). After editing a
-source run ``python -m madopd.widgets.assets --sync``; ``tests/widgets/test_assets.py`` fails
-when the copies drift.
+Sources live in the top-level ``widgets/`` folder of the repository; ``madopd/widgets/static``
+is a symbolic link to it in a source checkout, so there is one copy to edit. Building a wheel
+follows the link and ships real files under ``madopd/widgets/static/`` (checked by
+``tests/widgets/test_widget_assets.py``), which is where the widgets load them from.
 
 anywidget evaluates ``_esm`` as ONE module from a blob URL, so relative imports cannot be
 resolved in the browser. ``bundle(entry)`` therefore concatenates the shared modules
@@ -15,7 +15,6 @@ directly (``tests/widgets/js/*.test.mjs``).
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from functools import cache
 from pathlib import Path
@@ -55,29 +54,12 @@ def css() -> str:
     return read("madopd.css")
 
 
-def out_of_sync() -> list[str]:
-    """Names whose static copy differs from the source in ``widgets/`` (source checkout only)."""
-    return [n for n in FILES
-            if not (STATIC / n).is_file() or not (SOURCES / n).is_file()
-            or (SOURCES / n).read_bytes() != (STATIC / n).read_bytes()]
-
-
-def sync() -> list[str]:
-    """Copy ``widgets/*`` sources into ``madopd/widgets/static/``; returns what changed."""
-    STATIC.mkdir(exist_ok=True)
-    changed = out_of_sync()
-    for n in changed:
-        if (SOURCES / n).is_file():
-            shutil.copyfile(SOURCES / n, STATIC / n)
-    bundle.cache_clear()
-    css.cache_clear()
-    return changed
+def missing() -> list[str]:
+    """Asset names that cannot be read from ``STATIC`` (a broken link or an incomplete wheel)."""
+    return [n for n in FILES if not (STATIC / n).is_file()]
 
 
 if __name__ == "__main__":
-    if "--sync" in sys.argv:
-        print("synced:", sync() or "nothing to do")
-    else:
-        bad = out_of_sync()
-        print("out of sync:", bad) if bad else print("in sync")
-        sys.exit(1 if bad else 0)
+    bad = missing()
+    print("missing:", bad) if bad else print("all widget assets present")
+    sys.exit(1 if bad else 0)
