@@ -7,6 +7,8 @@ Pure-Python parts (importable without the notebook extra):
   ``decomposition_payload`` / ``render_decomposition_html``  per-token loss by teacher
   ``failures_payload`` / ``render_failures_html``       failure-case finder table
   ``dashboard_payload`` / ``render_dashboard_html``     live training dashboard
+  ``render_<name>_png(payload) -> bytes``              the same picture as a PNG (colours only,
+      same scales as the HTML; pure-Python writer in ``madopd.widgets.png``)
 Widgets (need ``pip install 'madopd[notebooks]'``; imported lazily):
   ``Playground``, ``DivergenceLens``, ``DebateBoard``, ``LossDecomposition``, ``FailureFinder``,
   ``LiveDashboard``.
@@ -25,6 +27,9 @@ _PURE = {
     "decomposition_payload": "decomposition", "render_decomposition_html": "decomposition",
     "failures_payload": "failures", "render_failures_html": "failures",
     "dashboard_payload": "dashboard", "render_dashboard_html": "dashboard",
+    "render_playground_png": "playground", "render_lens_png": "lens",
+    "render_debate_png": "board", "render_decomposition_png": "decomposition",
+    "render_failures_png": "failures", "render_dashboard_png": "dashboard",
 }
 _WIDGETS = ("Playground", "DivergenceLens", "DebateBoard", "LossDecomposition",
             "FailureFinder", "LiveDashboard", "make_probe")

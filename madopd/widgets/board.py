@@ -154,3 +154,48 @@ def render_debate_html(payload: dict) -> str:
         f'<div>Debate board — state {esc(payload["state_id"])}, τ = {payload["tau"]:g}, '
         f'missing-tag policy {esc(payload["policy"])} (static render)</div>'
         f"{teacher_legend_html(names)}{table}{student}</div>")
+
+
+ROUND_W = 40  # width of one round's confidence box in the PNG
+
+
+def render_debate_png(payload: dict) -> bytes:
+    """PNG of the board (colours only). Every teacher row has its fixed colour as a left bar.
+    Top: the student's tokens as teacher × token heat rows of D(p_k‖q) (the HTML's scale and
+    p99 clip); middle: the τ-weights as bars of 80·w_k px; bottom: teachers × rounds boxes filled
+    to confidence/100 in the teacher's colour (grey box: confidence missing; pink outline: the
+    answer changed this round, as the HTML's pink edge); last the D scale legend."""
+    from madopd.widgets import png
+
+    names, R = payload.get("teacher_names", []), payload.get("rounds", 0)
+    K, st, w = len(names), payload.get("student"), payload.get("weights")
+    cells = payload.get("cells", [])
+    div = st["div"] if st else []  # [T][K]
+    vmax = clip_max([v for row in div for v in row])
+    x0, pitch = png.MARGIN + png.BAR_W + png.BAR_GAP, png.CELL_W + png.GAP
+    y_w = png.MARGIN + (png.rows_height(K) + png.MARGIN if st else 0)
+    y_r = y_w + png.rows_height(K) + png.MARGIN
+    y_leg = y_r + png.rows_height(K) + png.MARGIN
+    width = max(x0 + len(div) * pitch, x0 + 80, x0 + R * (ROUND_W + png.GAP),
+                png.MARGIN + png.LEGEND_W + 2) + png.MARGIN
+    cv = png.Canvas(width, y_leg + (png.LEGEND_H + 4 if st else 0) + png.MARGIN)
+    for k in range(K):
+        color, dy = teacher_color(k), png.rows_height(k)
+        for y in ((png.MARGIN + dy) if st else None, y_w + dy, y_r + dy):
+            if y is not None:
+                cv.fill_rect(png.MARGIN, y, png.BAR_W, png.CELL_H, color)
+        if st:
+            png.heat_row(cv, x0, png.MARGIN + dy, [seq_color(row[k], vmax) for row in div])
+        if w is not None:
+            cv.fill_rect(x0, y_w + dy, int(round(80 * w[k])), png.CELL_H, color)
+        for r in range(R):
+            c, x = cells[k][r], x0 + r * (ROUND_W + png.GAP)
+            if c["confidence"] is None:
+                cv.fill_rect(x, y_r + dy, ROUND_W, png.CELL_H, "#777777")
+            else:
+                cv.fill_rect(x, y_r + dy, int(round(ROUND_W * c["confidence"] / 100)),
+                             png.CELL_H, color)
+            cv.outline(x, y_r + dy, ROUND_W, png.CELL_H, "#CC79A7" if c["changed"] else "#dddddd")
+    if st:
+        png.gradient_bar(cv, png.MARGIN + 1, y_leg + 1, lambda f: seq_color(f * vmax, vmax))
+    return cv.to_png()

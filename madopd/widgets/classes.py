@@ -26,11 +26,19 @@ from collections.abc import Callable, Sequence
 from madopd.types import StepRecord, Transcript
 from madopd.widgets import assets
 from madopd.widgets import dashboard as dash
-from madopd.widgets.board import debate_payload, render_debate_html
-from madopd.widgets.decomposition import decomposition_payload, render_decomposition_html
-from madopd.widgets.failures import failures_payload, render_failures_html
-from madopd.widgets.lens import lens_payload, render_lens_html
-from madopd.widgets.playground import playground_payload, render_playground_html
+from madopd.widgets.board import debate_payload, render_debate_html, render_debate_png
+from madopd.widgets.decomposition import (
+    decomposition_payload,
+    render_decomposition_html,
+    render_decomposition_png,
+)
+from madopd.widgets.failures import failures_payload, render_failures_html, render_failures_png
+from madopd.widgets.lens import lens_payload, render_lens_html, render_lens_png
+from madopd.widgets.playground import (
+    playground_payload,
+    render_playground_html,
+    render_playground_png,
+)
 
 
 class MadopdWidget(anywidget.AnyWidget):
@@ -41,6 +49,15 @@ class MadopdWidget(anywidget.AnyWidget):
 
     def static_html(self) -> str:
         raise NotImplementedError
+
+    def to_png(self) -> bytes:
+        """The static render as PNG bytes (colours only, same scales as ``static_html``)."""
+        raise NotImplementedError
+
+    def save_png(self, path) -> None:
+        from pathlib import Path
+
+        Path(path).write_bytes(self.to_png())
 
     def _repr_mimebundle_(self, **kwargs):
         out = super()._repr_mimebundle_(**kwargs)
@@ -67,10 +84,15 @@ class Playground(MadopdWidget):
                          temperature=payload["temperature"],
                          teacher_probs=list(payload["teacher_probs"]), **kw)
 
+    def _static_payload(self) -> dict:
+        return dict(self.payload, beta=self.beta, temperature=self.temperature,
+                    teacher_probs=list(self.teacher_probs) or self.payload["teacher_probs"])
+
     def static_html(self) -> str:
-        p = dict(self.payload, beta=self.beta, temperature=self.temperature,
-                 teacher_probs=list(self.teacher_probs) or self.payload["teacher_probs"])
-        return render_playground_html(p)
+        return render_playground_html(self._static_payload())
+
+    def to_png(self) -> bytes:
+        return render_playground_png(self._static_payload())
 
 
 class DivergenceLens(MadopdWidget):
@@ -89,13 +111,19 @@ class DivergenceLens(MadopdWidget):
         super().__init__(payload=lens_payload(record, sample, beta=beta, decode=decode),
                          beta=beta, **kw)
 
-    def static_html(self) -> str:
+    def _static_payload(self) -> dict:
         from madopd.widgets.lens import lens_values
 
         p = dict(self.payload)
         if p.get("has_topk") and self.beta != p["beta"]:
             p["values"], p["beta"] = lens_values(p, self.beta), self.beta
-        return render_lens_html(p)
+        return p
+
+    def static_html(self) -> str:
+        return render_lens_html(self._static_payload())
+
+    def to_png(self) -> bytes:
+        return render_lens_png(self._static_payload())
 
 
 class DebateBoard(MadopdWidget):
@@ -125,6 +153,12 @@ class DebateBoard(MadopdWidget):
         return render_debate_html(dict(self.payload, tau=self.tau) if self.tau ==
                                   self.payload["tau"] else self._repayload())
 
+    def to_png(self) -> bytes:
+        if not self.payload:
+            return render_debate_png({})
+        return render_debate_png(dict(self.payload, tau=self.tau) if self.tau ==
+                                 self.payload["tau"] else self._repayload())
+
     def _repayload(self) -> dict:
         from madopd.widgets import divmath
 
@@ -143,6 +177,9 @@ class LossDecomposition(MadopdWidget):
 
     def static_html(self) -> str:
         return render_decomposition_html(self.payload)
+
+    def to_png(self) -> bytes:
+        return render_decomposition_png(self.payload)
 
 
 class FailureFinder(MadopdWidget):
@@ -180,6 +217,9 @@ class FailureFinder(MadopdWidget):
 
     def static_html(self) -> str:
         return render_failures_html(self.payload)
+
+    def to_png(self) -> bytes:
+        return render_failures_png(self.payload)
 
 
 class LiveDashboard(MadopdWidget):
@@ -251,6 +291,9 @@ class LiveDashboard(MadopdWidget):
 
     def static_html(self) -> str:
         return dash.render_dashboard_html(self._data)
+
+    def to_png(self) -> bytes:
+        return dash.render_dashboard_png(self._data)
 
 
 def make_probe(distiller, state, *, max_new_tokens: int = 32):

@@ -132,3 +132,60 @@ def render_dashboard_html(p: dict) -> str:
             f"<div>Training dashboard (static render): {len(xs)} steps{dropped}</div>"
             f"{teacher_legend_html(names)}"
             f'<div style="display:flex;flex-wrap:wrap;gap:6px">{"".join(charts)}</div>{ribbon}</div>')
+
+
+PNG_CHART_W, PNG_CHART_H = 280, 110
+
+
+def _line_png(cv, x: int, y: int, xs: list, series: list[tuple[str, list, str]]) -> None:
+    """One chart: a light grid (quarters), then each series as a polyline in its colour, scaled
+    like ``_line_svg`` (y from min(0, min) to max; x from the first to the last step)."""
+    w, h = PNG_CHART_W, PNG_CHART_H
+    for i in range(1, 4):
+        cv.hline(x, x + w - 1, y + h * i // 4, "#eeeeee")
+        cv.vline(x + w * i // 4, y, y + h - 1, "#eeeeee")
+    cv.outline(x, y, w, h, "#dddddd")
+    pts_all = [v for _, ys, _ in series for v in ys if v is not None]
+    if not xs or not pts_all:
+        return
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(0.0, min(pts_all)), max(pts_all) or 1.0
+    sx = lambda v: x + 4 + (w - 8) * ((v - x0) / (x1 - x0) if x1 > x0 else 0.5)
+    sy = lambda v: y + h - 14 - (h - 26) * ((v - y0) / (y1 - y0) if y1 > y0 else 0.5)
+    for _, ys, color in series:
+        pts = [(round(sx(a)), round(sy(b))) for a, b in zip(xs, ys) if b is not None]
+        for (ax, ay), (bx, by) in zip(pts, pts[1:]):
+            cv.line(ax, ay, bx, by, color)
+        if len(pts) == 1:
+            cv.set(*pts[0], color)
+
+
+def render_dashboard_png(p: dict) -> bytes:
+    """PNG of the dashboard (colours only): 2 × 2 charts — loss (black), divergence quantiles
+    (sequential-scale colours), teacher weights (teacher colours), n_eff — as polylines on a
+    grid, then the probe ribbon (rows = scored steps, one cell per probe token, the HTML's
+    scale and p99 clip) with its legend."""
+    from madopd.widgets import png
+
+    names, xs = p["teacher_names"], p["steps"]
+    qs = [(f"p{q}", v, SEQUENTIAL[2 + i * 2]) for i, (q, v) in enumerate(p["quantiles"].items())]
+    wser = [(n, [row[k] for row in p["weights"]], teacher_color(k)) for k, n in enumerate(names)]
+    charts = [[("loss", p["loss"], "#000000")], qs, wser, [("n_eff", p["n_eff"], "#CC79A7")]]
+    rows = p["probe"]["rows"]
+    n_tok = max([len(r) for r in rows] + [0])
+    y_rib = png.MARGIN + 2 * (PNG_CHART_H + png.MARGIN)
+    width = max(png.MARGIN + 2 * (PNG_CHART_W + png.MARGIN),
+                png.MARGIN + n_tok * (png.CELL_W + png.GAP) + png.MARGIN)
+    cv = png.Canvas(width, y_rib + (png.rows_height(len(rows)) + png.LEGEND_H + 6
+                                    if rows else 0) + png.MARGIN)
+    for i, series in enumerate(charts):
+        _line_png(cv, png.MARGIN + (i % 2) * (PNG_CHART_W + png.MARGIN),
+                  png.MARGIN + (i // 2) * (PNG_CHART_H + png.MARGIN), xs, series)
+    if rows:
+        vmax = clip_max([v for row in rows for v in row])
+        for r, row in enumerate(rows):
+            png.heat_row(cv, png.MARGIN, y_rib + png.rows_height(r),
+                         [seq_color(v, vmax) for v in row])
+        png.gradient_bar(cv, png.MARGIN + 1, y_rib + png.rows_height(len(rows)) + 2,
+                         lambda f: seq_color(f * vmax, vmax))
+    return cv.to_png()

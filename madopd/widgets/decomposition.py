@@ -12,10 +12,12 @@ from madopd.errors import ValueRangeError
 from madopd.types import StepRecord
 from madopd.widgets.style import (
     clip_abs,
+    clip_max,
     div_color,
     esc,
     fmt,
     legend_html,
+    seq_color,
     teacher_color,
     teacher_legend_html,
     text_color,
@@ -90,3 +92,41 @@ def render_decomposition_html(payload: dict, *, max_tokens: int = 300) -> str:
         f'<div style="overflow-x:auto">{_bars_svg(contrib, top)}'
         f'<div style="white-space:nowrap">{diff_spans}</div></div>'
         f'{legend_html("actual − equal weights", vabs, signed=True)}</div>')
+
+
+def render_decomposition_png(payload: dict, *, max_tokens: int = 300, bars_h: int = 40) -> bytes:
+    """PNG of the decomposition (colours only): one heat row per teacher of its share
+    c_k(t) = w_k·D_k (sequential scale, p99 clip over all shares; the teacher's colour as a left
+    bar), the signed actual − equal row (the diverging scale of the HTML), the stacked bars in
+    teacher colours (same top as the HTML), then the two scale legends."""
+    from madopd.widgets import png
+
+    T = min(len(payload["tokens"]), max_tokens)
+    K = len(payload["teacher_names"])
+    contrib = payload["contrib"][:T]  # [T][K]
+    cmax = clip_max([v for row in payload["contrib"] for v in row])
+    vabs = clip_abs(payload["diff"])
+    top = max([sum(r) for r in contrib] + payload["equal"][:T] + [1e-12])
+    x0 = png.MARGIN + png.BAR_W + png.BAR_GAP
+    pitch = png.CELL_W + png.GAP
+    width = max(x0 + T * pitch, png.MARGIN + png.LEGEND_W + 2) + png.MARGIN
+    y_diff = png.MARGIN + png.rows_height(K) + png.MARGIN
+    y_bars = y_diff + png.rows_height(1) + png.MARGIN
+    y_leg = y_bars + bars_h + png.MARGIN
+    cv = png.Canvas(width, y_leg + 2 * (png.LEGEND_H + 4) + png.MARGIN)
+    for k in range(K):
+        y = png.MARGIN + png.rows_height(k)
+        cv.fill_rect(png.MARGIN, y, png.BAR_W, png.CELL_H, teacher_color(k))
+        png.heat_row(cv, x0, y, [seq_color(row[k], cmax) for row in contrib])
+    png.heat_row(cv, x0, y_diff, [div_color(d, vabs) for d in payload["diff"][:T]])
+    for t, row in enumerate(contrib):
+        base = y_bars + bars_h  # stack upwards from the baseline, teacher 0 at the bottom
+        for k, c in enumerate(row):
+            hh = int(round(bars_h * c / top))
+            cv.fill_rect(x0 + t * pitch, base - hh, png.CELL_W, hh, teacher_color(k))
+            base -= hh
+    cv.hline(x0, max(x0, x0 + T * pitch - 1), y_bars + bars_h, "#999999")
+    png.gradient_bar(cv, png.MARGIN + 1, y_leg + 1, lambda f: seq_color(f * cmax, cmax))
+    png.gradient_bar(cv, png.MARGIN + 1, y_leg + png.LEGEND_H + 5,
+                     lambda f: div_color((2 * f - 1) * vabs, vabs))
+    return cv.to_png()

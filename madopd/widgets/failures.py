@@ -103,3 +103,19 @@ def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int 
             f"{esc(sort_by)} (descending){f'; {more} more not shown' if more else ''}; "
             f"{payload['skipped_samples']} skipped samples excluded.</div>"
             f'<table style="border-collapse:collapse"><tr>{head}</tr>{"".join(body)}</table></div>')
+
+
+def render_failures_png(payload: dict, *, sort_by: str = "loss", max_rows: int = 50) -> bytes:
+    """PNG of the table's numeric shading (colours only): rows in the HTML's order, one cell per
+    NUMERIC column, the same per-column scale and p99 clip (grey: value missing)."""
+    from madopd.widgets import png
+
+    rows = sorted(payload["rows"], key=lambda r: (r[sort_by] is None, -(r[sort_by] or 0)))
+    vmax = {c: clip_max([r[c] for r in payload["rows"]]) for c in NUMERIC}
+    n = min(len(rows), max_rows)
+    cv = png.Canvas(2 * png.MARGIN + len(NUMERIC) * (png.CELL_W + png.GAP),
+                    2 * png.MARGIN + png.rows_height(n) + 1)
+    for i, r in enumerate(rows[:n]):
+        png.heat_row(cv, png.MARGIN, png.MARGIN + png.rows_height(i),
+                     [seq_color(r[c], vmax[c]) for c in NUMERIC])
+    return cv.to_png()

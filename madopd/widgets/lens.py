@@ -200,3 +200,35 @@ def render_lens_html(payload: dict) -> str:
         f'<div style="color:#555;white-space:pre-wrap;max-height:60px;overflow:auto">prompt: '
         f'{esc(payload["prompt"])}</div>'
         f"{teacher_legend_html(names)}{legends}{note}{''.join(blocks)}</div>")
+
+
+def render_lens_png(payload: dict) -> bytes:
+    """PNG of the static render (colours only, no text): per teacher (a bar in its colour at the
+    left) one row per strip — FKL, RKL, JSD(β), then recorded D — one cell per token, coloured by
+    the same scales as ``render_lens_html``; below, one scale legend per strip (0 -> p99 clip)."""
+    from madopd.widgets import png
+
+    shown = min(len(payload["tokens"]), STATIC_MAX_TOKENS)
+    vals, rec = payload["values"], payload["recorded"]
+    series = {kind: vals[kind] for kind in LENS_KINDS} if vals else {}
+    if rec:
+        series["recorded"] = [list(col) for col in zip(*rec)]  # [T][K] -> [K][T]
+    vmax = {kind: clip_max([v for row in rows for v in row]) for kind, rows in series.items()}
+    K = len(payload["teacher_names"])
+    block = png.rows_height(len(series))
+    legends = len(series) * (png.LEGEND_H + 4)
+    x0 = png.MARGIN + png.BAR_W + png.BAR_GAP
+    width = max(x0 + shown * (png.CELL_W + png.GAP), png.MARGIN + png.LEGEND_W + 2) + png.MARGIN
+    cv = png.Canvas(width, 2 * png.MARGIN + K * (block + png.MARGIN) + legends)
+    y = png.MARGIN
+    for k in range(K):
+        if block:
+            cv.fill_rect(png.MARGIN, y, png.BAR_W, block - png.GAP, teacher_color(k))
+        for i, (kind, rows) in enumerate(series.items()):
+            row = rows[k][:shown] if k < len(rows) else []
+            png.heat_row(cv, x0, y + png.rows_height(i), [seq_color(v, vmax[kind]) for v in row])
+        y += block + png.MARGIN
+    for kind in series:
+        png.gradient_bar(cv, png.MARGIN + 1, y + 1, lambda f, m=vmax[kind]: seq_color(f * m, m))
+        y += png.LEGEND_H + 4
+    return cv.to_png()

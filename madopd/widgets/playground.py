@@ -202,3 +202,32 @@ def render_playground_html(payload: dict) -> str:
         f'Outline = teacher p, filled = student q. <span style="color:{teacher_color(0)}">'
         "Run the notebook with a kernel to drag the teacher.</span></div>"
         f'<div style="display:flex;gap:8px;flex-wrap:wrap">{"".join(panels)}</div></div>')
+
+
+PNG_BAR_W, PNG_BAR_H = 12, 80  # one outcome's column width and the bar area's height
+
+
+def render_playground_png(payload: dict) -> bytes:
+    """PNG of the static render (colours only): one panel per divergence, side by side; per
+    outcome the fitted student q as a bar filled in the divergence's colour (KIND_COLORS, as in
+    the HTML) and the teacher p as a dark outline, both scaled to the panel's largest value."""
+    from madopd.widgets import png
+
+    p, kinds = payload["teacher_probs"], payload["kinds"]
+    n = len(p)
+    pw = n * PNG_BAR_W
+    cv = png.Canvas(png.MARGIN + len(kinds) * (pw + png.MARGIN) + png.MARGIN,
+                    2 * png.MARGIN + 4 + PNG_BAR_H + 1)
+    for j, kind in enumerate(kinds):
+        q = simulate(payload, kind, payload["static_steps"])["q"]
+        x0, y0 = png.MARGIN + j * (pw + png.MARGIN), png.MARGIN
+        cv.fill_rect(x0, y0, pw, 2, KIND_COLORS[kind])  # which divergence this panel is
+        base = y0 + 4 + PNG_BAR_H  # the baseline row (drawn grey below the bars)
+        top = max(max(p), max(q)) or 1.0
+        for i in range(n):
+            hq, hp = int(round(PNG_BAR_H * q[i] / top)), int(round(PNG_BAR_H * p[i] / top))
+            x = x0 + i * PNG_BAR_W + 1
+            cv.fill_rect(x, base - hq, PNG_BAR_W - 2, hq, KIND_COLORS[kind])
+            cv.outline(x, base - hp, PNG_BAR_W - 2, hp, "#333333")
+        cv.hline(x0, x0 + pw - 1, base, "#999999")
+    return cv.to_png()
