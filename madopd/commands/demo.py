@@ -1,0 +1,38 @@
+"""`madopd demo`: the paper's main table in miniature on the toy world (see madopd/demo.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from madopd.demo import PROFILES, TASKS
+
+    parser.add_argument("--profile", default="default",
+                        help=f"one of {', '.join(PROFILES)} (smoke: CI, < 2 min; default: the main "
+                             "table; full: adds divergence, rounds and debate-vs-weights ablations "
+                             "and the shared-blind-spot control world)")
+    parser.add_argument("--out", default="madopd-out", help="output directory (default: madopd-out/)")
+    parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
+    parser.add_argument("--zoo-dir", default=None, help="zoo cache root (default $MADOPD_ZOO_DIR or "
+                                                        "~/.cache/madopd/zoo)")
+    parser.add_argument("--rebuild-zoo", action="store_true", help="retrain the zoo even if cached")
+
+
+def run(args: argparse.Namespace) -> int:
+    from madopd.demo import run_demo
+    from madopd.errors import MadopdError
+
+    if args.workers < 1:
+        print("madopd demo: --workers must be >= 1", file=sys.stderr)
+        return 2
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    try:
+        run_demo(args.profile, out=args.out, workers=args.workers, zoo_root=args.zoo_dir,
+                 tasks=tasks, rebuild_zoo=args.rebuild_zoo)
+    except MadopdError as e:
+        print(f"madopd demo: {e}", file=sys.stderr)
+        return 2
+    return 0

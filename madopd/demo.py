@@ -1,0 +1,530 @@
+"""`madopd demo`: the paper's main table in miniature, on the toy world, on a laptop.
+
+Rows (paper Table 1): Base, MT-SeqKD, OPD-A, OPD-B, MT-OPD, MAD-OPD; columns: toy-tools
+(agentic: episode success of greedy on-policy episodes through the simulated world) and toy-code
+(pass@1 over ``code_samples`` sampled programs per held-out spec, unbiased estimator, verified in
+the sandbox), then Agentic avg, Code avg, Overall. Divergence per task (paper Remark 1): JSD(0.5)
+for toy-tools, reverse KL for toy-code. Every run uses ``madopd.distill`` with the toy debate
+templates; only the preset's columns differ between rows.
+
+Execution: (1) load/build the zoo; (2) warm the debate caches (teacher-forced states do not
+depend on the student, so one debate per state serves every MAD-style run and seed); (3) every
+(row, task, seed) is a job run in a pool of ``workers`` processes with one torch thread each;
+(4) ``results.json``, a run directory per job (``madopd.runs.RunStore``) and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from madopd.errors import ConfigError
+from madopd.types import Sampling
+from madopd.zoo import quiet_worker
+
+TASKS = ("toy-tools", "toy-code")
+MAIN_ROWS = ("Base", "MT-SeqKD", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD")
+DIVERGENCE = {"toy-tools": ("jsd", 0.5), "toy-code": ("rkl", 0.5)}  # paper Remark 1
+METRIC = {"toy-tools": "episode_success", "toy-code": "pass@1"}
+GREEDY_DEBATE = Sampling(greedy=True, max_new_tokens=12)
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    zoo: str = "default"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 100
+    batch_size: int = 32
+    lr: float = 2e-3
+    code_samples: int = field(default=4, metadata={"help": "samples per held-out spec for pass@k"})
+    eval_episodes: int | None = field(default=None, metadata={"help": "None = all held-out episodes"})
+    record_every: int = 25
+    ablations: bool = field(default=False, metadata={"help": "divergence, rounds, debate-vs-weights"})
+    control: bool = field(default=False, metadata={"help": "also run the shared-blind-spot world"})
+
+
+PROFILES = {
+    "smoke": DemoProfile(zoo="smoke", seeds=(0, 1), steps=4, batch_size=8, code_samples=2,
+                         eval_episodes=20, record_every=2),
+    "default": DemoProfile(),
+    "full": DemoProfile(zoo="full", ablations=True, control=True),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: a table row on one task with one seed (``world`` = which zoo)."""
+
+    row: str
+    task: str
+    seed: int
+    world: str = "default"
+    group: str = "main"  # main | divergence | rounds | ablation | control
+    preset: str = "mad_opd"
+    teachers: tuple[int, ...] = (0, 1)
+    rounds: int = 0
+    weighting: str = "uniform"
+    divergence: str | None = None  # None = the task's (Remark 1)
+    transcript_in_score: bool = True  # False: weights from the debate, teachers score blind
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}/{self.world}/{self.task}/{self.row}/seed{self.seed}"
+
+
+def row_jobs(row: str, task: str, seed: int, K: int, label: str | None = None, **kw) -> Job:
+    every = tuple(range(K))
+    table = {
+        "Base": dict(preset="base", teachers=()),
+        "MT-SeqKD": dict(preset="mt_seqkd", teachers=every, weighting="fixed"),
+        "OPD-A": dict(preset="opd", teachers=(0,)),
+        "OPD-B": dict(preset="opd", teachers=(1,)),
+        "OPD-C": dict(preset="opd", teachers=(2,)),
+        "MT-OPD": dict(preset="mt_opd", teachers=every),
+        "MAD-OPD": dict(preset="mad_opd", teachers=every, rounds=2, weighting="confidence"),
+    }
+    if row not in table:
+        raise ConfigError(f"demo row {row!r} is unknown; valid: {sorted(table)}")
+    return Job(row=label or row, task=task, seed=seed, **{**table[row], **kw})
+
+
+def plan(profile: DemoProfile, tasks: tuple[str, ...] = TASKS, K: int = 2) -> list[Job]:
+    rows = list(MAIN_ROWS) + (["OPD-C"] if K == 3 else [])
+    jobs = [row_jobs(r, t, s, K) for t in tasks for r in rows for s in profile.seeds]
+    if profile.ablations:
+        for t in tasks:
+            for s in profile.seeds:
+                for d in ("jsd", "rkl", "fkl"):
+                    if d != DIVERGENCE[t][0]:
+                        jobs.append(row_jobs("MAD-OPD", t, s, K, group="divergence", divergence=d,
+                                             label=f"MAD-OPD {d}"))
+                for r in (1,):  # R = 0 is MT-OPD's row, R = 2 is MAD-OPD's
+                    jobs.append(row_jobs("MAD-OPD", t, s, K, group="rounds", rounds=r, label=f"MAD-OPD R={r}"))
+                jobs.append(row_jobs("MAD-OPD", t, s, K, group="ablation", weighting="uniform",
+                                     label="debate, uniform w"))
+                # round-1 confidences as weights, teachers score blind (prototype's "no debate")
+                jobs.append(row_jobs("MAD-OPD", t, s, K, group="ablation", transcript_in_score=False,
+                                     rounds=1, label="confidence w, no debate"))
+    if profile.control:
+        for t in tasks:
+            for r in ("Base", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD"):
+                for s in profile.seeds:
+                    jobs.append(row_jobs(r, t, s, K, group="control", world="blind"))
+    return jobs
+
+
+# --------------------------------------------------------------------------- one job
+
+def _protocol(job: Job):
+    from madopd.debate import DebateProtocol, DebateTemplates
+    from madopd.tasks.toy_common import TOY_TEMPLATE_FIELDS
+
+    fields = dict(TOY_TEMPLATE_FIELDS)
+    if not job.transcript_in_score:
+        fields["score"] = fields["score_blind"]  # debate for the weights only
+    return DebateProtocol(rounds=job.rounds, templates=DebateTemplates(**fields), sampling=GREEDY_DEBATE)
+
+
+def _config(job: Job, profile: DemoProfile, zoo_paths: dict, run_dir: Path, cache_path: str | None):
+    from madopd.distill import preset
+
+    div, beta = DIVERGENCE[job.task]
+    base = dict(
+        student=str(zoo_paths["student"]), teachers=[str(zoo_paths["teachers"][k]) for k in job.teachers],
+        teacher_names=[zoo_paths["names"][k] for k in job.teachers], device="cpu", cpu=True,
+        task=job.task, lr=profile.lr, max_steps=profile.steps, batch_size=profile.batch_size,
+        seed=job.seed, sampling=Sampling(temperature=1.0, max_new_tokens=12),
+        debate_sampling=GREEDY_DEBATE, divergence=job.divergence or div, beta=beta,
+        checkpoint_every=0, record_every=profile.record_every, record_topk=5,
+        verify_train=job.task == "toy-tools",  # code is verified in bulk at evaluation time
+        debate_cache=True, debate_cache_path=cache_path, warmup_ratio=0.05, schedule="cosine",
+        opad_mode="teacher_forced")
+    fields: dict[str, Any] = {"rounds": job.rounds, "weighting": job.weighting}
+    if job.preset == "mt_seqkd":
+        fields["fixed_weights"] = [1.0 / len(job.teachers)] * len(job.teachers)
+    if job.preset == "base":
+        fields = {}
+    return preset(job.preset, base, **fields)
+
+
+def evaluate_code(student, task, n_samples: int, seed: int, limit: int | None = None) -> dict[str, float]:
+    """pass@1 and pass@n over held-out specs: ``n_samples`` samples each (T = 1), sandboxed tests."""
+    from collections import defaultdict
+
+    from madopd.evaluate import pass_at_k
+
+    states = task.eval_states()[:limit]
+    reps = [s for s in states for _ in range(n_samples)]
+    out = student.rollout(reps, Sampling(temperature=1.0, max_new_tokens=12, seed=seed))
+    ok = task.verify_batch(reps, out.texts)
+    per_fam: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for i, st in enumerate(states):
+        c = int(sum(ok[i * n_samples:(i + 1) * n_samples]))
+        per_fam[st.family].append((pass_at_k(n_samples, c, 1), pass_at_k(n_samples, c, n_samples)))
+    res = {}
+    for k, key in ((0, "pass@1"), (1, f"pass@{n_samples}")):
+        fam = {f: sum(v[k] for v in vals) / len(vals) for f, vals in per_fam.items()}
+        res[key] = sum(fam.values()) / len(fam)  # macro over families
+        res.update({f"{key}/{f}": v for f, v in fam.items()})
+    res["greedy_accuracy"] = float("nan")
+    res.update({f"count/sandbox_{k}": float(v) for k, v in task.counters.items()})
+    return res
+
+
+def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
+            cache_path: str | None) -> dict[str, Any]:
+    """Train (unless Base) and evaluate one job; runs in a worker process with one thread."""
+    import torch
+
+    quiet_worker()
+    from madopd.distill import Distiller
+    from madopd.models.hf import HFStudent, HFTeacher
+    from madopd.runs import RunStore
+    from madopd.zoo import ZooSpec, make_tasks
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    torch.manual_seed(job.seed)
+    tools, code = make_tasks(ZooSpec(**zoo_paths["spec"]))
+    task = tools if job.task == "toy-tools" else code
+    run_dir = Path(out_dir) / "runs" / job.name.replace("/", "__").replace(" ", "_")
+    cfg = _config(job, profile, zoo_paths, run_dir, cache_path)
+    store = RunStore(run_dir, config={**cfg.to_dict(), "demo_job": asdict(job)})
+    student = HFStudent(str(zoo_paths["student"]), name="student", batch_size=512)
+    teachers = [HFTeacher(str(zoo_paths["teachers"][k]), name=zoo_paths["names"][k], batch_size=512)
+                for k in job.teachers]
+    d = Distiller(cfg, student, teachers, task, debate_protocol=_protocol(job) if teachers else None,
+                  store=store)
+    records = d.train(progress=False) if job.preset != "base" else []
+    t_train = time.perf_counter() - t0
+    if job.task == "toy-tools":
+        ev = d.evaluate(limit=profile.eval_episodes, batch_size=512)
+        score = ev["episode_success"]
+    else:
+        ev = evaluate_code(student, code, profile.code_samples, seed=job.seed)
+        score = ev["pass@1"]
+    ev = {k: float(v) for k, v in ev.items()}
+    store.log_metrics(max(1, d.step_count), {f"final/{k}": v for k, v in ev.items()})
+    timings = {}
+    for rec in records:
+        for k, v in rec.metrics.items():
+            if k.startswith("time/"):
+                timings[k] = timings.get(k, 0.0) + v
+    return {"job": asdict(job), "score": float(score), "eval": ev, "run_dir": str(run_dir),
+            "train_seconds": round(t_train, 2), "seconds": round(time.perf_counter() - t0, 2),
+            "cpu_seconds": round(time.process_time() - c0, 2),
+            "timings": {k: round(v, 2) for k, v in timings.items()},
+            "final_loss": records[-1].loss if records else None}
+
+
+# --------------------------------------------------------------------------- caches
+
+def warm_debates(world: str, task_name: str, protocols: list[tuple[int, bool]], zoo_paths: dict,
+                 cache_dir: str, shard: int = 0, n_shards: int = 1) -> dict[str, Any]:
+    """Debate every training state once per protocol (worker process, one thread)."""
+    quiet_worker()
+    from madopd.cache import DebateCache, warm_cache
+    from madopd.debate import Debate
+    from madopd.distill.data import TrainPool
+    from madopd.models.hf import HFTeacher
+    from madopd.zoo import ZooSpec, make_tasks
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    tools, code = make_tasks(ZooSpec(**zoo_paths["spec"]))
+    task = tools if task_name == "toy-tools" else code
+    unique = {json.dumps(s.messages, sort_keys=True): s
+              for s in TrainPool(task, opad_mode="teacher_forced", batch_size=1, seed=0).items}
+    states = list(unique.values())[shard::n_shards]  # identical states are debated once
+    teachers = [HFTeacher(str(p), name=n, batch_size=512)
+                for p, n in zip(zoo_paths["teachers"], zoo_paths["names"])]
+    stats = {}
+    for r, in_score in protocols:
+        job = Job(row="cache", task=task_name, seed=0, rounds=r, transcript_in_score=in_score)
+        debate = Debate(teachers, _protocol(job))
+        cache = DebateCache(cache_file(cache_dir, world, task_name, r, in_score) + f".shard{shard}")
+        stats[f"R={r}{'' if in_score else ' blind-score'}"] = warm_cache(
+            debate, states, cache, batch_size=512, progress=False)
+    return {"seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(time.process_time() - c0, 2),
+            "states": len(states), "stats": stats}
+
+
+def _merge_shards(cache_dir: Path) -> None:
+    """Append every ``*.jsonl.shardN`` to its ``*.jsonl`` (one writer per file, never shared)."""
+    for shard in sorted(cache_dir.glob("*.jsonl.shard*")):
+        target = shard.with_name(shard.name.rsplit(".shard", 1)[0])
+        text = shard.read_text(encoding="utf-8")
+        with target.open("a", encoding="utf-8") as f:
+            f.write(text if not text or text.endswith("\n") else text + "\n")
+        shard.unlink()
+
+
+def cache_file(cache_dir: str, world: str, task: str, rounds: int, in_score: bool = True) -> str:
+    # the protocol's templates are part of the cache key, so each variant has its own file
+    return str(Path(cache_dir) / f"{world}-{task}-R{rounds}{'' if in_score else '-blindscore'}.jsonl")
+
+
+# --------------------------------------------------------------------------- the table
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    m = sum(values) / n
+    if n == 1:
+        return m, float("nan")
+    var = sum((v - m) ** 2 for v in values) / (n - 1)
+    return m, math.sqrt(var / n)
+
+
+def summarize(results: list[dict], tasks: tuple[str, ...] = TASKS) -> dict[str, Any]:
+    """Group per (group, world, row, task): mean, standard error, per-seed values (in %)."""
+    table: dict[str, dict] = {}
+    order = {name: i for i, name in enumerate(MAIN_ROWS)}
+    results = sorted(results, key=lambda r: (order.get(r["job"]["row"], len(order)), r["job"]["row"]))
+    for r in results:
+        j = r["job"]
+        key = f"{j['group']}/{j['world']}"
+        row = table.setdefault(key, {}).setdefault(j["row"], {})
+        cell = row.setdefault(j["task"], {"values": [], "seeds": []})
+        cell["values"].append(100.0 * r["score"])
+        cell["seeds"].append(j["seed"])
+    for rows in table.values():
+        for row in rows.values():
+            for t in list(row):
+                cell = row[t]
+                order = sorted(range(len(cell["seeds"])), key=lambda i: cell["seeds"][i])
+                cell["values"] = [cell["values"][i] for i in order]
+                cell["seeds"] = [cell["seeds"][i] for i in order]
+                cell["mean"], cell["se"] = mean_se(cell["values"])
+            # averages per seed: agentic = toy-tools, code = toy-code, overall = their mean
+            if all(t in row for t in tasks):
+                per_seed = [sum(row[t]["values"][i] for t in tasks) / len(tasks)
+                            for i in range(min(len(row[t]["values"]) for t in tasks))]
+                m, se = mean_se(per_seed)
+                row["overall"] = {"values": per_seed, "mean": m, "se": se}
+    return table
+
+
+def composite_tables(table: dict, tasks: tuple[str, ...] = TASKS) -> dict[str, dict]:
+    """The full profile's ablation tables, with the main table's rows they share."""
+    main = table.get("main/default", {})
+    out: dict[str, dict] = {}
+    div = table.get("divergence/default")
+    if div:
+        rows: dict[str, dict] = {}
+        for d in ("jsd", "rkl", "fkl"):
+            row = dict(div.get(f"MAD-OPD {d}", {}))
+            for t in tasks:
+                if DIVERGENCE[t][0] == d and t in main.get("MAD-OPD", {}):
+                    row[t] = main["MAD-OPD"][t]
+            row.pop("overall", None)
+            rows[f"MAD-OPD, {d.upper()}"] = row
+        out["divergence ablation (MAD-OPD; toy-tools default JSD, toy-code default RKL)"] = rows
+    rnd = table.get("rounds/default")
+    if rnd:
+        out["debate rounds R (MAD-OPD; R = 0 is MT-OPD)"] = {
+            "R = 0": main.get("MT-OPD", {}), "R = 1": rnd.get("MAD-OPD R=1", {}),
+            "R = 2": main.get("MAD-OPD", {})}
+    abl = table.get("ablation/default")
+    if abl:
+        out["debate vs weights"] = {
+            "MT-OPD (no debate, uniform w)": main.get("MT-OPD", {}),
+            "confidence w, no debate in context": abl.get("confidence w, no debate", {}),
+            "debate in context, uniform w": abl.get("debate, uniform w", {}),
+            "MAD-OPD (debate + confidence w)": main.get("MAD-OPD", {})}
+    ctrl = table.get("control/blind")
+    if ctrl:
+        out["control: shared blind spot (every teacher knows only add/sub)"] = ctrl
+    return out
+
+
+def gains(rows: dict, tasks: tuple[str, ...] = TASKS, opd_rows=("OPD-A", "OPD-B", "OPD-C"),
+          method: str = "MAD-OPD") -> dict[str, Any]:
+    """MAD-OPD minus the best single-teacher OPD per column, with the SE of the difference."""
+    out = {}
+    for col in (*tasks, "overall"):
+        cands = [(rows[r][col]["mean"], r) for r in opd_rows if r in rows and col in rows[r]]
+        if method not in rows or col not in rows[method] or not cands:
+            continue
+        best_mean, best = max(cands)
+        mad = rows[method][col]
+        se = math.sqrt((mad["se"] if mad["se"] == mad["se"] else 0.0) ** 2 +
+                       (rows[best][col]["se"] if rows[best][col]["se"] == rows[best][col]["se"] else 0.0) ** 2)
+        gain = mad["mean"] - best_mean
+        out[col] = {"best_opd": best, "gain": gain, "se": se,
+                    "significant": bool(se > 0 and gain > 2 * se)}
+    return out
+
+
+def format_table(rows: dict, title: str, tasks: tuple[str, ...] = TASKS) -> str:
+    cols = [("toy-tools", "toy-tools"), ("toy-code", "toy-code"), ("toy-tools", "Agentic avg"),
+            ("toy-code", "Code avg"), ("overall", "Overall")]
+    w = max([len(r) for r in rows] + [10])
+    head = f"{'method':<{w}} | " + " | ".join(f"{c:>13}" for _, c in cols)
+    lines = [title, head, "-" * len(head)]
+
+    def cell(row, key):
+        if key not in row:
+            return f"{'-':>13}"
+        c = row[key]
+        se = "  n/a" if c["se"] != c["se"] else f"{c['se']:5.1f}"
+        return f"{c['mean']:6.1f} ±{se}"
+
+    for name, row in rows.items():
+        lines.append(f"{name:<{w}} | " + " | ".join(cell(row, k) for k, _ in cols))
+    return "\n".join(lines)
+
+
+def format_gains(g: dict) -> str:
+    parts = []
+    for col, v in g.items():
+        mark = "> 2 SE" if v["significant"] else "not > 2 SE"
+        parts.append(f"{col}: {v['gain']:+.1f} ± {v['se']:.1f} vs {v['best_opd']} ({mark})")
+    return "MAD-OPD gain over the best single-teacher OPD: " + "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- the command
+
+def zoo_paths_of(zoo) -> dict:
+    return {"student": str(zoo.student_path), "teachers": [str(p) for p in zoo.teacher_paths],
+            "names": zoo.teacher_names, "spec": asdict(zoo.spec)}
+
+
+def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
+             workers: int = 2, zoo_root: str | None = None, tasks: tuple[str, ...] = TASKS,
+             rebuild_zoo: bool = False, log=print) -> dict[str, Any]:
+    from madopd.zoo import load_zoo, profile_spec
+
+    if profile_name not in PROFILES:
+        raise ConfigError(f"demo profile {profile_name!r} is unknown; valid: {sorted(PROFILES)}")
+    for t in tasks:
+        if t not in TASKS:
+            raise ConfigError(f"demo task {t!r} is unknown; valid: {list(TASKS)}")
+    profile = PROFILES[profile_name]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    worlds = {"default": load_zoo(profile_spec(profile.zoo), root=zoo_root, workers=workers,
+                                  force=rebuild_zoo, log=log)}
+    if profile.control:
+        worlds["blind"] = load_zoo(profile_spec(profile.zoo, world="blind"), root=zoo_root,
+                                   workers=workers, force=rebuild_zoo, log=log)
+    t_zoo = time.perf_counter() - t0
+    K = worlds["default"].spec.n_teachers
+    jobs = plan(profile, tasks, K)
+    paths = {w: zoo_paths_of(z) for w, z in worlds.items()}
+    cache_dir = out / "debate-cache"
+    cache_dir.mkdir(exist_ok=True)
+    need = sorted({(j.world, j.task, j.rounds, j.transcript_in_score) for j in jobs if j.rounds > 0})
+    log(f"demo[{profile_name}]: zoo ready in {t_zoo:.0f} s; warming {len(need)} debate caches, "
+        f"then {len(jobs)} runs on {workers} processes")
+    t1 = time.perf_counter()
+    warm = {}
+    by_wt: dict[tuple, list[tuple[int, bool]]] = {}
+    for w, t, r, in_score in need:
+        by_wt.setdefault((w, t), []).append((r, in_score))
+    results: list[dict] = []
+
+    def submit(pool, j: Job):
+        cache = cache_file(str(cache_dir), j.world, j.task, j.rounds, j.transcript_in_score) \
+            if j.rounds else None
+        return pool.submit(run_job, j, profile, paths[j.world], str(out), cache)
+
+    with _pool(workers) as pool:
+        # debate caches first; runs without a debate start meanwhile; debate runs wait for them
+        # each cache is debated in `workers` shards (one file each, merged below)
+        futs = {pool.submit(warm_debates, w, t, rs, paths[w], str(cache_dir), i, workers): (w, t, i)
+                for (w, t), rs in by_wt.items() for i in range(workers)}
+        ordered = _longest_first(jobs)
+        run_futs = [submit(pool, j) for j in ordered if j.rounds == 0]
+        for f, key in futs.items():
+            warm["/".join(map(str, key))] = f.result()
+        _merge_shards(cache_dir)
+        t_warm = time.perf_counter() - t1
+        log(f"demo: debate caches ready after {t_warm:.0f} s")
+        run_futs += [submit(pool, j) for j in ordered if j.rounds > 0]
+        for i, f in enumerate(run_futs, 1):
+            res = f.result()
+            results.append(res)
+            j = res["job"]
+            log(f"  [{i}/{len(jobs)}] {j['group']}/{j['world']} {j['task']:<9} {j['row']:<24} "
+                f"seed {j['seed']}: {100 * res['score']:5.1f} ({res['seconds']:.0f} s)")
+    table = summarize(results, tasks)
+    main = table.get("main/default", {})
+    summary = {
+        "profile": profile_name, "profile_settings": asdict(profile),
+        "wall_seconds": round(time.perf_counter() - t0, 1), "zoo_seconds": round(t_zoo, 1),
+        "debate_cache_seconds": round(t_warm, 1), "workers": workers,
+        # CPU seconds (one thread each): what the work costs on an idle machine, whatever the load
+        "cpu_seconds": {"runs": round(sum(r.get("cpu_seconds", 0.0) for r in results), 1),
+                        "debate_cache": round(sum(w.get("cpu_seconds", 0.0) for w in warm.values()), 1)},
+        "metrics": {t: METRIC[t] for t in tasks},
+        "divergences": {t: DIVERGENCE[t][0] for t in tasks},
+        "table": main, "gain": gains(main, tasks),
+        "extra": composite_tables(table, tasks),
+        "groups": table,
+        "zoo": {w: {"spec": asdict(z.spec), "report": z.report} for w, z in worlds.items()},
+        "debate_cache": warm, "runs": results,
+    }
+    summary["extra_gain"] = {k: gains(v, tasks) for k, v in summary["extra"].items() if k.startswith("control")}
+    (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    text = format_table(main, f"toy world, profile {profile_name}: mean ± standard error over "
+                              f"{len(profile.seeds)} seeds (%, toy-tools = episode success, "
+                              f"toy-code = pass@1)", tasks)
+    text += "\n" + format_gains(summary["gain"])
+    for key, rows in summary["extra"].items():
+        text += "\n\n" + format_table(rows, key, tasks)
+        if key in summary["extra_gain"]:
+            text += "\n" + format_gains(summary["extra_gain"][key])
+    text += f"\n\nwall time {summary['wall_seconds']:.0f} s (zoo {t_zoo:.0f} s, debate caches {t_warm:.0f} s)"
+    (out / "table.txt").write_text(text + "\n")
+    from madopd.report import write_report
+
+    write_report(summary, out / "report.html")
+    log(text)
+    log(f"wrote {out / 'results.json'}, {out / 'table.txt'}, {out / 'report.html'}, runs in {out / 'runs'}")
+    return summary
+
+
+def _longest_first(jobs: list[Job]) -> list[Job]:
+    cost = {"base": 0, "opd": 1, "mt_seqkd": 1, "mt_opd": 2, "mad_opd": 3}
+    return sorted(jobs, key=lambda j: (j.task != "toy-tools", -cost[j.preset]))
+
+
+class _pool:
+    """A spawn process pool (or inline execution when workers == 1, for tests and debugging)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def __enter__(self):
+        if self.workers <= 1:
+            return _Inline()
+        import multiprocessing as mp
+
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        return self.pool
+
+    def __exit__(self, *exc):
+        if self.workers > 1:
+            self.pool.shutdown(cancel_futures=True)
+        return False
+
+
+class _Inline:
+    class _Done:
+        def __init__(self, value):
+            self.value = value
+
+        def result(self):
+            return self.value
+
+    def submit(self, fn, *args, **kw):
+        return self._Done(fn(*args, **kw))
+
