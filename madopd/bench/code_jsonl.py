@@ -13,7 +13,6 @@ row raises ``madopd.errors.DataError`` naming the file, the line and the field.
 from __future__ import annotations
 
 import ast
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from madopd.bench import BenchResult
 from madopd.errors import ConfigError, DataError
 from madopd.evaluate import CodeProblem, evaluate_code
 from madopd.sandbox import Limits
+from madopd.tasks.jsonl import read_jsonl_rows
 from madopd.types import State
 
 INSTRUCTION = ("Complete the following Python function. Answer with the complete function "
@@ -60,24 +60,14 @@ def _check_row(row: object, path: str, line: int) -> CodeProblem:
 def load_code_jsonl(path: str | Path) -> list[CodeProblem]:
     """Read and validate a code-problem JSONL file (DataError names file, line, field)."""
     path = str(path)
-    if not Path(path).is_file():
-        raise DataError("file not found", path=path)
     problems, seen = [], {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON: {exc.msg} at column {exc.colno}", path=path,
-                                line=lineno) from None
-            prob = _check_row(row, path, lineno)
-            if prob.task_id in seen:
-                raise DataError(f"duplicate task_id {prob.task_id!r} (first on line "
-                                f"{seen[prob.task_id]})", path=path, line=lineno, field="task_id")
-            seen[prob.task_id] = lineno
-            problems.append(prob)
+    for lineno, row in read_jsonl_rows(path, allow_empty=True, missing="file not found"):
+        prob = _check_row(row, path, lineno)
+        if prob.task_id in seen:
+            raise DataError(f"duplicate task_id {prob.task_id!r} (first on line "
+                            f"{seen[prob.task_id]})", path=path, line=lineno, field="task_id")
+        seen[prob.task_id] = lineno
+        problems.append(prob)
     if not problems:
         raise DataError("no problems in file", path=path)
     return problems

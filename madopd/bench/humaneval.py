@@ -7,15 +7,14 @@ program runs in ``madopd.sandbox``.
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import json
 from pathlib import Path
 
 from madopd.bench.code_jsonl import CodeBenchmark, _check_row
 from madopd.errors import DataError, MissingExtraError
 from madopd.evaluate import CodeProblem
 from madopd.sandbox import Limits
+from madopd.tasks.jsonl import read_jsonl_rows
 
 N_PROBLEMS = 164
 
@@ -34,18 +33,8 @@ def data_path() -> Path:
 def load_humaneval(path: str | Path | None = None) -> list[CodeProblem]:
     """The 164 problems (with canonical solutions), validated like user JSONL rows."""
     path = Path(path) if path is not None else data_path()
-    opener = gzip.open if path.suffix == ".gz" else open
-    problems = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON: {exc.msg}", path=str(path), line=lineno) from None
-            problems.append(_check_row(row, str(path), lineno))
-    return problems
+    return [_check_row(row, str(path), line)
+            for line, row in read_jsonl_rows(path, allow_empty=True)]
 
 
 class HumanEvalBenchmark(CodeBenchmark):

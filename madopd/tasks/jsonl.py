@@ -26,6 +26,7 @@ through ``datasets.load_dataset("json", ...)`` after validation.
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import re
@@ -44,13 +45,19 @@ ROLE_ALIASES = {
 }
 
 
-def read_jsonl_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, row) for every non-blank line; DataError on bad JSON or a non-object."""
+def read_jsonl_rows(path: str | Path, *, allow_empty: bool = False,
+                    missing: str = "file does not exist") -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) for every non-blank line; DataError on bad JSON or a non-object.
+
+    ``.gz`` files are read through gzip. An empty file is a DataError unless ``allow_empty``
+    (callers with their own wording for "no rows" check the empty list themselves).
+    """
     path = Path(path)
     if not path.is_file():
-        raise DataError("file does not exist", path=str(path))
+        raise DataError(missing, path=str(path))
+    opener = gzip.open if path.suffix == ".gz" else open
     rows = []
-    with path.open(encoding="utf-8") as f:
+    with opener(path, "rt", encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -63,7 +70,7 @@ def read_jsonl_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
                 raise DataError(f"expected a JSON object, got {type(row).__name__}", path=str(path),
                                 line=line_no)
             rows.append((line_no, row))
-    if not rows:
+    if not rows and not allow_empty:
         raise DataError("the dataset is empty (no JSON rows)", path=str(path))
     return rows
 
