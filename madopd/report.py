@@ -24,7 +24,19 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.best{font-w
 
 
 def esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
+    """Escaped text; bidi/control characters of model text as visible escapes (``\\u202e``)."""
+    from madopd.widgets.style import visible_text
+
+    return html.escape(visible_text(str(x)), quote=True)
+
+
+def plain(x: Any) -> str:
+    """A dict, list or tuple as readable text ("a: 1, b: 2") rather than a Python repr."""
+    if isinstance(x, dict):
+        return ", ".join(f"{k}: {plain(v)}" for k, v in x.items())
+    if isinstance(x, (list, tuple)):
+        return ", ".join(plain(v) for v in x)
+    return str(x)
 
 
 def _fmt(c: dict | None) -> str:
@@ -60,7 +72,7 @@ def bar_chart(rows: dict, columns=("toy-tools", "toy-code", "overall"), width: i
     names = list(rows)
     if not names:
         return ""
-    pad_l, pad_b, pad_t = 40, 40, 20
+    pad_l, pad_b, pad_t = 46, 40, 20
     plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
     vals = [rows[n][c]["mean"] + (rows[n][c]["se"] if rows[n][c]["se"] == rows[n][c]["se"] else 0)
             for n in names for c in columns if c in rows[n]]
@@ -69,7 +81,9 @@ def bar_chart(rows: dict, columns=("toy-tools", "toy-code", "overall"), width: i
     bar_w = group_w * 0.8 / len(names)
     y = lambda v: pad_t + plot_h * (1 - v / top)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * ((len(names) + 3) // 4)}" '
-             f'font-family="sans-serif" font-size="11">']
+             f'font-family="sans-serif" font-size="11">',
+             f'<text transform="translate(11,{pad_t + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">'
+             f'score (%, mean ± 1 SE)</text>']
     for t in range(0, int(top) + 1, max(10, int(top) // 5)):
         parts.append(f'<line x1="{pad_l}" x2="{width - 10}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#eee"/>'
                      f'<text x="{pad_l - 4}" y="{y(t) + 4:.1f}" text-anchor="end">{t}</text>')
@@ -165,9 +179,9 @@ def write_report(summary: dict, path: str | Path) -> Path:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>madopd demo</title>",
              f"<style>{CSS}</style></head><body>",
              f"<h1>MAD-OPD on the toy world — profile {esc(summary.get('profile'))}</h1>",
-             f"<p>Mean ± standard error over seeds {esc(summary.get('profile_settings', {}).get('seeds'))}; "
+             f"<p>Mean ± standard error over seeds {esc(plain(summary.get('profile_settings', {}).get('seeds')))}; "
              f"toy-tools = episode success (%), toy-code = pass@1 (%). Divergences: "
-             f"{esc(summary.get('divergences'))}. Wall time {esc(summary.get('wall_seconds'))} s "
+             f"{esc(plain(summary.get('divergences')))}. Wall time {esc(summary.get('wall_seconds'))} s "
              f"(zoo {esc(summary.get('zoo_seconds'))} s, debate caches {esc(summary.get('debate_cache_seconds'))} s, "
              f"{esc(summary.get('workers'))} processes).</p>",
              table_html(summary.get("table", {}), "main table (paper Table 1 in miniature)")]
@@ -184,7 +198,7 @@ def write_report(summary: dict, path: str | Path) -> Path:
             parts.append("<p>gain over the best OPD: " + "; ".join(
                 f"{esc(c)} {v['gain']:+.1f} ± {v['se']:.1f}" for c, v in eg.items()) + "</p>")
     for world, z in summary.get("zoo", {}).items():
-        parts.append(f"<h2>zoo: {esc(world)} world</h2><p class=small>{esc(z.get('spec'))}</p>")
+        parts.append(f"<h2>zoo: {esc(world)} world</h2><p class=small>{esc(plain(z.get('spec')))}</p>")
         parts.append(teachers_html(z.get("report", {})) + calibration_html(z.get("report", {})))
     ex = examples_html(summary)
     if ex:

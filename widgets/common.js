@@ -1,7 +1,7 @@
 // Shared front-end helpers (JS twin of madopd/widgets/style.py): palettes, scales, token display,
 // and a tiny DOM builder. SECURITY: model text is untrusted. It only ever reaches the page through
 // `textContent` (h() below never sets innerHTML), so <script>, <img onerror> or unbalanced tags
-// stay inert text.
+// stay inert text, and bidi/control characters are shown as visible escapes (visibleText).
 
 export const TEACHER_COLORS = ["#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7",
   "#F0E442", "#000000"];
@@ -56,14 +56,29 @@ export function textColor(bg) {
   return lum > 0.45 ? "#000000" : "#ffffff";
 }
 
+// Control (Cc), format (Cf: bidi overrides/isolates/marks U+202A-202E, U+2066-2069, U+200E/F,
+// U+061C, ...) and line/paragraph separators never reach the page raw: a right-to-left override
+// in model text would make it read reversed. Same rules as style.py:visible_text.
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
+const INVISIBLE_ALL = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+
+export function escapeChar(ch) {
+  const c = ch.codePointAt(0);
+  if (c < 0x100) return "\\x" + hex2(c);
+  return c <= 0xffff ? "\\u" + c.toString(16).padStart(4, "0") : "\\U" + c.toString(16).padStart(8, "0");
+}
+
+export function visibleText(s) {
+  return String(s).replace(INVISIBLE_ALL, (ch) => (ch === "\n" || ch === "\t" ? ch : escapeChar(ch)));
+}
+
 export function tokenSegments(tok) {
   if (tok === "") return [[EMPTY_TOKEN, true]];
   const segs = [];
   for (const ch of tok) {
-    const code = ch.codePointAt(0);
     let mark, isMark;
     if (ch in WS_MARKS) { mark = WS_MARKS[ch]; isMark = true; }
-    else if (code < 0x20 || code === 0x7f) { mark = "\\x" + hex2(code); isMark = true; }
+    else if (INVISIBLE.test(ch)) { mark = escapeChar(ch); isMark = true; }
     else { mark = ch; isMark = false; }
     if (segs.length && segs[segs.length - 1][1] === isMark) segs[segs.length - 1][0] += mark;
     else segs.push([mark, isMark]);
@@ -84,12 +99,12 @@ export function h(tag, attrs = {}, ...children) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "style" && typeof v === "object") Object.assign(el.style, v);
     else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
-    else if (k === "text") el.textContent = String(v);
-    else el.setAttribute(k, String(v));
+    else if (k === "text") el.textContent = visibleText(v);
+    else el.setAttribute(k, k === "title" ? visibleText(v) : String(v));
   }
   for (const c of children.flat()) {
     if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    el.append(c instanceof Node ? c : document.createTextNode(visibleText(c)));
   }
   return el;
 }

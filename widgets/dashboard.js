@@ -25,7 +25,7 @@ function lineChart(title, xs, series, W = 280, H = 110) {
     const p = xs.map((x, i) => (ys[i] === null || ys[i] === undefined ? null : `${sx(x).toFixed(1)},${sy(ys[i]).toFixed(1)}`)).filter(Boolean);
     const line = svg("polyline", { points: p.join(" "), fill: "none", stroke: color, "stroke-width": 1.5, class: "madopd-line" });
     const tt = svg("title");
-    tt.textContent = name;
+    tt.textContent = visibleText(name);
     line.append(tt);
     box.append(line);
   }

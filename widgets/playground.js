@@ -1,7 +1,7 @@
 // Divergence playground: drag a teacher distribution, watch one student per divergence being fitted
 // by Adam with analytic gradients (same arithmetic as madopd/widgets/playground.py:simulate).
 import { dense, softmax } from "./divmath.js";
-import { h, fmt, slider, divColor } from "./common.js";
+import { h, fmt, slider, divColor, visibleText } from "./common.js";
 
 export function studentLogits(P, theta) {
   if (P.family === "free") return theta.slice();
@@ -140,7 +140,7 @@ function render({ model, el }) {
         height: (H * p[i]) / top, fill: "transparent", stroke: "#333", "stroke-width": 1.2,
         class: "madopd-pg-p", style: "cursor:ns-resize" }));
       const t = svg("text", { x: i * bw + bw / 2, y: H + 11, "font-size": 9, "text-anchor": "middle" });
-      t.textContent = P.labels[i];
+      t.textContent = visibleText(P.labels[i]);
       bars.append(t);
     }
     const r = sim.last;

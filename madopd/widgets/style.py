@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import math
+import unicodedata
 from collections.abc import Sequence
 
 # Okabe-Ito, reordered so the first teachers get the most distinct, highest-contrast hues.
@@ -29,6 +30,34 @@ MISSING_COLOR = "#bdbdbd"  # NaN / unknown values: neutral grey, never a scale c
 # Whitespace and control characters are shown as visible marks (drawn in a distinct style).
 WS_MARKS = {" ": "·", "\n": "↵", "\t": "⇥", "\r": "␍"}
 EMPTY_TOKEN = "∅"
+
+
+# Characters that change how *other* text is displayed (bidi overrides/isolates/marks, other
+# format and control characters, line/paragraph separators) never reach the page raw: a
+# right-to-left override in a model's answer would make it read reversed.
+_KEEP = {"\n", "\t"}  # shown as layout in free text (pre-wrap); tokens mark them instead
+
+
+def is_invisible(ch: str) -> bool:
+    """True for control (Cc), format (Cf, incl. U+202A-202E, U+2066-2069, U+200E/F, U+061C)
+    and line/paragraph separator (Zl, Zp) characters."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+
+
+def escape_char(ch: str) -> str:
+    """The visible escape of one character: ``\\x07``, ``\\u202e``, ``\\U000e0001``."""
+    c = ord(ch)
+    if c < 0x100:
+        return f"\\x{c:02x}"
+    return f"\\u{c:04x}" if c <= 0xFFFF else f"\\U{c:08x}"
+
+
+def visible_text(s: str) -> str:
+    """``s`` with every invisible/bidi character replaced by its visible escape (newline and tab
+    kept). Same rules as common.js:visibleText."""
+    if s.isprintable() or not any(is_invisible(ch) and ch not in _KEEP for ch in s):
+        return s
+    return "".join(escape_char(ch) if ch not in _KEEP and is_invisible(ch) else ch for ch in s)
 
 
 def teacher_color(k: int) -> str:
@@ -116,8 +145,8 @@ def token_segments(tok: str) -> list[tuple[str, bool]]:
     for ch in tok:
         if ch in WS_MARKS:
             mark, is_mark = WS_MARKS[ch], True
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            mark, is_mark = f"\\x{ord(ch):02x}", True
+        elif is_invisible(ch):
+            mark, is_mark = escape_char(ch), True
         else:
             mark, is_mark = ch, False
         if segs and segs[-1][1] == is_mark:
@@ -137,8 +166,9 @@ def token_html(tok: str) -> str:
 
 
 def esc(x) -> str:
-    """html.escape for any value (model text is untrusted: always go through here)."""
-    return html.escape(str(x), quote=True)
+    """html.escape for any value, bidi/control characters as visible escapes (model text is
+    untrusted: always go through here)."""
+    return html.escape(visible_text(str(x)), quote=True)
 
 
 def fmt(v: float | None, digits: int = 3) -> str:
