@@ -83,9 +83,19 @@ PROFILES: dict[str, ZooSpec] = {
                      student_hidden=64, student_layers=1, student_intermediate=128,
                      teacher_steps=40, student_steps=20, batch_size=16, tool_episodes=200,
                      noisy_episodes=200, eval_episodes=40),
+    # The notebooks' SMOKE world: the smoke sizes trained long enough to speak the toy grammar
+    # (every turn parses, A knows add/sub, B max/min); ~40 s on 2 loaded cores, cached.
+    "tutorial": ZooSpec(teacher_hidden=64, teacher_layers=2, teacher_intermediate=128,
+                        student_hidden=64, student_layers=1, student_intermediate=128,
+                        teacher_steps=600, student_steps=200, batch_size=32, tool_episodes=600,
+                        noisy_episodes=600, eval_episodes=40),
     "default": ZooSpec(),
     "full": ZooSpec(),
 }
+
+# How the zoo's teachers were trained to debate: the compact toy templates, greedy 12-token turns
+# (``madopd.demo`` uses the same). Other templates or sampling give them text they never saw.
+TOY_DEBATE_TOKENS = 12
 
 
 def profile_spec(profile: str, **overrides: Any) -> ZooSpec:
@@ -288,6 +298,28 @@ class Zoo:
 
     def tasks(self):
         return make_tasks(self.spec)
+
+    def debate_protocol(self, rounds: int = 2, **kw):
+        """The protocol the teachers were trained on: toy templates, greedy 12-token turns."""
+        from madopd.debate import DebateProtocol
+        from madopd.tasks.toy_common import toy_templates
+        from madopd.types import Sampling
+
+        return DebateProtocol(rounds=rounds, templates=toy_templates(),
+                              sampling=Sampling(greedy=True, max_new_tokens=TOY_DEBATE_TOKENS), **kw)
+
+    def config(self, method: str = "mad_opd", **fields):
+        """A ``DistillConfig`` for this zoo with the demo's settings (student samples 12 tokens at
+        T = 1, greedy debate turns, JSD(0.5), CPU); ``fields`` override any of them."""
+        from madopd.distill import preset
+        from madopd.types import Sampling
+
+        base = dict(student=str(self.student_path), teachers=[str(p) for p in self.teacher_paths],
+                    teacher_names=self.teacher_names, device="cpu", cpu=True, lr=2e-3,
+                    sampling=Sampling(temperature=1.0, max_new_tokens=TOY_DEBATE_TOKENS),
+                    debate_sampling=Sampling(greedy=True, max_new_tokens=TOY_DEBATE_TOKENS),
+                    divergence="jsd", beta=0.5, checkpoint_every=0, verify_train=True)
+        return preset(method, {**base, **fields})
 
 
 def load_zoo(spec: ZooSpec | None = None, *, root: str | Path | None = None, workers: int = 2,

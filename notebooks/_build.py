@@ -34,19 +34,31 @@ import torch
 
 torch.set_num_threads(2)
 SMOKE = os.environ.get("MADOPD_SMOKE") == "1"  # tiny sizes: the whole notebook in ~1 minute on CPU
+
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # no "Loading weights" bar in every cell that loads a model
 """)
 
 ZOO = code("""
 from madopd.zoo import load_zoo, profile_spec
 
-# The toy world: tiny Qwen3 teachers with complementary skills and a weak student, trained
-# once and cached (~1 min for the smoke profile, a few minutes for the default one).
-zoo = load_zoo(profile_spec("smoke" if SMOKE else "default"), progress=False)
+# The toy world: tiny Qwen3 teachers with complementary skills (A: add/sub, B: max/min) and a
+# weak student, trained once and cached (SMOKE: the "tutorial" zoo, ~40 s; else the default
+# zoo, ~3.5 min). They were trained to debate with the compact toy templates and greedy
+# 12-token turns: zoo.debate_protocol() and zoo.config() use exactly those.
+zoo = load_zoo(profile_spec("tutorial" if SMOKE else "default"), progress=False)
 tools_task, code_task = zoo.tasks()
 print("teachers:", zoo.teacher_names)
 """)
 
 NOTEBOOKS: dict[str, list] = {}
+HEALTH_05 = """
+import json
+from madopd.widgets.health import run_health
+
+print("HEALTH", json.dumps(run_health([r for rs in records.values() for r in rs])))  # CI checks these
+"""
 
 NOTEBOOKS["00_gallery"] = [
     md("""
@@ -130,7 +142,7 @@ for kind in ("fkl", "rkl", "jsd"):
     md("""
 ### Lemma 1 / Prop. 1 on real tensors
 
-The playground's right-hand traces show ‖∇_z D‖∞. Here the same quantity from the library, for a
+The playground's gradient traces (below the bars) show ‖∇_z D‖∞. Here the same quantity from the library, for a
 student that puts mass where the teacher has almost none (the regime privileged supervision
 creates): reverse KL's gradient grows like log(1/ε), JSD's stays bounded.
 """),
@@ -158,22 +170,24 @@ This notebook runs real debates between the toy world's tiny teachers and shows 
     SETUP,
     ZOO,
     code("""
-from madopd.debate import Debate, DebateProtocol
-from madopd.types import Sampling
+from madopd.debate import Debate
 
 teachers = zoo.teachers()
-states = tools_task.train_states()[: 2 if SMOKE else 6]
-protocol = DebateProtocol(rounds=2, templates="tool_use", sampling=Sampling(temperature=0.7, max_new_tokens=48, seed=0))
+# the arithmetic step of each episode (after the two "get" calls), where the skills differ
+states = [s for s in tools_task.train_states() if s.meta.get("step") == 2][: 6 if SMOKE else 24]
+protocol = zoo.debate_protocol(rounds=2)  # toy templates "#1" / "#2{peers}", greedy 12-token turns
 debate = Debate(teachers, protocol, names=zoo.teacher_names)
 transcripts = debate.run(states)
 print(len(transcripts), "debates,", sum(len(t.messages) for t in transcripts), "turns")
 """),
     md("What teacher 0 saw in round 2 (the student's answer is never in it):"),
-    code("print(debate.prompt(states[0], transcripts[0], 0, 2)[-1]['content'][:600])"),
+    code("print(debate.prompt(states[0], transcripts[0], 0, 2)[-1]['content'][-600:])"),
     code("""
 from madopd.widgets import DebateBoard
 
-board = DebateBoard(transcripts[0], tau=1.0, policy=protocol.on_missing_confidence)
+# show a debate where the teachers disagree (the interesting case), else the first one
+pick = next((t for t in transcripts if len({m.answer for m in t.messages if m.round == 1}) > 1), transcripts[0])
+board = DebateBoard(pick, tau=1.0, policy=protocol.on_missing_confidence)
 board
 """),
     md("Weights as the training loop computes them (`madopd.weighting`), for every debate above:"),
@@ -184,6 +198,10 @@ res = weights_from_transcripts(transcripts, tau=1.0, on_missing=protocol.on_miss
 for t, w in zip(transcripts, res.weights):
     print(t.state_id, [round(float(x), 3) for x in w], "n_eff =", round(float(effective_teachers(w[None])[0]), 2))
 print(res.counters)
+import json
+from madopd.widgets.health import run_health
+
+print("HEALTH", json.dumps(run_health(transcripts=transcripts)))  # CI checks: confidences parsed, divergence << ln 2
 """),
 ]
 
@@ -200,19 +218,20 @@ the **pause** button works while it trains.
     SETUP,
     ZOO,
     code("""
-from madopd.distill import Distiller, preset
+from madopd.distill import Distiller
 
-cfg = preset("mad_opd", student=str(zoo.student_path), teachers=[str(p) for p in zoo.teacher_paths],
-             teacher_names=zoo.teacher_names, rounds=1 if SMOKE else 2, batch_size=4 if SMOKE else 16,
-             max_steps=4 if SMOKE else 200, lr=1e-3, cpu=True, verify_train=True)
-distiller = Distiller.from_config(cfg, tools_task)
-print(cfg.method, "| divergence:", distiller.spec)
+# SMOKE: 150 steps of 16 samples, ~30 s on 2 CPU cores; otherwise the demo's MAD-OPD run
+cfg = zoo.config("mad_opd", rounds=2, batch_size=16 if SMOKE else 32, max_steps=150 if SMOKE else 100,
+                 lr=3e-3 if SMOKE else 2e-3, schedule="cosine", warmup_ratio=0.05)
+distiller = Distiller.from_config(cfg, tools_task, debate_protocol=zoo.debate_protocol(cfg.rounds))
+print(cfg.method, "| divergence:", distiller.spec, "| held-out success before:",
+      distiller.evaluate(limit=40, batch_size=256)["episode_success"])
 """),
     code("""
 from madopd.widgets import LiveDashboard, make_probe
 
 probe = make_probe(distiller, tools_task.eval_states()[0], max_new_tokens=24)
-dash = LiveDashboard(distiller.teacher_names, every=1 if SMOKE else 10, probe=probe)
+dash = LiveDashboard(distiller.teacher_names, every=10, probe=probe, total_steps=cfg.max_steps)
 dash
 """),
     code("""
@@ -226,6 +245,11 @@ cell when you want the records (it waits for the end of training).
     code("""
 records = dash.join()
 print(len(records), "steps; last loss", round(records[-1].loss, 4), "| paused for", round(dash.paused_seconds, 1), "s")
+print("held-out success after:", distiller.evaluate(limit=40, batch_size=256)["episode_success"])
+import json
+from madopd.widgets.health import run_health
+
+print("HEALTH", json.dumps(run_health(records[-10:])))  # CI checks: confidences parsed, divergence << ln 2
 """),
     md("The last step, token by token: the **divergence lens** (click a token) and the loss split by teacher."),
     code("""
@@ -251,15 +275,15 @@ debate. The selection is also readable from Python (`finder.selected`).
     ZOO,
     code("""
 import tempfile
-from madopd.distill import Distiller, preset
+from madopd.distill import Distiller
 from madopd.runs import RunStore, load_run
 
 run_dir = tempfile.mkdtemp(prefix="madopd-run-")
-cfg = preset("mad_opd", student=str(zoo.student_path), teachers=[str(p) for p in zoo.teacher_paths],
-             teacher_names=zoo.teacher_names, rounds=1, batch_size=4 if SMOKE else 16,
-             max_steps=3 if SMOKE else 50, lr=1e-3, cpu=True, verify_train=True, checkpoint_every=0)
+cfg = zoo.config("mad_opd", rounds=2, batch_size=8 if SMOKE else 32, max_steps=6 if SMOKE else 50,
+                 record_every=1)
 store = RunStore(run_dir, cfg.to_dict())
-Distiller.from_config(cfg, tools_task, store=store).train(cfg.max_steps, progress=False)
+Distiller.from_config(cfg, tools_task, store=store, debate_protocol=zoo.debate_protocol(cfg.rounds)
+                      ).train(cfg.max_steps, progress=False)
 run = load_run(run_dir)
 print(len(run.records), "records in", run_dir)
 """),
@@ -278,6 +302,10 @@ worst = max(finder.payload["rows"], key=lambda r: r["loss"] or 0)
 finder.selected = {"step": worst["step"], "sample": worst["sample"]}
 rec, b = finder.selected_record()
 print("selected", finder.selected, "| state", rec.state_ids[b], "| response:", repr(rec.responses[b][:80]))
+import json
+from madopd.widgets.health import run_health
+
+print("HEALTH", json.dumps(run_health(records)))  # CI checks: confidences parsed, divergence << ln 2
 """),
 ]
 
@@ -301,17 +329,13 @@ for s in states:
     print(f"step {s.meta['step']}: {len(s.messages)} messages -> reference {s.reference!r}")
 """),
     code("""
-from madopd.distill import Distiller, preset
-from madopd.types import Sampling
+from madopd.distill import Distiller
 
 records = {}
 for mode in ("teacher_forced", "full"):
-    cfg = preset("mad_opd", student=str(zoo.student_path), teachers=[str(p) for p in zoo.teacher_paths],
-                 teacher_names=zoo.teacher_names, rounds=1, batch_size=2 if SMOKE else 8,
-                 max_steps=1 if SMOKE else 20, lr=1e-3, cpu=True, opad_mode=mode, divergence="auto",
-                 opad_max_steps=4 if SMOKE else 10,
-                 debate_sampling=Sampling(temperature=0.7, max_new_tokens=24 if SMOKE else 96))
-    d = Distiller.from_config(cfg, tools_task)
+    cfg = zoo.config("mad_opd", rounds=2, batch_size=4 if SMOKE else 16, max_steps=3 if SMOKE else 20,
+                     opad_mode=mode, divergence="auto", opad_max_steps=4 if SMOKE else 10)
+    d = Distiller.from_config(cfg, tools_task, debate_protocol=zoo.debate_protocol(cfg.rounds))
     records[mode] = d.train(cfg.max_steps, progress=False)
     print(mode, "| states per step:", len(records[mode][-1].state_ids), "| loss", round(records[mode][-1].loss, 4),
           "| divergence", d.spec)
@@ -322,6 +346,7 @@ from madopd.widgets import DivergenceLens
 last = records["full"][-1]
 DivergenceLens(last, 0, decode=zoo.student().tokenizer)
 """),
+    code(HEALTH_05),
 ]
 
 NOTEBOOKS["06_scaling_to_real_models"] = [
@@ -378,7 +403,8 @@ them. Without `MADOPD_VLLM_URLS` this cell only shows the configuration:
     code("""
 urls = os.environ.get("MADOPD_VLLM_URLS")  # e.g. http://127.0.0.1:8001/v1,http://127.0.0.1:8002/v1
 cfg_vllm = cfg.replace(teacher_backend="vllm_server", score_top_k=20,
-                       teacher_base_urls=urls.split(",") if urls else ["http://127.0.0.1:8001/v1"] * len(TEACHERS))
+                       teacher_base_urls=urls.split(",") if urls else
+                       [f"http://127.0.0.1:{8001 + k}/v1" for k in range(len(TEACHERS))])  # one port each
 print({k: v for k, v in cfg_vllm.to_dict().items() if k in ("teacher_backend", "teacher_base_urls", "score_top_k")})
 if urls:
     print("loss", Distiller.from_config(cfg_vllm, ToyCodeTask()).step().loss)

@@ -8,6 +8,8 @@ The execution tests are also marked ``slow`` so the default run skips them.
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import os
 import re
 import time
@@ -18,7 +20,8 @@ import pytest
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
-STATIC_OUTPUTS = {"00_gallery.ipynb"}  # executed in static mode, outputs kept for repository pages
+STATIC_OUTPUTS = {"00_gallery.ipynb"}
+DEBATING = {"02", "03", "04", "05"}  # notebooks whose executed run is checked for a real debate  # executed in static mode, outputs kept for repository pages
 
 
 def _builder():
@@ -87,6 +90,16 @@ def test_notebook_executes_in_smoke_mode(name, tmp_path):
               if o.output_type == "error"]
     assert not errors
     print(f"{name}: {time.perf_counter() - t0:.1f} s")
+    health = [json.loads(line[len("HEALTH "):]) for c in nb.cells if c.cell_type == "code"
+              for o in c.outputs if o.output_type == "stream"
+              for line in o.text.splitlines() if line.startswith("HEALTH ")]
+    if name[:2] in DEBATING:
+        # a real debate: the teachers speak the templates they were trained on (issue 16)
+        assert health, f"{name}: no HEALTH line printed"
+        for h in health:
+            assert h["teacher_turns"] > 0 and h["confidence_parsed"] > 0.5, h
+            if h["mean_token_divergence"] == h["mean_token_divergence"]:  # nan: no student scored
+                assert h["mean_token_divergence"] < 0.5 * math.log(2), h
 
 
 @pytest.mark.notebook

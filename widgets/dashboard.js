@@ -1,88 +1,95 @@
-// Live training dashboard: SVG line charts (loss, divergence quantiles, weights, n_eff) and a
-// step x token probe ribbon, redrawn whenever the kernel updates `payload`. The pause button flips
-// the synced `paused` trait, which the Python callback honours between steps.
+// Live training dashboard: line charts (loss, divergence quantiles, weights, n_eff) with axes,
+// legends, hover readouts, smoothing and log toggles; progress and ETA; a step x token probe
+// ribbon; redrawn whenever the kernel updates `payload`. The pause button flips the synced
+// `paused` trait; the Python callback waits at the next step boundary and reports the step in
+// `paused_at`.
 import { quantile } from "./divmath.js";
-import { h, fmt, seqColor, SEQUENTIAL, tokenSpan, legend, teacherLegend } from "./common.js";
+import { h, fmt, seqColor, tokenSpan, legend, teacherLegend } from "./common.js";
+import { lineChart } from "./chart.js";
 
-const SVGNS = "http://www.w3.org/2000/svg";
-function svg(tag, attrs = {}) {
-  const el = document.createElementNS(SVGNS, tag);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
-  return el;
+export const LOSS_COLOR = "#0072B2";
+export const NEFF_COLOR = "#CC79A7";
+export const QUANTILE_COLORS = ["#7fcdbb", "#1d91c0", "#253494", "#D55E00"];
+
+// Seconds left from the wall-clock times of the recorded steps (null until two are known).
+export function eta(times, steps, total) {
+  if (!total || times.length < 2 || !steps.length) return null;
+  const n = Math.min(times.length, 20);
+  const rate = (times[times.length - 1] - times[times.length - n]) / Math.max(1, steps[steps.length - 1] - steps[steps.length - n]);
+  return Math.max(0, (total - steps[steps.length - 1]) * rate);
 }
 
-function lineChart(title, xs, series, W = 280, H = 110) {
-  const box = svg("svg", { width: W, height: H, class: "madopd-chart", "data-title": title });
-  const pts = series.flatMap(([, ys]) => ys.filter((v) => v !== null && v !== undefined));
-  const t = svg("text", { x: 4, y: 11, "font-size": 10 });
-  box.append(t);
-  if (!xs.length || !pts.length) { t.textContent = `${title}: no data yet`; return box; }
-  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(0, ...pts), y1 = Math.max(...pts) || 1;
-  t.textContent = `${title} (max ${fmt(y1)})`;
-  const sx = (x) => 4 + (W - 8) * (x1 > x0 ? (x - x0) / (x1 - x0) : 0.5);
-  const sy = (y) => H - 14 - (H - 26) * (y1 > y0 ? (y - y0) / (y1 - y0) : 0.5);
-  for (const [name, ys, color] of series) {
-    const p = xs.map((x, i) => (ys[i] === null || ys[i] === undefined ? null : `${sx(x).toFixed(1)},${sy(ys[i]).toFixed(1)}`)).filter(Boolean);
-    const line = svg("polyline", { points: p.join(" "), fill: "none", stroke: color, "stroke-width": 1.5, class: "madopd-line" });
-    const tt = svg("title");
-    tt.textContent = visibleText(name);
-    line.append(tt);
-    box.append(line);
-  }
-  const a = svg("text", { x: 4, y: H - 2, "font-size": 9 });
-  a.textContent = `step ${x0}`;
-  const b = svg("text", { x: W - 4, y: H - 2, "font-size": 9, "text-anchor": "end" });
-  b.textContent = String(x1);
-  box.append(a, b);
-  return box;
+function clock(s) {
+  if (s === null) return "–";
+  s = Math.round(s);
+  return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 }
 
 function render({ model, el }) {
   const root = h("div", { class: "madopd madopd-dashboard" });
   el.append(root);
+  let smooth = 0, logY = false;
   const btn = h("button", { class: "madopd-btn madopd-pause", onclick: () => {
-    model.set("paused", !model.get("paused"));
+    const now = !model.get("paused");
+    model.set("paused", now);
     model.save_changes();
     sync();
   } });
   const status = h("span", { class: "madopd-small madopd-status" });
+  const bar = h("progress", { class: "madopd-progress", max: 1, value: 0 });
+  const smoothIn = h("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: 0, class: "madopd-smooth" });
+  const smoothOut = h("span", { class: "madopd-val" }, "0.00");
+  smoothIn.addEventListener("input", () => { smooth = Number(smoothIn.value); smoothOut.textContent = smooth.toFixed(2); draw(); });
+  const logIn = h("input", { type: "checkbox", class: "madopd-log" });
+  logIn.addEventListener("change", () => { logY = logIn.checked; draw(); });
+  const banner = h("div", {});
   const legendBox = h("div", {});
-  const charts = h("div", { style: { display: "flex", flexWrap: "wrap", gap: "6px" } });
+  const charts = h("div", { class: "madopd-charts" });
   const ribbon = h("div", {});
-  root.append(h("div", { class: "madopd-controls" }, btn, status), legendBox, charts, ribbon);
+  root.append(h("div", { class: "madopd-controls" }, btn, bar, status,
+    h("label", { class: "madopd-slider", title: "exponential moving average, as TensorBoard's smoothing" }, "smoothing", smoothIn, smoothOut),
+    h("label", {}, logIn, " log y")), banner, legendBox, charts, ribbon);
 
   function sync() {
-    const paused = model.get("paused");
-    btn.textContent = paused ? "resume" : "pause";
     const P = model.get("payload");
-    status.textContent = `${P.steps.length} steps` + (paused ? " · paused (the training thread waits)" : "");
+    const paused = model.get("paused"), at = model.get("paused_at") ?? -1;
+    btn.textContent = paused ? "resume" : "pause";
+    const done = P.steps.length ? P.steps[P.steps.length - 1] : 0, total = P.total_steps;
+    bar.value = total ? done / total : 0;
+    bar.style.display = total ? "" : "none";
+    let s = total ? `step ${done} / ${total} · ETA ${clock(eta(P.times || [], P.steps, total))}` : `${P.steps.length} steps`;
+    if (paused) s += at >= 0 ? ` · paused after step ${at} (the training thread waits)` : " · pausing at the next step boundary…";
+    status.textContent = s;
   }
   function draw() {
     const P = model.get("payload");
     sync();
-    legendBox.replaceChildren(teacherLegend(P.teacher_names));
-    const qs = Object.entries(P.quantiles).map(([q, ys], i) => [`p${Math.round(Number(q) * 100)}`, ys, SEQUENTIAL[2 + 2 * i]]);
+    banner.replaceChildren(...(P.banner ? [h("div", { class: "madopd-banner", role: "alert" }, "⚠ " + P.banner)] : []));
+    legendBox.replaceChildren(h("span", { class: "madopd-small" }, "teachers: "), teacherLegend(P.teacher_names));
+    const qs = Object.entries(P.quantiles).map(([q, ys], i) => ({ name: `p${Math.round(Number(q) * 100)}`, ys, color: QUANTILE_COLORS[i % 4] }));
+    const opts = { smooth, log: logY };
     charts.replaceChildren(
-      lineChart("loss", P.steps, [["loss", P.loss, "#000000"]]),
-      lineChart("divergence quantiles p10/p50/p90/p99", P.steps, qs),
-      lineChart("teacher weights (batch mean)", P.steps, P.teacher_names.map((n, k) => [n, P.weights.map((w) => w[k]), P.colors[k]])),
-      lineChart("effective number of teachers", P.steps, [["n_eff", P.n_eff, "#CC79A7"]]));
+      lineChart("loss", P.steps, [{ name: "loss", ys: P.loss, color: LOSS_COLOR }], opts),
+      lineChart("per-token D(p_k‖q) quantiles", P.steps, qs, opts),
+      lineChart("teacher weights (batch mean)", P.steps, P.teacher_names.map((n, k) => ({ name: n, ys: P.weights.map((w) => w[k]), color: P.colors[k] })), { smooth }),
+      lineChart("effective number of teachers", P.steps, [{ name: "n_eff", ys: P.n_eff, color: NEFF_COLOR }], { smooth }));
     ribbon.replaceChildren();
     const pr = P.probe;
     if (pr.rows.length) {
       const vm = quantile(pr.rows.flat(), 0.99);
       const grid = h("div", { class: "madopd-ribbon", style: { display: "grid", gridTemplateColumns: `50px repeat(${pr.tokens.length}, 16px)`, gap: "1px" } });
-      grid.append(h("div", {}), ...pr.tokens.map((t) => tokenSpan(t, { style: { fontSize: "9px" } })));
+      grid.append(h("div", { class: "madopd-small" }, "step"), ...pr.tokens.map((t) => tokenSpan(t, { style: { fontSize: "9px" } })));
       pr.rows.forEach((row, i) => {
         grid.append(h("div", { class: "madopd-small" }, String(pr.steps[i])));
         row.forEach((v, t) => grid.append(h("div", { class: "madopd-ribbon-cell", title: `step ${pr.steps[i]} t=${t} D=${fmt(v, 4)}`,
           style: { background: seqColor(v, vm), height: "10px" } })));
       });
-      ribbon.append(h("div", { class: "madopd-small" }, `probe re-scored every ${P.every} steps (rows = steps, columns = tokens)`), legend("probe D", vm), grid);
+      ribbon.append(h("div", { class: "madopd-small" }, `probe completion re-scored every ${P.every} steps (rows = steps, columns = tokens; mean D over teachers)`), legend("probe D", vm), grid);
     }
   }
   model.on("change:payload", draw);
   model.on("change:paused", sync);
+  model.on("change:paused_at", sync);
   draw();
 }
 

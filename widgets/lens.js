@@ -5,7 +5,11 @@ import { buckets, contributions, divergences, quantile } from "./divmath.js";
 import { h, fmt, seqColor, textColor, tokenSpan, legend, teacherColor, slider, minimap } from "./common.js";
 
 export const LENS_KINDS = ["fkl", "rkl", "jsd"];
-const LABELS = { fkl: "FKL(p‖q)", rkl: "RKL(q‖p)", jsd: "JSD(β)", recorded: "recorded D" };
+const LABELS = { fkl: "forward KL(p‖q), top-k", rkl: "reverse KL(q‖p), top-k", jsd: "JSD(β), top-k", recorded: "training loss D (recorded)" };
+const LOW_COVERAGE = 0.9; // below this mean top-k coverage the top-k strips are flagged "lower bound"
+
+// True when the token ends a line (so code keeps its shape: the strip breaks after it).
+export function endsLine(tok) { return typeof tok === "string" && tok.endsWith("\n"); }
 
 // Same as lens.py:lens_values -> {fkl, rkl, jsd, coverage}: [K][T].
 export function lensValues(P, beta) {
@@ -40,9 +44,16 @@ function render({ model, el }) {
     if (kind === "recorded") return P.recorded ? P.recorded.map((row) => row[teacher]) : null;
     return vals ? vals[kind][teacher] : null;
   }
-  function vmaxOf(kind) {
+  let shared = model.get("shared_scale") ?? true;
+  function ownMax(kind) {
     if (kind === "recorded") return P.recorded ? quantile(flat(P.recorded), 0.99) : 0;
     return vals ? quantile(flat(vals[kind]), 0.99) : 0;
+  }
+  function vmaxOf(kind) { return shared ? Math.max(...kinds.map(ownMax)) : ownMax(kind); }
+  function meanCoverage() {
+    if (!vals) return null;
+    const c = vals.coverage[teacher];
+    return c.length ? c.reduce((a, b) => a + b, 0) / c.length : null;
   }
   const kinds = [...(P.has_topk ? LENS_KINDS : []), ...(P.recorded ? ["recorded"] : [])];
 
@@ -58,6 +69,10 @@ function render({ model, el }) {
     draw();
   });
   betaCtl.classList.add("madopd-beta");
+  const sharedBox = h("input", { type: "checkbox", class: "madopd-shared" });
+  sharedBox.checked = shared;
+  sharedBox.addEventListener("change", () => { shared = sharedBox.checked; model.set("shared_scale", shared); model.save_changes(); draw(); });
+  const badge = h("div", {});
   const strips = h("div", { class: "madopd-strips" });
   const legends = h("div", {});
   const detail = h("div", { class: "madopd-detail" }, "Click a token to see teacher vs student top-k.");
@@ -71,16 +86,26 @@ function render({ model, el }) {
   root.append(
     h("div", { class: "madopd-small" }, `step ${P.step} · state `, String(P.state_id)),
     h("div", { class: "madopd-small madopd-prompt" }, "prompt: ", P.prompt),
-    tabs, h("div", { class: "madopd-controls" }, betaCtl), legends, mapBox, strips, detail);
+    tabs, h("div", { class: "madopd-controls" }, betaCtl,
+      h("label", { title: "one colour scale (0 → p99 over every strip) instead of one per strip" }, sharedBox, " shared colour scale")),
+    badge, legends, mapBox, strips, detail);
 
   function draw() {
     strips.replaceChildren();
     legends.replaceChildren();
     for (const btn of tabs.querySelectorAll("button")) btn.style.fontWeight = Number(btn.dataset.teacher) === teacher ? "bold" : "normal";
-    for (const kind of kinds) {
-      const s = series(kind), vm = vmaxOf(kind);
-      const label = kind === "jsd" ? `JSD(β=${fmt(beta, 2)})` : LABELS[kind];
-      legends.append(legend(label, vm));
+    const cov = meanCoverage();
+    badge.replaceChildren(...(cov !== null && P.has_topk ? [h("div", { class: "madopd-small madopd-coverage" },
+      cov < LOW_COVERAGE ? h("span", { class: "madopd-badge-lb", title: "the top-k strips only see the candidates both sides know; the rest is one bucket, so they underestimate the dense divergence" }, "lower bound") : "",
+      ` top-k covers ${fmt(100 * cov, 1)} % of ${P.teacher_names[teacher]}'s probability mass on average (per token: the "top-k coverage" strip)`)] : []));
+    if (shared) legends.append(legend("D per token, every strip", vmaxOf(kinds[0])));
+    const rows = [...kinds, ...(vals ? ["coverage"] : [])];
+    for (const kind of rows) {
+      const isCov = kind === "coverage";
+      const s = isCov ? vals.coverage[teacher] : series(kind), vm = isCov ? 1 : vmaxOf(kind);
+      const label = isCov ? "top-k coverage (teacher mass)" : kind === "jsd" ? `JSD(β=${fmt(beta, 2)}), top-k` : LABELS[kind];
+      if (!shared && !isCov) legends.append(legend(label, vm));
+      if (isCov) legends.append(legend("top-k coverage", 1));
       const row = h("div", { class: "madopd-strip-toks" });
       for (let t = start; t < Math.min(T, start + win); t++) {
         const bg = seqColor(s[t], vm);
@@ -91,6 +116,7 @@ function render({ model, el }) {
         if (t === sel) span.classList.add("madopd-sel");
         span.addEventListener("click", () => select(t));
         row.append(span);
+        if (endsLine(P.tokens[t])) row.append(h("span", { class: "madopd-br", style: { flexBasis: "100%", height: 0 } }));
       }
       strips.append(h("div", { class: "madopd-strip", "data-kind": kind },
         h("div", { class: "madopd-strip-label" }, label), row));

@@ -137,7 +137,7 @@ function render({ model, el }) {
       bars.append(svg("rect", { x: i * bw + 1, y: H - (H * q[i]) / top, width: bw - 2,
         height: (H * q[i]) / top, fill: P.kind_colors[kind], "fill-opacity": 0.75, class: "madopd-pg-q" }));
       bars.append(svg("rect", { x: i * bw + 1, y: H - (H * p[i]) / top, width: bw - 2,
-        height: (H * p[i]) / top, fill: "transparent", stroke: "#333", "stroke-width": 1.2,
+        height: (H * p[i]) / top, fill: "transparent", "stroke-width": 1.2,
         class: "madopd-pg-p", style: "cursor:ns-resize" }));
       const t = svg("text", { x: i * bw + bw / 2, y: H + 11, "font-size": 9, "text-anchor": "middle" });
       t.textContent = visibleText(P.labels[i]);

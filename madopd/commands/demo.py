@@ -35,4 +35,10 @@ def run(args: argparse.Namespace) -> int:
     except MadopdError as e:
         print(f"madopd demo: {e}", file=sys.stderr)
         return 2
+    runs = f"{args.out}/runs"
+    print(f"\nOpen the notebooks on this run: pip install 'madopd[notebooks]' && jupyter lab notebooks/\n"
+          f"  then in 04_failure_cases.ipynb set run_dir to a folder under {runs}/ (MAD-OPD rows have "
+          f"the debates), or in Python:\n"
+          f"  from madopd.runs import load_run; from madopd.widgets import FailureFinder\n"
+          f"  FailureFinder(list(load_run('{runs}/<run>').records))")
     return 0

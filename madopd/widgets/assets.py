@@ -21,7 +21,7 @@ from pathlib import Path
 
 STATIC = Path(__file__).parent / "static"
 SOURCES = Path(__file__).resolve().parents[2] / "widgets"  # only present in a source checkout
-SHARED = ("divmath.js", "common.js")
+SHARED = ("divmath.js", "common.js", "chart.js")
 ENTRIES = ("playground.js", "lens.js", "debate.js", "decomposition.js", "failures.js",
            "dashboard.js")
 FILES = SHARED + ENTRIES + ("madopd.css",)

@@ -13,7 +13,9 @@ import re
 from madopd.errors import ValueRangeError
 from madopd.types import StepRecord, Transcript
 from madopd.widgets import divmath
+from madopd.widgets.health import confidence_counts, missing_banner
 from madopd.widgets.style import (
+    banner_html,
     clip_max,
     esc,
     fmt,
@@ -58,7 +60,7 @@ def debate_payload(transcript: Transcript, *, record: StepRecord | None = None,
         "teacher_names": names, "colors": [teacher_color(k) for k in range(K)],
         "rounds": R, "cells": cells, "agree": agree, "tau": float(tau), "policy": policy,
         "final_confidences": transcript.final_confidences(), "reference": reference,
-        "student": None,
+        "student": None, "banner": missing_banner(confidence_counts([transcript]), policy),
     }
     if record is not None:
         b = 0 if sample is None else sample
@@ -153,7 +155,7 @@ def render_debate_html(payload: dict) -> str:
         '<div class="madopd-static madopd-debate" style="font:12px sans-serif">'
         f'<div>Debate board — state {esc(payload["state_id"])}, τ = {payload["tau"]:g}, '
         f'missing-tag policy {esc(payload["policy"])} (static render)</div>'
-        f"{teacher_legend_html(names)}{table}{student}</div>")
+        f"{banner_html(payload.get('banner'))}{teacher_legend_html(names)}{table}{student}</div>")
 
 
 ROUND_W = 40  # width of one round's confidence box in the PNG

@@ -105,6 +105,7 @@ class DivergenceLens(MadopdWidget):
     beta = traitlets.Float(0.5).tag(sync=True)
     teacher = traitlets.Int(0).tag(sync=True)
     selected_token = traitlets.Int(-1).tag(sync=True)
+    shared_scale = traitlets.Bool(True).tag(sync=True)  # one colour scale for every strip
 
     def __init__(self, record: StepRecord, sample: int = 0, *, beta: float = 0.5,
                  decode=None, **kw):
@@ -234,11 +235,14 @@ class LiveDashboard(MadopdWidget):
     _esm = assets.bundle("dashboard.js")
     paused = traitlets.Bool(False).tag(sync=True)
     stop_requested = traitlets.Bool(False).tag(sync=True)
+    paused_at = traitlets.Int(-1).tag(sync=True)  # the step the training thread waits after (-1: running)
 
     def __init__(self, teacher_names: Sequence[str] = (), *, every: int = 10,
                  probe: Callable[[int], tuple[list[str], list[float]]] | None = None,
-                 records: Sequence[StepRecord] = (), **kw):
-        self._data = dash.dashboard_payload(teacher_names, every=every, records=records)
+                 records: Sequence[StepRecord] = (), total_steps: int | None = None,
+                 policy: str = "uniform", **kw):
+        self._data = dash.dashboard_payload(teacher_names, every=every, records=records,
+                                            total_steps=total_steps, policy=policy)
         self.probe, self.every = probe, every
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -254,8 +258,11 @@ class LiveDashboard(MadopdWidget):
             dash.add_probe(self._data, record.step, tokens, values)
         self.payload = copy.deepcopy(self._data)  # a new object so the change is synced
         t0 = time.monotonic()
-        while self.paused and not self.stop_requested:
-            time.sleep(0.05)
+        if self.paused and not self.stop_requested:
+            self.paused_at = record.step  # the browser shows "paused after step N"
+            while self.paused and not self.stop_requested:
+                time.sleep(0.05)
+            self.paused_at = -1
         self.paused_seconds += time.monotonic() - t0
         return not self.stop_requested
 

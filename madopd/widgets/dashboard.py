@@ -7,9 +7,11 @@ of the step × token ribbon (a fixed probe completion re-scored every N steps).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from madopd.types import StepRecord
+from madopd.widgets.health import confidence_counts, merge_counts, missing_banner
 from madopd.widgets.style import (
     SEQUENTIAL,
     clip_max,
@@ -28,12 +30,14 @@ MAX_POINTS = 5000  # older points are dropped (counted in payload["dropped_point
 
 
 def dashboard_payload(teacher_names: Sequence[str] = (), *, every: int = 10,
-                      records: Sequence[StepRecord] = ()) -> dict:
+                      records: Sequence[StepRecord] = (), policy: str = "uniform",
+                      total_steps: int | None = None) -> dict:
     p = {"kind": "dashboard", "version": 1, "teacher_names": list(teacher_names),
          "colors": [teacher_color(k) for k in range(len(teacher_names))], "every": every,
          "steps": [], "loss": [], "quantiles": {str(q): [] for q in QUANTILES},
          "weights": [], "n_eff": [], "probe": {"tokens": [], "steps": [], "rows": []},
-         "dropped_points": 0}
+         "dropped_points": 0, "policy": policy, "confidence": {"turns": 0, "missing": 0},
+         "banner": None, "total_steps": total_steps, "times": []}
     for r in records:
         add_record(p, r)
     return p
@@ -51,6 +55,9 @@ def add_record(p: dict, record: StepRecord) -> dict:
     w = [sum(record.weights[b][k] for b in keep) / len(keep) if keep else None for k in range(K)]
     n_eff = [1.0 / sum(x * x for x in record.weights[b]) for b in keep
              if sum(x * x for x in record.weights[b]) > 0]
+    p["confidence"] = merge_counts(p.get("confidence", {}), confidence_counts(record.transcripts))
+    p["banner"] = missing_banner(p["confidence"], p.get("policy", "uniform"))
+    p.setdefault("times", []).append(round(time.time(), 3))  # wall clock: the ETA's rate
     p["steps"].append(record.step)
     p["loss"].append(round(float(record.loss), 6))
     for q in QUANTILES:
@@ -58,7 +65,7 @@ def add_record(p: dict, record: StepRecord) -> dict:
     p["weights"].append([None if x is None else round(x, 6) for x in w])
     p["n_eff"].append(round(sum(n_eff) / len(n_eff), 6) if n_eff else None)
     if len(p["steps"]) > MAX_POINTS:
-        for key in ("steps", "loss", "weights", "n_eff"):
+        for key in ("steps", "loss", "weights", "n_eff", "times"):
             p[key].pop(0)
         for q in p["quantiles"].values():
             q.pop(0)

@@ -30,7 +30,9 @@ from madopd.widgets.style import (
 )
 
 LENS_KINDS = ("fkl", "rkl", "jsd")
-LABELS = {"fkl": "FKL(p‖q)", "rkl": "RKL(q‖p)", "jsd": "JSD(β)", "recorded": "recorded D"}
+LABELS = {"fkl": "forward KL(p‖q), top-k", "rkl": "reverse KL(q‖p), top-k", "jsd": "JSD(β), top-k",
+          "recorded": "training loss D (recorded)"}
+LOW_COVERAGE = 0.9  # mean top-k coverage below this: the top-k strips are a flagged lower bound
 STATIC_MAX_TOKENS = 400  # static renders show at most this many tokens (the rest is counted)
 
 
@@ -157,6 +159,8 @@ def _strip(label: str, tokens: list[str], values: list, vmax: float, kind: str, 
             f'title="t={t} {esc(kind)}={fmt(v, 4)}" style="background:{bg};color:{text_color(bg)};'
             'font:12px/1.5 monospace;white-space:pre;padding:0 1px;margin:0 1px 1px 0;'
             f'border-radius:2px;display:inline-block">{token_html(tok)}</span>')
+        if tok.endswith("\n"):  # line break after newline tokens: code keeps its shape
+            spans.append('<span style="flex-basis:100%;height:0"></span>')
     return ('<div style="display:flex;gap:6px;align-items:flex-start;margin:2px 0">'
             f'<div style="width:130px;flex:none;text-align:right;font-size:11px">{label}</div>'
             f'<div style="display:flex;flex-wrap:wrap">{"".join(spans)}</div></div>')
@@ -173,7 +177,10 @@ def render_lens_html(payload: dict) -> str:
     series = {kind: [v for row in vals[kind] for v in row] for kind in LENS_KINDS} if vals else {}
     if rec:
         series["recorded"] = [v for row in rec for v in row]
+    shared = payload.get("shared_scale", True)
     vmax = {kind: clip_max(s) for kind, s in series.items()}
+    if shared and vmax:
+        vmax = dict.fromkeys(vmax, max(vmax.values()))
     blocks = []
     for k, name in enumerate(names):
         head = (f'<div style="font-weight:bold;margin-top:6px;border-left:4px solid '
@@ -185,19 +192,34 @@ def render_lens_html(payload: dict) -> str:
         if rec:
             strips.append(_strip(esc(LABELS["recorded"]), tokens,
                                  [row[k] for row in rec][:shown], vmax["recorded"], "recorded", k))
+        if vals:
+            cov = vals["coverage"][k]
+            mean = sum(cov) / len(cov) if cov else 1.0
+            badge = (f'<span class="madopd-badge-lb" style="background:#D55E00;color:#fff;'
+                     'border-radius:8px;padding:0 6px;font-size:10px" title="the top-k strips see only '
+                     'the candidates both sides know; they underestimate the dense divergence">lower '
+                     'bound</span> ' if mean < LOW_COVERAGE else "")
+            strips.append(f'<div style="font-size:11px;margin:2px 0 2px 136px">{badge}top-k covers '
+                          f'{100 * mean:.1f} % of the teacher\'s mass on average</div>')
+            strips.append(_strip("top-k coverage", tokens, cov[:shown], 1.0, "coverage", k))
         blocks.append(head + "".join(strips))
-    legends = "".join(legend_html(LABELS[kind].replace("β", f"β={beta:g}"), vmax[kind])
-                      for kind in series)
+    if shared and series:
+        legends = legend_html("D per token, every strip", max(vmax.values()))
+    else:
+        legends = "".join(legend_html(LABELS[kind].replace("β", f"β={beta:g}"), vmax[kind])
+                          for kind in series)
+    if vals:
+        legends += legend_html("top-k coverage", 1.0)
     note = (f'<div style="color:#a00">showing {shown} of {T} tokens ({T - shown} not shown)</div>'
             if shown < T else "")
     if not vals:
         note += ('<div style="color:#a00">no top-k cached in this record: only the recorded '
                  "divergence is shown</div>")
     return (
-        '<div class="madopd-static madopd-lens" style="font:12px sans-serif">'
+        '<div class="madopd-static madopd-lens" style="font:12px sans-serif;color:var(--jp-ui-font-color1, #222)">'
         f'<div>Divergence lens — step {esc(payload["step"])}, state {esc(payload["state_id"])} '
         "(static render; values on the shared top-k support + rest bucket)</div>"
-        f'<div style="color:#555;white-space:pre-wrap;max-height:60px;overflow:auto">prompt: '
+        f'<div style="color:var(--jp-ui-font-color2, #555);white-space:pre-wrap;max-height:60px;overflow:auto">prompt: '
         f'{esc(payload["prompt"])}</div>'
         f"{teacher_legend_html(names)}{legends}{note}{''.join(blocks)}</div>")
 

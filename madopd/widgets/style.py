@@ -199,3 +199,18 @@ def teacher_legend_html(names: Sequence[str]) -> str:
         for k, n in enumerate(names)
     )
     return f'<div style="font:11px sans-serif;margin:4px 0">{items}</div>'
+
+
+# JupyterLab theme variables with light fallbacks: readable in the dark theme and outside Lab.
+FG = "var(--jp-ui-font-color1, #222)"
+FG_MUTED = "var(--jp-ui-font-color2, #555)"
+BORDER = "var(--jp-border-color2, #ddd)"
+
+
+def banner_html(text: str | None) -> str:
+    """A warning strip (e.g. "most confidences are missing, weights are uniform"); '' for None."""
+    if not text:
+        return ""
+    return ('<div class="madopd-banner" role="alert" style="border-left:4px solid #D55E00;'
+            'background:var(--jp-warn-color3, #fdebd0);color:var(--jp-ui-font-color0, #111);'
+            f'padding:4px 8px;margin:4px 0;font:12px sans-serif">⚠ {esc(text)}</div>')

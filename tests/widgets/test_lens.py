@@ -74,12 +74,12 @@ def test_js_recomputes_beta_like_python(rec):
 
 
 def test_static_render_span_counts_and_colours(rec):
-    p = lens_payload(rec, 0, decode=_decode)
+    p = dict(lens_payload(rec, 0, decode=_decode), shared_scale=False)  # one scale per strip
     html = render_lens_html(p)
     T, K = len(p["tokens"]), len(EXAMPLE_TEACHERS)
     spans = re.findall(r'<span class="madopd-tok" data-kind="(\w+)" data-teacher="(\d)" '
                        r'data-t="(\d+)"[^>]*style="background:(#[0-9a-f]{6})', html)
-    assert len(spans) == K * (len(LENS_KINDS) + 1) * T
+    assert len(spans) == K * (len(LENS_KINDS) + 2) * T  # + recorded + top-k coverage
     vmax = clip_max([v for row in p["values"]["jsd"] for v in row])
     for kind, k, t, bg in spans:
         if kind == "jsd":
@@ -125,3 +125,29 @@ def test_buckets_use_the_payload_numbers(rec):
     c = p["cand"][3]
     _, pp, qq = divmath.buckets(c["s"], c["t"][2])
     assert divmath.divergences(pp, qq, 0.5)["jsd"] == pytest.approx(p["values"]["jsd"][2][3], abs=1e-6)
+
+
+def test_shared_scale_and_coverage_badge(rec):
+    p = lens_payload(rec, 0, decode=_decode)  # shared scale is the default
+    html = render_lens_html(p)
+    spans = re.findall(r'<span class="madopd-tok" data-kind="(\w+)" data-teacher="(\d)" '
+                       r'data-t="(\d+)"[^>]*style="background:(#[0-9a-f]{6})', html)
+    series = [v for kind in LENS_KINDS for row in p["values"][kind] for v in row]
+    top = max([clip_max([v for row in p["values"][kind] for v in row]) for kind in LENS_KINDS]
+              + [clip_max([v for row in p["recorded"] for v in row])])
+    for kind, k, t, bg in spans:
+        if kind in LENS_KINDS:
+            assert bg == seq_color(p["values"][kind][int(k)][int(t)], top)
+    assert series and html.count("D per token, every strip") == 1  # one legend for the strips
+    cov = [sum(r) / len(r) for r in p["values"]["coverage"]]
+    assert html.count(">lower bound</span>") == sum(c < 0.9 for c in cov)
+    assert "top-k covers" in html
+
+
+def test_newline_tokens_break_the_strip(rec):
+    import dataclasses
+
+    toks = [list(r) for r in rec.response_tokens]
+    toks[0][1] = "x\n"
+    p = lens_payload(dataclasses.replace(rec, response_tokens=toks), 0, decode=_decode)
+    assert 'flex-basis:100%' in render_lens_html(p)
