@@ -195,7 +195,7 @@ def render_lens_html(payload: dict) -> str:
         if vals:
             cov = vals["coverage"][k]
             mean = sum(cov) / len(cov) if cov else 1.0
-            badge = (f'<span class="madopd-badge-lb" style="background:#D55E00;color:#fff;'
+            badge = ('<span class="madopd-badge-lb" style="background:#D55E00;color:#fff;'
                      'border-radius:8px;padding:0 6px;font-size:10px" title="the top-k strips see only '
                      'the candidates both sides know; they underestimate the dense divergence">lower '
                      'bound</span> ' if mean < LOW_COVERAGE else "")
