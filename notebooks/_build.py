@@ -292,7 +292,8 @@ from madopd.widgets import DebateBoard, FailureFinder
 
 records = list(run.records)
 board = DebateBoard(record=records[0], sample=0)
-finder = FailureFinder(records, board=board)
+refs = {s.id: s.reference for s in tools_task.train_states()}  # shown beside the student's answer
+finder = FailureFinder(records, board=board, references=refs)
 finder
 """),
     code("board"),

@@ -118,13 +118,13 @@ export function tokenSpan(tok, attrs = {}) {
   return span;
 }
 
-export function legend(title, vmax, signed = false) {
+export function legend(title, vmax, signed = false, suffix = null) {
   const stops = signed ? DIVERGING : SEQUENTIAL;
   return h("div", { class: "madopd-legend" },
     h("span", {}, title),
     h("span", {}, signed ? "−" + fmt(vmax) : "0"),
     h("span", { class: "madopd-bar", style: { background: `linear-gradient(to right,${stops.join(",")})` } }),
-    h("span", {}, fmt(vmax) + (signed ? "" : " (p99 clip)")));
+    h("span", {}, fmt(vmax) + (suffix !== null ? suffix : signed ? "" : " (p99 clip)")));
 }
 
 export function teacherLegend(names) {

@@ -9,7 +9,7 @@ import { lineChart } from "./chart.js";
 
 export const LOSS_COLOR = "#0072B2";
 export const NEFF_COLOR = "#CC79A7";
-export const QUANTILE_COLORS = ["#7fcdbb", "#1d91c0", "#253494", "#D55E00"];
+export const QUANTILE_COLORS = ["#7fcdbb", "#41b6c4", "#1d91c0", "#D55E00"];  // readable on dark too
 
 // Seconds left from the wall-clock times of the recorded steps (null until two are known).
 export function eta(times, steps, total) {
@@ -77,7 +77,7 @@ function render({ model, el }) {
     const pr = P.probe;
     if (pr.rows.length) {
       const vm = quantile(pr.rows.flat(), 0.99);
-      const grid = h("div", { class: "madopd-ribbon", style: { display: "grid", gridTemplateColumns: `50px repeat(${pr.tokens.length}, 16px)`, gap: "1px" } });
+      const grid = h("div", { class: "madopd-ribbon", style: { display: "grid", gridTemplateColumns: `50px repeat(${pr.tokens.length}, minmax(16px, max-content))`, gap: "1px" } });
       grid.append(h("div", { class: "madopd-small" }, "step"), ...pr.tokens.map((t) => tokenSpan(t, { style: { fontSize: "9px" } })));
       pr.rows.forEach((row, i) => {
         grid.append(h("div", { class: "madopd-small" }, String(pr.steps[i])));

@@ -1,7 +1,8 @@
 // Per-token loss decomposition by teacher: stacked bars c_k(t) = w_k(t) D_k(t) in teacher colours,
 // a toggle for the equal-weights counterfactual, and the signed difference on a diverging scale.
 import { quantile } from "./divmath.js";
-import { h, fmt, divColor, textColor, tokenSpan, legend, teacherLegend } from "./common.js";
+import { h, fmt, divColor, textColor, tokenSpan, tokenSegments, legend, teacherLegend } from "./common.js";
+import { niceTicks } from "./chart.js";
 
 const SVGNS = "http://www.w3.org/2000/svg";
 function svg(tag, attrs = {}) {
@@ -18,17 +19,22 @@ export function stacks(P, equal) {
 
 function render({ model, el }) {
   const P = model.get("payload");
-  const T = P.tokens.length, K = P.teacher_names.length, BW = 16, H = 100;
+  const T = P.tokens.length, K = P.teacher_names.length, H = 110, AX = 44, PAD = 6;
+  // one column per token, wide enough for its label (≈ 7 px per character, 18-84 px)
+  const label = (tok) => tokenSegments(tok).map(([t]) => t).join("");
+  const widths = P.tokens.map((tok) => Math.max(18, Math.min(84, 7 * [...label(tok)].length + 6)));
+  const xs = widths.reduce((acc, w, i) => { acc.push(i ? acc[i - 1] + widths[i - 1] : AX); return acc; }, []);
+  const plotW = AX + widths.reduce((a, b) => a + b, 0);
   let equal = false, sel = -1;
   const root = h("div", { class: "madopd madopd-decomposition" });
   el.append(root);
-  const chart = svg("svg", { width: T * BW, height: H, class: "madopd-chart" });
-  const strip = h("div", { class: "madopd-strip-toks", style: { flexWrap: "nowrap" } });
+  const chart = svg("svg", { width: plotW, height: H + PAD, class: "madopd-chart" });
+  const strip = h("div", { class: "madopd-strip-toks", style: { flexWrap: "nowrap", marginLeft: `${AX}px` } });
   const info = h("div", { class: "madopd-detail" }, "Click a bar for its per-teacher numbers.");
   const toggle = h("input", { type: "checkbox", class: "madopd-equal" });
   toggle.addEventListener("change", () => { equal = toggle.checked; draw(); });
   const sumBox = h("span", { class: "madopd-small" });
-  const vabs = quantile(P.diff.map(Math.abs), 0.99);
+  const vabs = P.diff_scale ?? quantile(P.diff.map(Math.abs), 0.99);
   root.append(h("div", { class: "madopd-small" }, `step ${P.step} · state `, String(P.state_id)),
     teacherLegend(P.teacher_names),
     h("div", { class: "madopd-controls" }, h("label", {}, toggle, " what if equal weights (1/K)"), sumBox),
@@ -38,12 +44,24 @@ function render({ model, el }) {
 
   function draw() {
     chart.replaceChildren();
+    for (const v of niceTicks(0, top, 4)) {  // y axis: loss per token
+      if (v > top * 1.0001) continue;
+      const y = PAD + H - (H * v) / top;
+      chart.append(svg("line", { x1: AX - 4, x2: plotW, y1: y, y2: y, class: "madopd-grid-line" }));
+      const t = svg("text", { x: AX - 6, y: y + 3, "text-anchor": "end", class: "madopd-axis-text madopd-ytick" });
+      t.textContent = fmt(v, 3);
+      chart.append(t);
+    }
+    chart.append(svg("line", { x1: AX, x2: AX, y1: PAD, y2: PAD + H, class: "madopd-axis-line" }));
+    const yl = svg("text", { x: 2, y: PAD + 8, class: "madopd-axis-text" });
+    yl.textContent = "w·D";
+    chart.append(yl);
     stacks(P, equal).forEach((row, t) => {
-      let y = H;
+      let y = PAD + H;
       row.forEach((c, k) => {
         const hh = (H * c) / top;
         y -= hh;
-        const r = svg("rect", { x: t * BW + 1, y, width: BW - 2, height: hh, fill: P.colors[k],
+        const r = svg("rect", { x: xs[t] + 1, y, width: widths[t] - 2, height: hh, fill: P.colors[k],
           class: "madopd-seg", "data-t": t, "data-teacher": k });
         r.addEventListener("click", () => { sel = t; drawInfo(); });
         chart.append(r);
@@ -52,7 +70,7 @@ function render({ model, el }) {
     strip.replaceChildren(...P.tokens.map((tok, t) => {
       const bg = divColor(P.diff[t], vabs);
       const s = tokenSpan(tok, { "data-t": t, title: `t=${t} actual−equal=${fmt(P.diff[t], 4)}` });
-      Object.assign(s.style, { background: bg, color: textColor(bg), width: `${BW - 2}px`, overflow: "hidden" });
+      Object.assign(s.style, { background: bg, color: textColor(bg), width: `${widths[t] - 1}px`, boxSizing: "border-box", margin: "0 1px 0 0", overflow: "hidden", textAlign: "center" });
       s.addEventListener("click", () => { sel = t; drawInfo(); });
       return s;
     }));

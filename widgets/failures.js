@@ -26,6 +26,9 @@ function render({ model, el }) {
   const st = { sortBy: "loss", desc: true, text: "", onlyWrong: false, onlyMissing: false, onlyConfWrong: false };
   const vmax = {};
   for (const c of P.numeric) vmax[c] = quantile(P.rows.map((r) => r[c]), 0.99);
+  const constant = new Set(P.constant || []);
+  const label = (c) => (P.labels && P.labels[c]) || c;
+  let current = [];
   const root = h("div", { class: "madopd madopd-failures" });
   el.append(root);
   const search = h("input", { type: "search", placeholder: "filter state / family / response", class: "madopd-filter" });
@@ -37,24 +40,59 @@ function render({ model, el }) {
   };
   const count = h("span", { class: "madopd-small madopd-count" });
   const table = h("table", { class: "madopd-table" });
+  const scroller = h("div", { class: "madopd-finder-scroll", tabindex: 0, title: "↑/↓ move the selection",
+    style: { maxHeight: "360px", overflow: "auto" } }, table);
+  const detail = h("div", { class: "madopd-detail madopd-finder-detail" }, "Click a row (or focus the table and use ↑/↓) to compare the answers.");
   root.append(h("div", { class: "madopd-controls" }, search, box("incorrect", "onlyWrong"),
-    box("missing tags", "onlyMissing"), box("confident & wrong", "onlyConfWrong"), count),
-  h("div", { style: { maxHeight: "360px", overflow: "auto" } }, table));
+    box("missing tags", "onlyMissing"), box("confident & wrong", "onlyConfWrong"), count), scroller, detail);
+  function choose(r) {
+    model.set("selected", { step: r.step, sample: r.sample });
+    model.save_changes();
+    draw();
+  }
+  scroller.addEventListener("keydown", (ev) => {
+    if (ev.key !== "ArrowDown" && ev.key !== "ArrowUp") return;
+    ev.preventDefault();
+    const sel = model.get("selected") || {};
+    const i = current.findIndex((r) => r.step === sel.step && r.sample === sel.sample);
+    const j = Math.max(0, Math.min(current.length - 1, i < 0 ? 0 : i + (ev.key === "ArrowDown" ? 1 : -1)));
+    if (current[j]) choose(current[j]);
+  });
+  function drawDetail(r) {
+    if (!r) return;
+    const names = P.teacher_names || [];
+    detail.replaceChildren(h("div", {}, h("b", {}, `step ${r.step}, sample ${r.sample}`), " · state ", String(r.state_id)),
+      h("table", { class: "madopd-table" },
+        h("tr", {}, h("th", {}, "who"), h("th", {}, "answer"), h("th", {}, "confidence")),
+        h("tr", {}, h("td", { class: "madopd-text" }, "student"), h("td", { class: "madopd-text" }, String(r.response)),
+          h("td", {}, r.correct === null || r.correct === undefined ? "–" : r.correct ? "✓ correct" : "✗ wrong")),
+        ...(r.answers || []).map((a, k) => h("tr", {}, h("td", { class: "madopd-text" }, names[k] ?? `teacher ${k}`),
+          h("td", { class: "madopd-text" }, String(a)), h("td", {}, fmt((r.confidences || [])[k], 0)))),
+        h("tr", {}, h("td", { class: "madopd-text" }, "reference"),
+          h("td", { class: "madopd-text" }, r.reference === null || r.reference === undefined ? "– (not given)" : String(r.reference)), h("td", {}, ""))));
+  }
 
   function draw() {
     const rows = viewRows(P.rows, st);
     const sel = model.get("selected") || {};
     count.textContent = `${rows.length} of ${P.rows.length} samples` + (P.skipped_samples ? ` (${P.skipped_samples} skipped samples excluded)` : "");
-    const head = h("tr", {}, P.columns.map((c) => h("th", { "data-col": c, onclick: () => {
+    current = rows;
+    const head = h("tr", {}, P.columns.map((c) => h("th", { "data-col": c, title: (P.tips && P.tips[c]) || c, onclick: () => {
       st.desc = st.sortBy === c ? !st.desc : true; st.sortBy = c; draw();
-    } }, c + (st.sortBy === c ? (st.desc ? " ▼" : " ▲") : ""))));
+    } }, label(c) + (st.sortBy === c ? (st.desc ? " ▼" : " ▲") : ""))));
     const body = h("tbody", {});
     for (const r of rows) {
       const tr = h("tr", { class: "madopd-row" + (sel.step === r.step && sel.sample === r.sample ? " madopd-sel" : ""),
         "data-step": r.step, "data-sample": r.sample });
       for (const c of P.columns) {
         const v = r[c];
-        if (P.numeric.includes(c) && v !== null && v !== undefined) {
+        if (c === "correct") {
+          tr.append(h("td", { "data-col": c, class: v === 0 ? "madopd-wrong" : "" }, v === null || v === undefined ? "–" : v ? "✓" : "✗"));
+        } else if (c === "conf_wrong") {
+          tr.append(h("td", { "data-col": c }, v ? "⚠ yes" : ""));
+        } else if (P.numeric.includes(c) && v !== null && v !== undefined && constant.has(c)) {
+          tr.append(h("td", { "data-col": c, title: "the same in every row: not shaded" }, fmt(v)));
+        } else if (P.numeric.includes(c) && v !== null && v !== undefined) {
           const bg = seqColor(v, vmax[c]);
           tr.append(h("td", { "data-col": c, style: { background: bg, color: textColor(bg) } }, fmt(v)));
         } else if (c === "response") {
@@ -64,14 +102,14 @@ function render({ model, el }) {
           tr.append(h("td", { "data-col": c }, v === null || v === undefined ? "–" : String(v)));
         }
       }
-      tr.addEventListener("click", () => {
-        model.set("selected", { step: r.step, sample: r.sample });
-        model.save_changes();
-        draw();
-      });
+      tr.addEventListener("click", () => choose(r));
       body.append(tr);
     }
     table.replaceChildren(h("thead", {}, head), body);
+    const chosen = P.rows.find((r) => sel.step === r.step && sel.sample === r.sample);
+    drawDetail(chosen);
+    const selRow = body.querySelector("tr.madopd-sel");
+    if (selRow && selRow.scrollIntoView) selRow.scrollIntoView({ block: "nearest" });
   }
   model.on("change:selected", draw);
   draw();

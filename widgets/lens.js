@@ -105,7 +105,7 @@ function render({ model, el }) {
       const s = isCov ? vals.coverage[teacher] : series(kind), vm = isCov ? 1 : vmaxOf(kind);
       const label = isCov ? "top-k coverage (teacher mass)" : kind === "jsd" ? `JSD(β=${fmt(beta, 2)}), top-k` : LABELS[kind];
       if (!shared && !isCov) legends.append(legend(label, vm));
-      if (isCov) legends.append(legend("top-k coverage", 1));
+      if (isCov) legends.append(legend("top-k coverage", 1, false, " (all the mass)"));
       const row = h("div", { class: "madopd-strip-toks" });
       for (let t = start; t < Math.min(T, start + win); t++) {
         const bg = seqColor(s[t], vm);

@@ -64,6 +64,12 @@ class MadopdWidget(anywidget.AnyWidget):
         data, meta = out if isinstance(out, tuple) else (out, {})
         data = dict(data)
         data["text/html"] = self.static_html()
+        try:  # JupyterLab keeps image/png in untrusted notebooks (the HTML's SVG is sanitised away)
+            import base64
+
+            data["image/png"] = base64.b64encode(self.to_png()).decode("ascii")
+        except NotImplementedError:
+            pass
         return data, meta
 
 
@@ -193,9 +199,9 @@ class FailureFinder(MadopdWidget):
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(self, records: Sequence[StepRecord], *, board: DebateBoard | None = None,
-                 **kw):
+                 references: dict | None = None, **kw):
         self.records = list(records)
-        super().__init__(payload=failures_payload(self.records), **kw)
+        super().__init__(payload=failures_payload(self.records, references), **kw)
         self.board = board
         self.observe(self._on_select, names="selected")
 

@@ -14,6 +14,7 @@ from madopd.types import StepRecord
 from madopd.widgets.health import confidence_counts, merge_counts, missing_banner
 from madopd.widgets.style import (
     SEQUENTIAL,
+    banner_html,
     clip_max,
     esc,
     fmt,
@@ -86,38 +87,84 @@ def add_probe(p: dict, step: int, tokens: Sequence[str], values: Sequence[float]
 
 
 # ------------------------------------------------------------------------ static render
-def _line_svg(title: str, xs: list, series: list[tuple[str, list, str]], w=280, h=110) -> str:
+def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
+    """1-2-5 ticks covering [lo, hi] (about ``n``). Same steps as chart.js:niceTicks."""
+    import math
+
+    if not hi > lo:
+        d = abs(lo) * 0.1 if lo else 1.0
+        lo, hi = lo - d, hi + d
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    out, v = [], math.ceil(lo / step - 1e-9) * step
+    while v <= hi + step * 1e-9:
+        out.append(0.0 if abs(v) < step * 1e-9 else v)
+        v += step
+    return out
+
+
+LOSS_COLOR, NEFF_COLOR = "#0072B2", "#CC79A7"
+QUANTILE_COLORS = ("#7fcdbb", "#41b6c4", "#1d91c0", "#D55E00")
+_TXT = 'style="fill:var(--jp-ui-font-color1, #222)" font-size="10"'
+
+
+def _line_svg(title: str, xs: list, series: list[tuple[str, list, str]], w=300, h=150) -> str:
+    """A chart: title row (outside the plot) with each series' last value, then an SVG with
+    axes, ticks, a y range fitted to the data (±5 %), one polyline per series."""
+    def last(ys):
+        return next((v for v in reversed(ys) if v is not None), None)
+
+    chips = "".join(f'<span style="display:inline-flex;align-items:center;gap:3px;margin-left:8px">'
+                    f'<span style="display:inline-block;width:10px;height:10px;background:{c}"></span>'
+                    f"{esc(n)} {esc(fmt(last(ys), 4))}</span>" for n, ys, c in series)
+    head = f'<div style="font-size:11px;max-width:{w}px"><b>{esc(title)}</b>{chips}</div>'
     pts_all = [v for _, ys, _ in series for v in ys if v is not None]
     if not xs or not pts_all:
-        return f'<div style="font-size:11px">{esc(title)}: no data yet</div>'
+        return f'<div>{head}<div style="font-size:11px">no data yet</div></div>'
+    L, R, T, B = 46, 8, 6, 24
+    pw, ph = w - L - R, h - T - B
     x0, x1 = min(xs), max(xs)
-    y0, y1 = min(0.0, min(pts_all)), max(pts_all) or 1.0
-    sx = lambda x: 4 + (w - 8) * ((x - x0) / (x1 - x0) if x1 > x0 else 0.5)
-    sy = lambda y: h - 14 - (h - 26) * ((y - y0) / (y1 - y0) if y1 > y0 else 0.5)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-           'style="border:1px solid #eee;display:block">'
-           f'<text x="4" y="11" font-size="10">{esc(title)} (max {esc(fmt(y1))})</text>']
+    lo, hi = min(pts_all), max(pts_all)
+    pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-3)
+    y0, y1 = lo - pad, hi + pad
+    sx = lambda x: L + pw * ((x - x0) / (x1 - x0) if x1 > x0 else 0.5)
+    sy = lambda y: T + ph * (1 - (y - y0) / (y1 - y0))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" style="display:block">']
+    for v in nice_ticks(y0, y1, 4):
+        y = sy(v)
+        if T - 0.5 <= y <= T + ph + 0.5:
+            out.append(f'<line x1="{L}" x2="{L + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#8884" />'
+                       f'<text x="{L - 4}" y="{y + 3:.1f}" text-anchor="end" {_TXT}>'
+                       f"{fmt(v, 0 if abs(v) >= 10 else 3)}</text>")
+    for v in nice_ticks(x0, x1 if x1 > x0 else x0 + 1, 5):
+        if x0 <= v <= x1 and v == int(v):
+            out.append(f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="{T + ph}" y2="{T + ph + 4}" '
+                       f'stroke="#888" /><text x="{sx(v):.1f}" y="{T + ph + 14}" '
+                       f'text-anchor="middle" {_TXT}>{int(v)}</text>')
+    out.append(f'<line x1="{L}" x2="{L}" y1="{T}" y2="{T + ph}" stroke="#888" />'
+               f'<line x1="{L}" x2="{L + pw}" y1="{T + ph}" y2="{T + ph}" stroke="#888" />'
+               f'<text x="{L + pw}" y="{h - 1}" text-anchor="end" {_TXT}>step</text>')
     for name, ys, color in series:
         pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys) if y is not None)
-        out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5">'
+        out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.8">'
                    f"<title>{esc(name)}</title></polyline>")
-    out.append(f'<text x="4" y="{h - 2}" font-size="9">step {x0}</text>'
-               f'<text x="{w - 4}" y="{h - 2}" font-size="9" text-anchor="end">{x1}</text></svg>')
-    return "".join(out)
+    out.append("</svg>")
+    return f'<div>{head}{"".join(out)}</div>'
 
 
 def render_dashboard_html(p: dict) -> str:
     names = p["teacher_names"]
     xs = p["steps"]
-    qs = [(f"p{int(float(q) * 100)}", v, SEQUENTIAL[2 + i * 2])
+    qs = [(f"p{round(float(q) * 100)}", v, QUANTILE_COLORS[i % 4])
           for i, (q, v) in enumerate(p["quantiles"].items())]
     wser = [(n, [None if row[k] is None else row[k] for row in p["weights"]], teacher_color(k))
             for k, n in enumerate(names)]
     charts = [
-        _line_svg("loss", xs, [("loss", p["loss"], "#000000")]),
-        _line_svg("divergence quantiles p10/p50/p90/p99", xs, qs),
+        _line_svg("loss", xs, [("loss", p["loss"], LOSS_COLOR)]),
+        _line_svg("per-token D(p_k‖q) quantiles", xs, qs),
         _line_svg("teacher weights (batch mean)", xs, wser),
-        _line_svg("effective number of teachers", xs, [("n_eff", p["n_eff"], "#CC79A7")]),
+        _line_svg("effective number of teachers", xs, [("n_eff", p["n_eff"], NEFF_COLOR)]),
     ]
     ribbon = ""
     pr = p["probe"]
@@ -135,10 +182,13 @@ def render_dashboard_html(p: dict) -> str:
                   f'{legend_html("probe D", vmax)}<table class="madopd-ribbon" '
                   f'style="border-collapse:collapse"><tr><th></th>{toks}</tr>{"".join(cells)}</table>')
     dropped = f", {p['dropped_points']} older points dropped" if p["dropped_points"] else ""
-    return ('<div class="madopd-static madopd-dashboard" style="font:12px sans-serif">'
-            f"<div>Training dashboard (static render): {len(xs)} steps{dropped}</div>"
-            f"{teacher_legend_html(names)}"
-            f'<div style="display:flex;flex-wrap:wrap;gap:6px">{"".join(charts)}</div>{ribbon}</div>')
+    total = p.get("total_steps")
+    prog = f" of {total}" if total else ""
+    return ('<div class="madopd-static madopd-dashboard" style="font:12px sans-serif;'
+            'color:var(--jp-ui-font-color1, #222)">'
+            f"<div>Training dashboard (static render): {len(xs)} steps{prog}{dropped}</div>"
+            f"{banner_html(p.get('banner'))}{teacher_legend_html(names)}"
+            f'<div style="display:flex;flex-wrap:wrap;gap:10px">{"".join(charts)}</div>{ribbon}</div>')
 
 
 PNG_CHART_W, PNG_CHART_H = 280, 110
@@ -177,7 +227,7 @@ def render_dashboard_png(p: dict) -> bytes:
     names, xs = p["teacher_names"], p["steps"]
     qs = [(f"p{q}", v, SEQUENTIAL[2 + i * 2]) for i, (q, v) in enumerate(p["quantiles"].items())]
     wser = [(n, [row[k] for row in p["weights"]], teacher_color(k)) for k, n in enumerate(names)]
-    charts = [[("loss", p["loss"], "#000000")], qs, wser, [("n_eff", p["n_eff"], "#CC79A7")]]
+    charts = [[("loss", p["loss"], LOSS_COLOR)], qs, wser, [("n_eff", p["n_eff"], NEFF_COLOR)]]
     rows = p["probe"]["rows"]
     n_tok = max([len(r) for r in rows] + [0])
     y_rib = png.MARGIN + 2 * (PNG_CHART_H + png.MARGIN)

@@ -24,6 +24,15 @@ from madopd.widgets.style import (
     token_html,
 )
 
+NOISE_FLOOR = 1e-3  # the diverging scale spans at least 0.1 % of the largest token loss
+
+
+def diff_scale(payload: dict) -> float:
+    """Half-width of the actual − equal scale: p99 of |diff|, but never below NOISE_FLOOR × the
+    largest token loss, so ±1e-6 float noise stays white instead of fully saturated."""
+    top = max([abs(x) for x in payload["total"]] + [abs(x) for x in payload["equal"]] + [0.0])
+    return max(clip_abs(payload["diff"]), NOISE_FLOOR * top, 1e-12)
+
 
 def decomposition_payload(record: StepRecord, sample: int = 0) -> dict:
     if not 0 <= sample < len(record.responses):
@@ -38,7 +47,7 @@ def decomposition_payload(record: StepRecord, sample: int = 0) -> dict:
     contrib = [[round(wt[k] * dt[k], 6) for k in range(K)] for wt, dt in zip(w, div)]
     equal = [round(sum(dt) / K, 6) for dt in div]
     total = [round(sum(c), 6) for c in contrib]
-    return {
+    payload = {
         "kind": "decomposition", "version": 1, "step": record.step,
         "state_id": record.state_ids[b] if b < len(record.state_ids) else str(b),
         "teacher_names": list(record.teacher_names),
@@ -51,6 +60,8 @@ def decomposition_payload(record: StepRecord, sample: int = 0) -> dict:
         "recorded_loss": [round(x, 6) for x in record.per_token_loss[b]],
         "per_token_weights": record.token_weights is not None,
     }
+    payload["diff_scale"] = diff_scale(payload)
+    return payload
 
 
 def _bars_svg(contrib: list[list[float]], top: float, width_per: int = 14, height: int = 90) -> str:
@@ -74,7 +85,7 @@ def render_decomposition_html(payload: dict, *, max_tokens: int = 300) -> str:
     T = min(len(payload["tokens"]), max_tokens)
     contrib = payload["contrib"][:T]
     top = max([sum(r) for r in contrib] + payload["equal"][:T] + [1e-12])
-    vabs = clip_abs(payload["diff"])
+    vabs = payload.get("diff_scale") or diff_scale(payload)
     diff_spans = "".join(
         f'<span class="madopd-tok" data-t="{t}" title="t={t} actual−equal={fmt(d, 4)}" '
         f'style="background:{div_color(d, vabs)};color:{text_color(div_color(d, vabs))};'
@@ -105,7 +116,7 @@ def render_decomposition_png(payload: dict, *, max_tokens: int = 300, bars_h: in
     K = len(payload["teacher_names"])
     contrib = payload["contrib"][:T]  # [T][K]
     cmax = clip_max([v for row in payload["contrib"] for v in row])
-    vabs = clip_abs(payload["diff"])
+    vabs = payload.get("diff_scale") or diff_scale(payload)
     top = max([sum(r) for r in contrib] + payload["equal"][:T] + [1e-12])
     x0 = png.MARGIN + png.BAR_W + png.BAR_GAP
     pitch = png.CELL_W + png.GAP

@@ -25,6 +25,32 @@ from madopd.widgets.style import clip_max, esc, fmt, seq_color, text_color
 COLUMNS = ("step", "sample", "state_id", "family", "loss", "div_mean", "div_spread", "disagree",
            "w_entropy", "max_conf", "correct", "missing", "conf_wrong", "response")
 NUMERIC = ("loss", "div_mean", "div_spread", "disagree", "w_entropy", "max_conf")
+# Readable headers and their tooltips (the JS front end uses the same, from the payload).
+LABELS = {"step": "step", "sample": "sample", "state_id": "state", "family": "family",
+          "loss": "loss", "div_mean": "mean D", "div_spread": "teacher spread",
+          "disagree": "answers differ", "w_entropy": "weight entropy", "max_conf": "top confidence",
+          "correct": "correct", "missing": "missing tags", "conf_wrong": "confident & wrong",
+          "response": "student answer"}
+TIPS = {"loss": "mean per-token loss of the sample",
+        "div_mean": "mean over tokens and teachers of D(p_k‖q)",
+        "div_spread": "mean over tokens of max_k D_k − min_k D_k: how much the teachers disagree per token",
+        "disagree": "share of teachers whose final answer differs from the majority's",
+        "w_entropy": "entropy of the teacher weights (log K = uniform)",
+        "max_conf": "highest final-round confidence (– if every tag is missing)",
+        "correct": "verifier: ✓ correct, ✗ wrong, – unknown",
+        "missing": "confidence tags missing in the final round",
+        "conf_wrong": "top confidence ≥ 80 and the answer is wrong",
+        "response": "the student's sampled answer (hover for the full text)"}
+
+
+def constant_columns(rows: list[dict]) -> list[str]:
+    """Numeric columns whose value is the same in every row: not shaded (no false contrast)."""
+    out = []
+    for c in NUMERIC:
+        vals = {round(r[c], 9) for r in rows if r[c] is not None}
+        if len(vals) <= 1:
+            out.append(c)
+    return out
 PREVIEW_CHARS = 160
 
 
@@ -59,17 +85,26 @@ def sample_row(record: StepRecord, b: int) -> dict:
         "max_conf": max_conf, "correct": correct,
         "missing": sum(c is None for c in conf),
         "conf_wrong": bool(max_conf is not None and max_conf >= 80 and correct == 0),
+        "answers": [m.answer[:PREVIEW_CHARS] for m in tr.messages if m.round == tr.rounds]
+        if tr is not None and tr.rounds else [],
+        "confidences": conf,
+        "reference": None,
         "response": record.responses[b][:PREVIEW_CHARS],
         "truncated": len(record.responses[b]) > PREVIEW_CHARS,
     }
 
 
-def failures_payload(records: Sequence[StepRecord]) -> dict:
+def failures_payload(records: Sequence[StepRecord], references: dict | None = None) -> dict:
+    """``references``: optional {state_id: reference answer}, shown beside the student's."""
     rows = [sample_row(r, b) for r in records for b in range(len(r.responses))
             if not (b < len(r.skipped) and r.skipped[b])]
+    for row in rows:
+        ref = (references or {}).get(row["state_id"])
+        row["reference"] = None if ref is None else str(ref)[:PREVIEW_CHARS]
     skipped = sum(sum(bool(s) for s in r.skipped) for r in records)
     return {"kind": "failures", "version": 1, "columns": list(COLUMNS), "numeric": list(NUMERIC),
-            "rows": rows, "skipped_samples": skipped,
+            "rows": rows, "skipped_samples": skipped, "labels": LABELS, "tips": TIPS,
+            "constant": constant_columns(rows),
             "teacher_names": list(records[0].teacher_names) if records else []}
 
 
@@ -77,15 +112,24 @@ def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int 
     """The table sorted by ``sort_by`` (descending), numeric cells shaded per column (p99 clip)."""
     rows = sorted(payload["rows"], key=lambda r: (r[sort_by] is None, -(r[sort_by] or 0)))
     vmax = {c: clip_max([r[c] for r in payload["rows"]]) for c in NUMERIC}
-    head = "".join(f'<th style="border:1px solid #ddd;padding:2px 4px;background:#f4f4f4">'
-                   f"{esc(c)}</th>" for c in COLUMNS)
+    const = set(constant_columns(payload["rows"]))
+    head = "".join(f'<th title="{esc(TIPS.get(c, ""))}" style="border:1px solid #ddd;padding:2px 4px;'
+                   f'background:var(--jp-layout-color2, #f4f4f4)">{esc(LABELS.get(c, c))}</th>'
+                   for c in COLUMNS)
     body = []
     for r in rows[:max_rows]:
         tds = []
         for c in COLUMNS:
             v = r[c]
             style = "border:1px solid #ddd;padding:2px 4px"
-            if c in NUMERIC and v is not None:
+            if c == "correct":
+                txt = {1: "✓", 0: "✗"}.get(v, "–" if v is None else fmt(v, 2))
+            elif c == "conf_wrong":
+                txt = "⚠ yes" if v else ""
+            elif c in NUMERIC and v is not None and c in const:
+                style += ";text-align:right"
+                txt = fmt(v)
+            elif c in NUMERIC and v is not None:
                 bg = seq_color(v, vmax[c])
                 style += f";background:{bg};color:{text_color(bg)};text-align:right"
                 txt = fmt(v)
@@ -98,7 +142,8 @@ def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int 
         body.append(f'<tr class="madopd-row" data-step="{r["step"]}" data-sample="{r["sample"]}">'
                     f"{''.join(tds)}</tr>")
     more = len(rows) - min(len(rows), max_rows)
-    return ('<div class="madopd-static madopd-failures" style="font:11px sans-serif">'
+    return ('<div class="madopd-static madopd-failures" style="font:11px sans-serif;'
+            'color:var(--jp-ui-font-color1, #222)">'
             f"<div>Failure-case finder (static render): {len(rows)} samples, sorted by "
             f"{esc(sort_by)} (descending){f'; {more} more not shown' if more else ''}; "
             f"{payload['skipped_samples']} skipped samples excluded.</div>"

@@ -162,7 +162,7 @@ def _strip(label: str, tokens: list[str], values: list, vmax: float, kind: str, 
         if tok.endswith("\n"):  # line break after newline tokens: code keeps its shape
             spans.append('<span style="flex-basis:100%;height:0"></span>')
     return ('<div style="display:flex;gap:6px;align-items:flex-start;margin:2px 0">'
-            f'<div style="width:130px;flex:none;text-align:right;font-size:11px">{label}</div>'
+            f'<div style="width:160px;flex:none;text-align:right;font-size:11px">{label}</div>'
             f'<div style="display:flex;flex-wrap:wrap">{"".join(spans)}</div></div>')
 
 
@@ -209,7 +209,7 @@ def render_lens_html(payload: dict) -> str:
         legends = "".join(legend_html(LABELS[kind].replace("β", f"β={beta:g}"), vmax[kind])
                           for kind in series)
     if vals:
-        legends += legend_html("top-k coverage", 1.0)
+        legends += legend_html("top-k coverage", 1.0, suffix=" (all the mass)")
     note = (f'<div style="color:#a00">showing {shown} of {T} tokens ({T - shown} not shown)</div>'
             if shown < T else "")
     if not vals:

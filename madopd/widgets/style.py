@@ -177,7 +177,7 @@ def fmt(v: float | None, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if abs(v) >= 10 ** -digits or v == 0 else f"{v:.1e}"
 
 
-def legend_html(title: str, vmax: float, *, signed: bool = False) -> str:
+def legend_html(title: str, vmax: float, *, signed: bool = False, suffix: str | None = None) -> str:
     """An inline-styled colour bar with end labels (static renders always carry a legend)."""
     stops = DIVERGING if signed else SEQUENTIAL
     grad = ",".join(stops)
@@ -187,7 +187,8 @@ def legend_html(title: str, vmax: float, *, signed: bool = False) -> str:
         f"<span>{esc(title)}</span><span>{lo}</span>"
         f'<span style="display:inline-block;width:140px;height:10px;'
         f'background:linear-gradient(to right,{grad});border:1px solid #ccc"></span>'
-        f"<span>{esc(fmt(vmax))}{' (p99 clip)' if not signed else ''}</span></div>"
+        f"<span>{esc(fmt(vmax))}{suffix if suffix is not None else ' (p99 clip)' if not signed else ''}"
+        "</span></div>"
     )
 
 

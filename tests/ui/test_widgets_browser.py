@@ -105,6 +105,7 @@ def _open_and_run(page, url):
 
 def _run_cell(page, index: int, expect: str) -> str:
     cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    cell.scroll_into_view_if_needed()  # the widgets are taller now: the last cell is off screen
     cell.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
     out = cell.locator(".jp-OutputArea-output")

@@ -36,3 +36,24 @@ def test_static_render_segments_and_signed_colours():
     assert len(re.findall(r'<rect class="madopd-seg"', html)) == len(p["tokens"]) * len(p["teacher_names"])
     assert html.count('class="madopd-tok"') == len(p["tokens"])
     assert DIVERGING[0] in html and DIVERGING[-1] in html  # a legend spans the diverging scale
+
+
+def test_float_noise_is_not_painted_at_full_saturation():
+    """±1e-6 differences (equal weights up to rounding) stay near white, not dark red/blue."""
+    import dataclasses
+
+    from madopd.widgets.style import div_color
+
+    rec = example_record()
+    K = len(rec.teacher_names)
+    uniform = [[1.0 / K] * K for _ in rec.weights]
+    p = decomposition_payload(dataclasses.replace(rec, weights=uniform, token_weights=None), 0)
+    p["diff"] = [1e-6 * (-1) ** t for t in range(len(p["diff"]))]
+    from madopd.widgets.decomposition import diff_scale
+
+    vabs = diff_scale(p)
+    assert vabs >= 1e-3 * max(p["total"])
+    for d in p["diff"]:
+        c = div_color(d, vabs)
+        assert c not in (DIVERGING[0], DIVERGING[-1])
+        assert all(int(c[i:i + 2], 16) > 0xE0 for i in (1, 3, 5)), c  # near white

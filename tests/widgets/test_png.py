@@ -201,7 +201,7 @@ def test_dashboard_polyline_and_ribbon():
     add_probe(d, 0, list("abc"), [0.0, 0.5, 2.0])
     add_probe(d, 5, list("abc"), [0.0, 0.1, 0.2])
     w, h, px = decode(render_dashboard_png(d))
-    black = (0, 0, 0)
+    black = (0x00, 0x72, 0xB2)  # the loss colour (dashboard.LOSS_COLOR; readable on dark too)
     chart = [[px[y][x] for x in range(png.MARGIN, png.MARGIN + 280)]
              for y in range(png.MARGIN, png.MARGIN + 110)]
     xs = [x for row in chart for x, c in enumerate(row) if c == black]
