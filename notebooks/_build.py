@@ -101,6 +101,22 @@ HTML(W.render_dashboard_html(dash))
 """),
 ]
 
+_SHOTS = "\n".join(
+    f"| {name} | ![{name}, light](../docs/img/widgets/{name}-light.png) | "
+    f"![{name}, dark](../docs/img/widgets/{name}-dark.png) |"
+    for name in ("debate", "lens", "decomposition", "failures", "dashboard", "playground"))
+NOTEBOOKS["00_gallery"].append(md(f"""
+## The live widgets in JupyterLab (screenshots, light and dark theme)
+
+On a short MAD-OPD run of the toy world's trained teachers (the "tutorial" zoo), taken by the
+real-browser test `tests/ui/test_widget_screenshots.py` (which also checks axes, legends and
+text contrast in both themes).
+
+| widget | light | dark |
+|---|---|---|
+{_SHOTS}
+"""))
+
 NOTEBOOKS["01_divergence_playground"] = [
     md("""
 # 01 · Divergences: mode seeking, mass covering, bounded gradients

@@ -56,13 +56,15 @@ function render({ model, el }) {
   onlyBox.checked = only;
   onlyBox.addEventListener("change", () => { only = onlyBox.checked; model.set("only_disagreements", only); model.save_changes(); draw(); });
   const header = h("div", { class: "madopd-small" });
-  root.append(header, h("div", { class: "madopd-controls" }, tauCtl,
+  const banner = h("div", {});
+  root.append(header, banner, h("div", { class: "madopd-controls" }, tauCtl,
     h("label", {}, onlyBox, " only disagreements")), wbox, grid, studentBox);
 
   function draw() {
     const K = P.teacher_names.length;
     header.replaceChildren(`state `, String(P.state_id), ` · ${K} teachers × ${P.rounds} rounds · missing-tag policy ${P.policy}`,
       P.reference !== null && P.reference !== undefined ? h("span", {}, " · reference: ", String(P.reference)) : "");
+    banner.replaceChildren(...(P.banner ? [h("div", { class: "madopd-banner", role: "alert" }, "⚠ " + P.banner)] : []));
     const { rounds, weights } = boardView(P, { tau, onlyDisagreements: only });
     wbox.replaceChildren(h("span", { class: "madopd-small" }, "weights softmax(c/100/τ): "),
       ...P.teacher_names.map((name, k) => h("span", { class: "madopd-chip madopd-weight", "data-teacher": k },

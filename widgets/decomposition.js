@@ -19,7 +19,7 @@ export function stacks(P, equal) {
 
 function render({ model, el }) {
   const P = model.get("payload");
-  const T = P.tokens.length, K = P.teacher_names.length, H = 110, AX = 44, PAD = 6;
+  const T = P.tokens.length, K = P.teacher_names.length, H = 110, AX = 44, PAD = 16;
   // one column per token, wide enough for its label (≈ 7 px per character, 18-84 px)
   const label = (tok) => tokenSegments(tok).map(([t]) => t).join("");
   const widths = P.tokens.map((tok) => Math.max(18, Math.min(84, 7 * [...label(tok)].length + 6)));
@@ -53,8 +53,8 @@ function render({ model, el }) {
       chart.append(t);
     }
     chart.append(svg("line", { x1: AX, x2: AX, y1: PAD, y2: PAD + H, class: "madopd-axis-line" }));
-    const yl = svg("text", { x: 2, y: PAD + 8, class: "madopd-axis-text" });
-    yl.textContent = "w·D";
+    const yl = svg("text", { x: 2, y: 10, class: "madopd-axis-text" });
+    yl.textContent = "loss share w_k·D_k per token";
     chart.append(yl);
     stacks(P, equal).forEach((row, t) => {
       let y = PAD + H;
