@@ -70,7 +70,7 @@ export function lineChart(title, xs, series, opts = {}) {
   const sy = (v) => T + ph * (1 - (tf(v) - yr[0]) / (yr[1] - yr[0]));
   // axes, grid and ticks
   box.append(chartSvg("rect", { x: L, y: T, width: pw, height: ph, class: "madopd-plot-bg" }));
-  for (const v of niceTicks(yr[0], yr[1], 4)) {
+  for (const v of niceTicks(yr[0], yr[1], 5)) {
     const y = T + ph * (1 - (v - yr[0]) / (yr[1] - yr[0]));
     if (y < T - 0.5 || y > T + ph + 0.5) continue;
     box.append(chartSvg("line", { x1: L, x2: L + pw, y1: y, y2: y, class: "madopd-grid-line" }));

@@ -131,7 +131,7 @@ def _line_svg(title: str, xs: list, series: list[tuple[str, list, str]], w=300, 
     sx = lambda x: L + pw * ((x - x0) / (x1 - x0) if x1 > x0 else 0.5)
     sy = lambda y: T + ph * (1 - (y - y0) / (y1 - y0))
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" style="display:block">']
-    for v in nice_ticks(y0, y1, 4):
+    for v in nice_ticks(y0, y1, 5):
         y = sy(v)
         if T - 0.5 <= y <= T + ph + 0.5:
             out.append(f'<line x1="{L}" x2="{L + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#8884" />'

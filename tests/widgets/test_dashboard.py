@@ -1,5 +1,6 @@
 """Live dashboard: records folded into series, probe ribbon, pause honoured, static charts."""
 
+import re
 import threading
 import time
 
@@ -44,11 +45,46 @@ def test_callback_honours_pause_and_stop():
     th.start()
     time.sleep(0.3)
     assert not done.is_set()  # blocked while paused
+    assert d.paused_at == recs[0].step  # the browser shows "paused after step N"
     d.paused = False
     assert done.wait(5)
+    assert d.paused_at == -1
     assert d.paused_seconds > 0.2
     assert d(recs[1]) is True
     d.stop_requested = True
     assert d(recs[2]) is False and d.should_stop()
     assert d.payload["steps"] == [0, 1, 2] and calls == [0, 1, 2]
     assert len(d.payload["probe"]["rows"]) == 3
+
+
+def test_static_charts_have_axes_titles_and_last_values():
+    from madopd.widgets.dashboard import nice_ticks
+
+    assert [round(v, 9) for v in nice_ticks(0.0, 1.0, 5)] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert [round(v, 9) for v in nice_ticks(0.0, 1.0, 4)] == [0.0, 0.5, 1.0]  # step >= range / n
+    assert [round(v, 9) for v in nice_ticks(0.213, 0.257, 5)] == [0.22, 0.23, 0.24, 0.25]
+    recs = example_run(4)
+    p = dashboard_payload(records=recs, total_steps=10)
+    html = render_dashboard_html(p)
+    assert "<b>loss</b>" in html and html.index("<b>loss</b>") < html.index("<svg")  # title outside
+    assert f"loss {round(recs[-1].loss, 4):.4f}" in html  # last-value readout
+    assert ">step</text>" in html and "4 steps of 10" in html
+    lo, hi = min(p["loss"]), max(p["loss"])
+    loss_svg = html[html.index("<b>loss</b>"):]
+    loss_svg = loss_svg[:loss_svg.index("</svg>")]
+    ticks = [float(t) for t in re.findall(r'text-anchor="end" [^>]*>(-?[0-9.]+)</text>', loss_svg)]
+    pad = 0.05 * (hi - lo)
+    assert len(ticks) >= 2 and all(lo - pad - 1e-9 <= t <= hi + pad + 1e-9 for t in ticks)  # fitted
+    assert "p10" in html and "p99" in html  # the quantiles' legend
+
+
+def test_js_ticks_equal_python():
+    from jsrun import node_json
+
+    from madopd.widgets.dashboard import nice_ticks
+
+    cases = [[0.0, 1.0, 4], [0.213, 0.257, 4], [-3.0, 7.5, 5], [1.0, 24.0, 5], [0.5, 0.5, 4]]
+    js = node_json('const C = await import(STATIC + "/chart.js");'
+                   "print(DATA.map(([a, b, n]) => C.niceTicks(a, b, n)));", cases)
+    for (a, b, n), got in zip(cases, js):
+        assert got == pytest.approx(nice_ticks(a, b, n), abs=1e-12)
