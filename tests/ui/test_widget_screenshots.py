@@ -46,7 +46,7 @@ CELLS = [
     "DebateBoard(record=last, sample=b)",
     "DivergenceLens(last, b, decode=d.student.tokenizer)",
     "LossDecomposition(last, b)",
-    "FailureFinder(records[-6:])",
+    "FailureFinder(records[-6:], references={s.id: s.reference for s in tools.train_states()})",
     "dash",
     "Playground()",
 ]
@@ -154,8 +154,41 @@ def test_every_widget_light_and_dark(lab, browser, shots):
                 el = pg.locator(sel).first
                 el.scroll_into_view_if_needed()
                 el.screenshot(path=str(shots / f"{name}-{theme}.png"))
+            if theme == "light":
+                _interactions(pg)
         finally:
             pg.close()
     _set_theme(lab["url"], THEMES["light"])
     assert not errors, errors
     print({f"{t}/{n}": {k: round(v, 1) for k, v in c.items()} for (t, n), c in results.items()})
+
+
+def _interactions(pg) -> None:
+    """The new controls respond: log-y and smoothing, the lens's shared scale, the finder's keys."""
+    dash = pg.locator(".madopd-dashboard")
+    n_lines = dash.locator("polyline").count()
+    first = dash.locator(".madopd-chart-wrap").first.locator(".madopd-ytick").all_inner_texts()
+    dash.locator(".madopd-log").check()
+    assert dash.locator(".madopd-chart-wrap").first.locator(".madopd-ytick").all_inner_texts() != first
+    dash.locator(".madopd-smooth").evaluate(
+        "el => { el.value = '0.6'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
+    assert dash.locator("polyline").count() > n_lines  # raw curves stay faint behind the EMA
+    box = dash.locator("svg.madopd-chart").first.bounding_box()
+    pg.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.4)
+    tip = dash.locator(".madopd-tip").first
+    tip.wait_for(state="visible", timeout=5000)
+    assert "step" in tip.inner_text() and "smoothed" in tip.inner_text()
+    lens = pg.locator(".madopd-lens")
+    shared = lens.locator(".madopd-legend").count()
+    lens.locator(".madopd-shared").uncheck()
+    assert lens.locator(".madopd-legend").count() > shared  # one legend per strip now
+    finder = pg.locator(".madopd-failures")
+    finder.locator("tbody tr").first.click()
+    first_sel = finder.locator("tr.madopd-sel").get_attribute("data-step"), \
+        finder.locator("tr.madopd-sel").get_attribute("data-sample")
+    finder.locator(".madopd-finder-scroll").press("ArrowDown")
+    second = finder.locator("tr.madopd-sel").get_attribute("data-step"), \
+        finder.locator("tr.madopd-sel").get_attribute("data-sample")
+    assert second != first_sel
+    detail = finder.locator(".madopd-finder-detail").inner_text()
+    assert "student" in detail and "reference" in detail and "A" in detail
