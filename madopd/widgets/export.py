@@ -35,3 +35,39 @@ def export_html(notebook, out: str | Path | None = None) -> str:
     if out is not None:
         Path(out).write_text(html, encoding="utf-8")
     return html
+
+
+WIDGET_MANAGER = "@jupyter-widgets/jupyterlab-manager"
+
+
+def enable_saved_widget_state(settings_dir: str | Path | None = None) -> Path:
+    """Make JupyterLab save widget state into the notebook (its ``saveState`` setting).
+
+    Without it, a notebook executed in Lab and reopened later (kernel gone) shows "Error
+    displaying widget: model not found" for every widget; with it, Lab restores the widgets from
+    the saved state and the madopd front ends render again (interactions that need the kernel
+    stay inert until it runs). Writes the user setting file under ``settings_dir`` (default
+    ``$JUPYTERLAB_SETTINGS_DIR`` or ``~/.jupyter/lab/user-settings``), keeping other settings in
+    it; returns its path. Reload JupyterLab afterwards.
+    """
+    import json
+    import os
+
+    if settings_dir is None:
+        from jupyter_core.paths import jupyter_config_dir
+
+        settings_dir = os.environ.get("JUPYTERLAB_SETTINGS_DIR") or \
+            Path(jupyter_config_dir()) / "lab" / "user-settings"
+    path = Path(settings_dir) / WIDGET_MANAGER / "plugin.jupyterlab-settings"
+    data = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except ValueError as e:
+            from madopd.errors import DataError
+
+            raise DataError(f"not JSON ({e}); fix or delete it", path=str(path)) from e
+    data["saveState"] = True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return path

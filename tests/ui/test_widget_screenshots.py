@@ -192,3 +192,49 @@ def _interactions(pg) -> None:
     assert second != first_sel
     detail = finder.locator(".madopd-finder-detail").inner_text()
     assert "student" in detail and "reference" in detail and "A" in detail
+
+
+def test_reopened_notebook_renders_widgets_from_saved_state(lab, browser, tmp_path):
+    """With Lab's saveState on (madopd.widgets.export.enable_saved_widget_state), a saved notebook
+    reopened without its kernel shows the widgets again, not "model not found"."""
+    from madopd.widgets.export import WIDGET_MANAGER, enable_saved_widget_state
+
+    path = enable_saved_widget_state(tmp_path)
+    assert json.loads(path.read_text())["saveState"] is True
+    _post(lab["url"], f"/lab/api/settings/{WIDGET_MANAGER}:plugin",
+          {"raw": path.read_text()}, method="PUT")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "from madopd.widgets.examples import example_record\n"
+        "from madopd.widgets import DebateBoard\n"
+        "DebateBoard(record=example_record(), sample=1)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb_path = lab["root"] / "ui_reopen.ipynb"
+    nbformat.write(nb, str(nb_path))
+    _post(lab["url"], "/api/sessions", {"path": "ui_reopen.ipynb", "type": "notebook",
+                                        "name": "ui_reopen.ipynb", "kernel": {"name": "python3"}})
+    pg = browser.new_page(viewport={"width": 1200, "height": 1200})
+    try:
+        pg.goto(f"{lab['url']}/lab/tree/ui_reopen.ipynb")
+        _wait(pg, ".jp-Notebook-ExecutionIndicator[data-status='idle']", 90)
+        time.sleep(2)
+        pg.get_by_role("menuitem", name="Run", exact=True).click()
+        pg.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        _wait(pg, ".madopd-debate .madopd-cell", 90)
+        pg.locator(".jp-Notebook").click()
+        pg.keyboard.press("Control+s")
+        deadline = time.time() + 30
+        while "widgets" not in nbformat.read(str(nb_path), as_version=4).metadata:
+            assert time.time() < deadline, "JupyterLab did not save the widget state"
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"{lab['url']}/api/sessions", timeout=30) as r:
+            for s in json.loads(r.read()):
+                if s["path"].endswith("ui_reopen.ipynb"):
+                    urllib.request.urlopen(urllib.request.Request(
+                        f"{lab['url']}/api/sessions/{s['id']}", method="DELETE"), timeout=30)
+        pg.reload()
+        _wait(pg, ".madopd-debate .madopd-cell", 90)
+        assert "model not found" not in pg.locator(".jp-Notebook").inner_text()
+    finally:
+        pg.close()
+        _post(lab["url"], f"/lab/api/settings/{WIDGET_MANAGER}:plugin", {"raw": "{}"}, method="PUT")
