@@ -84,10 +84,10 @@ def _diff_html(old: str, new: str) -> str:
     out = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op in ("delete", "replace"):
-            out.append(f'<span style="background:#f4a582;text-decoration:line-through">'
+            out.append(f'<span style="background:#f4a582;color:#111;text-decoration:line-through">'
                        f'{esc(" ".join(a[i1:i2]))}</span>')
         if op in ("insert", "replace"):
-            out.append(f'<span style="background:#92c5de">{esc(" ".join(b[j1:j2]))}</span>')
+            out.append(f'<span style="background:#92c5de;color:#111">{esc(" ".join(b[j1:j2]))}</span>')
         if op == "equal":
             out.append(esc(" ".join(a[i1:i2])))
     return " ".join(out)
@@ -105,7 +105,7 @@ def render_debate_html(payload: dict) -> str:
     """Inline-styled HTML table (teachers × rounds) + weights + student strips."""
     names, R, cells = payload["teacher_names"], payload["rounds"], payload["cells"]
     head = "".join(
-        f'<th style="border:1px solid #ddd;padding:3px">round {r + 1}'
+        f'<th style="border:1px solid var(--jp-border-color2, #ddd);padding:3px">round {r + 1}'
         f'{" (agree)" if payload["agree"][r] else " (disagree)"}</th>' for r in range(R))
     rows = []
     w = payload["weights"]
@@ -113,21 +113,21 @@ def render_debate_html(payload: dict) -> str:
         tds = []
         for r in range(R):
             c = cells[k][r]
-            diff = (f'<div style="font-size:10px;color:#555">changed: '
+            diff = (f'<div style="font-size:10px;color:var(--jp-ui-font-color2, #555)">changed: '
                     f'{_diff_html(cells[k][r - 1]["answer"], c["answer"])}</div>'
                     if c["changed"] else "")
             tds.append(
                 f'<td class="madopd-cell" data-teacher="{k}" data-round="{r + 1}" '
-                f'style="border:1px solid #ddd;padding:4px;vertical-align:top;max-width:320px'
+                f'style="border:1px solid var(--jp-border-color2, #ddd);padding:4px;vertical-align:top;max-width:320px;overflow-wrap:anywhere'
                 f'{";box-shadow:inset 3px 0 0 #CC79A7" if c["changed"] else ""}">'
                 f'{_badge(c["confidence"], k)} <b>{esc(c["answer"])}</b>{diff}'
-                f'<div style="white-space:pre-wrap;word-break:break-word;color:#444;'
+                f'<div style="white-space:pre-wrap;word-break:break-word;color:var(--jp-ui-font-color1, #444);'
                 f'font-size:11px;max-height:120px;overflow:auto">{esc(c["text"])}</div></td>')
         wtxt = "skipped" if w is None else f"w = {fmt(w[k])}"
         wbar = "" if w is None else (f'<span style="display:inline-block;height:8px;width:'
                                      f'{80 * w[k]:.1f}px;background:{teacher_color(k)}"></span>')
         rows.append(
-            f'<tr><th style="border:1px solid #ddd;padding:3px;text-align:left;border-left:4px '
+            f'<tr><th style="border:1px solid var(--jp-border-color2, #ddd);padding:3px;text-align:left;border-left:4px '
             f'solid {teacher_color(k)}">{esc(name)}<br><span style="font-weight:normal">{wtxt} '
             f"{wbar}</span></th>{''.join(tds)}</tr>")
     table = (f'<table style="border-collapse:collapse;font-size:11px"><tr><th></th>{head}</tr>'
@@ -152,7 +152,8 @@ def render_debate_html(payload: dict) -> str:
                    f'{esc(st["correct"])}) tokens coloured by D(p_k‖q):</div>'
                    f'{legend_html("D per token", vmax)}{"".join(strips)}')
     return (
-        '<div class="madopd-static madopd-debate" style="font:12px sans-serif">'
+        '<div class="madopd-static madopd-debate" style="font:12px sans-serif;'
+        'color:var(--jp-ui-font-color1, #222)">'
         f'<div>Debate board — state {esc(payload["state_id"])}, τ = {payload["tau"]:g}, '
         f'missing-tag policy {esc(payload["policy"])} (static render)</div>'
         f"{banner_html(payload.get('banner'))}{teacher_legend_html(names)}{table}{student}</div>")
