@@ -114,7 +114,7 @@ def test_every_widget_light_and_dark(lab, browser, shots):
         pg = browser.new_page(viewport={"width": 1280, "height": 2000})
         pg.on("pageerror", lambda e: errors.append(str(e)))
         try:
-            pg.goto(f"{lab['url']}/lab/tree/ui_shots.ipynb")
+            pg.goto(f"{lab['url']}/lab/tree/ui_shots.ipynb?reset")  # only this notebook open
             for attempt in range(3):
                 _wait(pg, ".jp-Notebook-ExecutionIndicator[data-status='idle']", 90)
                 time.sleep(2)
@@ -215,13 +215,13 @@ def test_reopened_notebook_renders_widgets_from_saved_state(lab, browser, tmp_pa
                                         "name": "ui_reopen.ipynb", "kernel": {"name": "python3"}})
     pg = browser.new_page(viewport={"width": 1200, "height": 1200})
     try:
-        pg.goto(f"{lab['url']}/lab/tree/ui_reopen.ipynb")
+        pg.goto(f"{lab['url']}/lab/tree/ui_reopen.ipynb?reset")
         _wait(pg, ".jp-Notebook-ExecutionIndicator[data-status='idle']", 90)
         time.sleep(2)
         pg.get_by_role("menuitem", name="Run", exact=True).click()
         pg.get_by_role("menuitem", name="Run All Cells", exact=True).click()
         _wait(pg, ".madopd-debate .madopd-cell", 90)
-        pg.locator(".jp-Notebook").click()
+        pg.locator(".jp-Notebook").first.click()
         pg.keyboard.press("Control+s")
         deadline = time.time() + 30
         while "widgets" not in nbformat.read(str(nb_path), as_version=4).metadata:
@@ -234,7 +234,7 @@ def test_reopened_notebook_renders_widgets_from_saved_state(lab, browser, tmp_pa
                         f"{lab['url']}/api/sessions/{s['id']}", method="DELETE"), timeout=30)
         pg.reload()
         _wait(pg, ".madopd-debate .madopd-cell", 90)
-        assert "model not found" not in pg.locator(".jp-Notebook").inner_text()
+        assert "model not found" not in pg.locator("body").inner_text()
     finally:
         pg.close()
         _post(lab["url"], f"/lab/api/settings/{WIDGET_MANAGER}:plugin", {"raw": "{}"}, method="PUT")

@@ -88,7 +88,7 @@ def _wait(page, selector: str, timeout: float) -> None:
 
 def _open_and_run(page, url):
     _start_kernel(url, "ui_widgets.ipynb")
-    page.goto(f"{url}/lab/tree/ui_widgets.ipynb")
+    page.goto(f"{url}/lab/tree/ui_widgets.ipynb?reset")  # a fresh workspace: only this notebook open
     for attempt in range(3):  # Lab may still be (re)connecting the kernel: retry "Run All"
         _wait(page, ".jp-Notebook-ExecutionIndicator[data-status='idle']", 60)
         time.sleep(2)
