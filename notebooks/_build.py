@@ -67,26 +67,29 @@ NOTEBOOKS["00_gallery"] = [
 Every madopd widget has a *static* renderer: plain HTML with inline styles, shown wherever no
 kernel is running (GitHub, exported HTML, this page). The data below is **synthetic example
 data** (`madopd.widgets.examples`), including hostile "model text" such as `<script>` tags,
-which every renderer escapes. Open the other notebooks for the live, interactive versions.
+which every renderer escapes. Charts are embedded as SVG *images*, which JupyterLab keeps even
+when the notebook is untrusted (a fresh clone). Open the other notebooks for the live,
+interactive versions.
 """),
     code("""
 from IPython.display import HTML
 
 from madopd import widgets as W
 from madopd.widgets.examples import example_probe, example_record, example_run
+from madopd.widgets.export import svg_as_img  # charts as <img>: kept in untrusted notebooks too
 
 rec = example_record()
 run = example_run(8)
 decode = lambda i: bytes([i]).decode("latin-1")  # the example vocabulary is bytes
 """),
     md("**Divergence playground**: a unimodal student fitted to a bimodal teacher under each divergence."),
-    code("HTML(W.render_playground_html(W.playground_payload(with_reference=False)))"),
+    code("HTML(svg_as_img(W.render_playground_html(W.playground_payload(with_reference=False))))"),
     md("**Divergence lens**: per-token FKL / RKL / JSD(β) of one completion, per teacher."),
     code("HTML(W.render_lens_html(W.lens_payload(rec, 0, decode=decode)))"),
     md("**Debate board**: teachers × rounds, confidence badges, weights, the student's tokens."),
     code("HTML(W.render_debate_html(W.debate_payload(rec.transcripts[3], record=rec, sample=3)))"),
     md("**Per-token loss decomposition** by teacher, and what equal weights would change."),
-    code("HTML(W.render_decomposition_html(W.decomposition_payload(rec, 1)))"),
+    code("HTML(svg_as_img(W.render_decomposition_html(W.decomposition_payload(rec, 1))))"),
     md("**Failure-case finder** over a run's samples (sorted by loss)."),
     code("HTML(W.render_failures_html(W.failures_payload(run), max_rows=12))"),
     md("**Training dashboard** with a probe ribbon (rows = steps, columns = probe tokens)."),
@@ -97,7 +100,7 @@ dash = W.dashboard_payload(records=run)
 tokens, rows = example_probe(8)
 for step, row in enumerate(rows):
     add_probe(dash, step, tokens, row)
-HTML(W.render_dashboard_html(dash))
+HTML(svg_as_img(W.render_dashboard_html(dash)))
 """),
 ]
 

@@ -71,3 +71,28 @@ def enable_saved_widget_state(settings_dir: str | Path | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return path
+
+
+def svg_as_img(html: str) -> str:
+    """``html`` with every inline ``<svg>…</svg>`` replaced by an ``<img>`` of the same SVG.
+
+    JupyterLab sanitises the HTML of untrusted notebooks (a fresh clone is untrusted) and drops
+    inline SVG, so the static charts vanish; an ``<img src="data:image/svg+xml;base64,…">`` is
+    kept, and an SVG shown as an image cannot run anything. The image gets a white background
+    (theme variables do not reach inside it), so it stays readable in the dark theme. Hover
+    titles inside the SVG are lost; use it where the page may be untrusted (the gallery).
+    """
+    import base64
+    import re
+
+    def repl(m: re.Match) -> str:
+        svg = m.group(0)
+        size = re.match(r'<svg[^>]*?width="(\d+)"[^>]*?height="(\d+)"', svg)
+        wh = f' width="{size.group(1)}" height="{size.group(2)}"' if size else ""
+        # CSS variables do not resolve inside an image: use the light fallbacks
+        svg = re.sub(r"var\(--[a-z0-9-]+,\s*([^)]+)\)", r"\1", svg)
+        data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+        return (f'<img alt="chart" src="data:image/svg+xml;base64,{data}"{wh} '
+                'style="background:#fff;display:block">')
+
+    return re.sub(r"<svg\b.*?</svg>", repl, html, flags=re.S)

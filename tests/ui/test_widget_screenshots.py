@@ -238,3 +238,25 @@ def test_reopened_notebook_renders_widgets_from_saved_state(lab, browser, tmp_pa
     finally:
         pg.close()
         _post(lab["url"], f"/lab/api/settings/{WIDGET_MANAGER}:plugin", {"raw": "{}"}, method="PUT")
+
+
+def test_untrusted_gallery_keeps_its_charts(lab, browser):
+    """A fresh clone's notebooks are untrusted: Lab sanitises their HTML and drops inline SVG.
+    The gallery's charts are SVG images, which survive (and load)."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[2] / "notebooks" / "00_gallery.ipynb"
+    shutil.copy(src, lab["root"] / "gallery_copy.ipynb")  # never signed here: untrusted
+    pg = browser.new_page(viewport={"width": 1300, "height": 1600})
+    try:
+        pg.goto(f"{lab['url']}/lab/tree/gallery_copy.ipynb?reset")
+        _wait(pg, ".jp-OutputArea-output .madopd-static", 90)
+        imgs = pg.locator('.jp-OutputArea-output img[src^="data:image/svg+xml"]')
+        deadline = time.time() + 30
+        while imgs.count() < 8 and time.time() < deadline:
+            pg.mouse.wheel(0, 1500)
+            time.sleep(0.5)
+        assert imgs.count() >= 8
+        assert imgs.first.evaluate("el => el.complete && el.naturalWidth > 0")
+    finally:
+        pg.close()

@@ -25,3 +25,19 @@ def test_env_dir_and_bad_file(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="plugin.jupyterlab-settings"):
         enable_saved_widget_state()
     assert path.read_text() == "{not json"  # nothing overwritten
+
+
+def test_svg_as_img_keeps_the_chart_as_an_image():
+    import base64
+    import re
+
+    from madopd.widgets.dashboard import dashboard_payload, render_dashboard_html
+    from madopd.widgets.examples import example_run
+    from madopd.widgets.export import svg_as_img
+
+    html = render_dashboard_html(dashboard_payload(records=example_run(3)))
+    out = svg_as_img(html)
+    assert "<svg" not in out and out.count("<img") == html.count("<svg") == 4
+    srcs = re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', out)
+    svg = base64.b64decode(srcs[0]).decode()
+    assert svg.startswith("<svg") and "<polyline" in svg and "var(--" not in svg
