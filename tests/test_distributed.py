@@ -346,17 +346,19 @@ def test_resume_refuses_another_number_of_processes(tmp_path, tiny_dirs):
     from distill_helpers import make_cfg, make_task
 
     from madopd.distill import Distiller
-    from madopd.distill.state import STATE_FILE
+    from madopd.distill.state_io import read_state, write_state
+    from madopd.integrity import write_checksums
     from madopd.runs import RunStore
 
     cfg = make_cfg(tiny_dirs, "opd", max_steps=1, record_topk=0)
     d = Distiller.from_config(cfg, make_task(), store=RunStore(tmp_path / "run", cfg.to_dict()))
     d.train(1, progress=False)
     ckpt = latest_checkpoint(tmp_path / "run")
-    state = torch.load(ckpt / STATE_FILE, weights_only=False)
+    state = read_state(ckpt)
     assert state["num_processes"] == 1
     assert Distiller.from_config(cfg, make_task()).resume(ckpt) == 1  # same count: fine
     state["num_processes"] = 2
-    torch.save(state, ckpt / STATE_FILE)
+    write_state(ckpt, state)
+    write_checksums(ckpt)  # a consistent checkpoint of 2 processes, not a corrupt one
     with pytest.raises(ConfigError, match="2 process"):
         Distiller.from_config(cfg, make_task()).resume(ckpt)
