@@ -100,6 +100,26 @@ def refuse_nonfinite(d: Any, model: torch.nn.Module) -> None:
                           f"checkpointed ({kept}); lower lr or check the teachers, then resume")
 
 
+def check_finite_after_step(d: Any, record: Any) -> None:
+    """After an optimizer step: when a trainable parameter turned NaN/inf, log the step with
+    ``count/nonfinite_params`` and stop with ValueRangeError. The update is already applied,
+    so it cannot be skipped like a NaN loss (``max_nan_skips``); ``latest`` keeps naming the
+    last finite checkpoint, to resume from with a lower lr."""
+    named = [(n, p) for n, p in d.student.model.named_parameters() if p.requires_grad]
+    bad = integrity.first_nonfinite(named)
+    if bad is None:
+        return
+    record.metrics["count/nonfinite_params"] = 1.0
+    d._log(record)
+    latest = d.store.latest_checkpoint() if d.store is not None else None
+    if d.store is not None and d.accelerator.is_main_process:
+        d.store.log_event("nonfinite_parameters", step=d.step_count, tensor=bad)
+    kept = f"the last finite checkpoint is {latest}" if latest else "no checkpoint was written"
+    raise ValueRangeError(f"step {d.step_count}: parameter {bad} is NaN/inf after the optimizer "
+                          f"step; the run stops and this state is never checkpointed ({kept}). "
+                          "Lower lr or max_grad_norm, then resume")
+
+
 def _verified_state(ckpt: Path) -> dict[str, Any]:
     """Checksums first (a changed byte is named before anything is parsed), then the state."""
     integrity.verify_checksums(ckpt)
