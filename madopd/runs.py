@@ -36,9 +36,9 @@ import gzip
 import json
 import logging
 import os
-import time
 import re
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -160,9 +160,8 @@ def _resolve(d: Any, path: Any) -> tuple[Path, dict[str, Any]]:
 
 def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
     """Copy HF-format weights (all *.safetensors shards) into ``model`` in place."""
-    from safetensors.torch import load_file
-
     from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 
-
 def flip_byte(path: Path, offset: int | None = None) -> None:
     """Invert one byte in the middle of ``path`` (a disk or copy error)."""
     data = bytearray(path.read_bytes())

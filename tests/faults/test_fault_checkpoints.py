@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 import torch
-from fault_helpers import flip_byte, truncate
 from distill_helpers import make_cfg, make_task
+from fault_helpers import flip_byte, truncate
 
 from madopd.distill import Distiller
 from madopd.distill.state_io import LEGACY_STATE, STATE_JSON, STATE_TENSORS, read_state, write_state
