@@ -206,3 +206,12 @@ def test_errors_with_newlines_print_as_one_line(capsys):
     assert one_line(TeacherError("server died\n  log tail:\nline a\n")) == \
         "TeacherError: server died | log tail: | line a"
     assert json.dumps(one_line(ValueError()))  # no message: the type alone
+
+
+def test_debate_cache_not_utf8(tmp_path):
+    from madopd.cache import DebateCache
+
+    path = tmp_path / "cache.jsonl"
+    path.write_bytes(b'{"key": "a"}\n\xff\xfe\n')
+    with pytest.raises(DataError, match=r"cache.jsonl, line 2: debate cache is not UTF-8"):
+        DebateCache(path)
