@@ -315,6 +315,7 @@ class Run:
     metrics: list[dict[str, Any]]
     records: LazyRecords
     checkpoints: list[tuple[int, Path]]
+    torn_lines: int = 0  # a last metrics line cut short by a kill (left out of ``metrics``)
 
 
 def read_json_file(path: Path, what: str = "JSON") -> Any:
@@ -366,6 +367,7 @@ def load_run(path: str | Path) -> Run:
         raise DataError("not a run directory (config.json is missing)", path=str(root))
     config = read_json_file(cfg_path, "run config")
     metrics = []
+    torn = 0
     mpath = root / "metrics.jsonl"
     if mpath.exists():
         lines = _read_utf8_lines(mpath)
@@ -376,9 +378,10 @@ def load_run(path: str | Path) -> Run:
                 metrics.append(json.loads(line))
             except json.JSONDecodeError:
                 if i == len(lines):  # the last line of a killed run may be cut short
+                    torn = 1
                     continue
                 raise DataError("malformed metrics line", path=str(mpath), line=i) from None
     rec_dir = root / "records"
     paths = sorted((p for p in rec_dir.iterdir() if _REC.match(p.name)),
                    key=lambda p: int(_REC.match(p.name).group(1))) if rec_dir.is_dir() else []
-    return Run(root, config, metrics, LazyRecords(paths), list_checkpoints(root))
+    return Run(root, config, metrics, LazyRecords(paths), list_checkpoints(root), torn)

@@ -188,6 +188,7 @@ class VLLMServerTeacher:
         watchdog.daemon = True
         watchdog.start()
         path = url.path + (f"?{url.query}" if url.query else "")
+        t0 = time.monotonic()
         try:
             conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
@@ -196,7 +197,8 @@ class VLLMServerTeacher:
                 raise OSError("deadline passed")
             return resp.status, raw
         except (OSError, http.client.HTTPException) as e:
-            if expired.is_set():
+            # the socket's own timeout (min(timeout, deadline)) can fire at the deadline too
+            if expired.is_set() or time.monotonic() - t0 >= self.deadline:
                 self.counters["deadline_exceeded"] += 1
                 raise _Retryable(f"no complete reply within the deadline of {self.deadline:g} s "
                                  "(the server stalled or trickled)") from e

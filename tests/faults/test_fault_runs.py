@@ -25,6 +25,7 @@ def _store_with(tmp_path, steps, tail=""):
 
 def test_torn_last_line_is_dropped_and_counted_on_resume(tmp_path):
     store = _store_with(tmp_path, range(1, 6), tail='{"step": 6, "lo')
+    assert load_run(tmp_path).torn_lines == 1  # readers see it too, and leave it out
     store.truncate_to(4)
     store.log_metrics(5, {"loss": 5.0})
     m = load_run(tmp_path).metrics
