@@ -207,7 +207,6 @@ def test_full_disk_during_checkpoint_is_one_error_and_keeps_everything(tiny_dirs
 
 def test_full_disk_while_logging_metrics_keeps_the_complete_lines(tmp_path, monkeypatch):
     import errno
-    import io
 
     store = RunStore(tmp_path, {})
     store.log_metrics(1, {"loss": 1.0})
@@ -215,10 +214,6 @@ def test_full_disk_while_logging_metrics_keeps_the_complete_lines(tmp_path, monk
 
     def half_write(self, *a, **k):
         f = real_open(self, *a, **k)
-
-        class Full(io.TextIOWrapper):
-            pass
-
         orig = f.write
 
         def write(text):
