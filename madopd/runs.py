@@ -113,7 +113,8 @@ class RunStore:
         """Take the run folder's lock (once), then clean what crashed writers left behind."""
         if self._writer:
             return
-        stale_pid = integrity.acquire_run_lock(self.root)
+        with _storage("taking the run folder's lock", self.root / integrity.LOCK_FILE):
+            stale_pid = integrity.acquire_run_lock(self.root)
         self._writer = True
         if stale_pid is not None:
             self.count("count/run/stale_locks")

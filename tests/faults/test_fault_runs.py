@@ -102,3 +102,14 @@ def test_a_second_writer_gets_the_holders_pid(tmp_path):
     assert f'"pid": {proc.pid}' in events and "stale_lock_taken_over" in events
     assert (tmp_path / ".lock").read_text().strip() == str(__import__("os").getpid())
 
+
+
+
+def test_an_unwritable_lock_file_is_one_storage_error(tmp_path):
+    """(Permissions do not stop root, so the lock path is made a folder: open() fails alike.)"""
+    from madopd.errors import StorageError
+
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(StorageError, match=r"\.lock: taking the run folder's lock failed"):
+        RunStore(tmp_path, {})
+    assert not (tmp_path / "config.json").exists()
