@@ -87,7 +87,12 @@ class DebateCache:
         return len(self._mem)
 
     def _load(self) -> None:
-        lines = self.path.read_text(encoding="utf-8").split("\n")
+        raw = self.path.read_bytes()
+        try:
+            lines = raw.decode("utf-8").split("\n")
+        except UnicodeDecodeError as exc:  # one line naming the file, not a traceback
+            raise DataError(f"debate cache is not UTF-8 (byte {exc.start})", path=str(self.path),
+                            line=raw.count(b"\n", 0, exc.start) + 1) from None
         for i, line in enumerate(lines, start=1):
             if not line.strip():
                 continue

@@ -3,6 +3,10 @@
 Each subcommand lives in ``madopd/commands/<name>.py`` with two functions:
 ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). Imports are lazy so
 ``madopd --help`` stays fast and a missing optional extra only affects its own command.
+
+Errors: a ``MadopdError`` (bad input: it names the file, line and field) or an ``OSError`` of
+the machine (full disk, permissions) is printed as ONE line with a non-zero exit; ``--debug``
+(before or after the subcommand) shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="madopd", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error instead of one line")
         try:
             module = importlib.import_module(f"madopd.commands.{name}")
         except ModuleNotFoundError as exc:  # a command not built yet in this checkout
@@ -42,7 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", None):
         print(f"madopd {args._missing}: not available in this build", file=sys.stderr)
         return 2
-    return int(args._module.run(args) or 0)
+    from madopd.errors import MadopdError, one_line
+
+    try:
+        return int(args._module.run(args) or 0)
+    except (MadopdError, OSError) as exc:  # a command that does not print its own errors
+        if args.debug:
+            raise
+        print(f"madopd {args.command}: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"madopd {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

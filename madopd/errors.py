@@ -39,6 +39,15 @@ class DataError(MadopdError, ValueError):
         self.path, self.line, self.field = path, line, field
 
 
+class StorageError(MadopdError, OSError):
+    """Writing the run folder failed (full disk, read-only or missing folder); the message says
+    what was kept (e.g. the previous checkpoint) and which file was being written."""
+
+
+class RunInUseError(MadopdError, RuntimeError):
+    """Another process holds the run folder's lock (its PID is in the message)."""
+
+
 class TeacherError(MadopdError, RuntimeError):
     """A teacher backend failed (server down, timeout, malformed reply) after its retries."""
 
@@ -56,3 +65,9 @@ class MissingExtraError(MadopdError, ImportError):
             f"pip install 'madopd[{extra}]'  (or pip install {package})"
         )
         self.package, self.extra = package, extra
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (the CLI prints errors this way; ``--debug`` shows all)."""
+    text = " | ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -6,32 +6,49 @@ Layout::
     RUN/metrics.jsonl                    one JSON line per step: {"step": n, ...metrics}, flushed
     RUN/records/step_000042.json.gz      full StepRecord (transcripts, per-token arrays), gzip JSON
     RUN/checkpoints/step_000100/model/   student in Hugging Face format (adapter under LoRA)
-    RUN/checkpoints/step_000100/trainer_state.pt   optimiser, scheduler, RNG and data-order state
+    RUN/checkpoints/step_000100/trainer_state.json  optimiser, scheduler, RNG, data order: JSON
+    RUN/checkpoints/step_000100/trainer_state.safetensors  ... and its tensors (no pickle)
+    RUN/checkpoints/step_000100/SHA256SUMS  sha256 of every file above (`sha256sum -c` format)
     RUN/checkpoints/latest               text file: the newest complete checkpoint's folder name
     RUN/latest_checkpoint.txt            "checkpoints/step_NNNNNN/model" (what `madopd eval
                                          --model RUN` loads)
+    RUN/events.jsonl                     what the store repaired or refused (stale temporaries,
+                                         torn lines, dropped lines, corrupt checkpoints), dated
+    RUN/.lock                            flock'ed by the one writer; holds its PID
 
 A checkpoint is written into a temporary folder and renamed into place only when complete, and
 ``latest`` is replaced atomically afterwards: a crash or a full disk while writing leaves the
 previous checkpoint (and ``latest``) valid. ``truncate_to(step)`` makes metrics and records
 agree with a checkpoint before a resumed run appends to them (no gap, no duplicate).
+
+Faults (``madopd.integrity``): the first write takes the run folder's lock (a second writer
+gets ``RunInUseError`` naming the holder's PID) and removes stale temporaries of crashed
+writers; every checkpoint carries checksums verified on resume and load; a write that fails
+(full disk) raises ``StorageError`` and keeps what was written before. Whatever the store
+repairs is written to ``events.jsonl`` and counted (``count/run/...``) in the next metrics line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import json
+import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from madopd.errors import DataError
+from madopd import integrity
+from madopd.errors import DataError, StorageError
 from madopd.types import StepRecord
+
+log = logging.getLogger("madopd.runs")
 
 _CKPT = re.compile(r"^step_(\d{6,})$")
 _REC = re.compile(r"^step_(\d{6,})\.json\.gz$")
@@ -83,34 +100,92 @@ class RunStore:
         self.records_dir = self.root / "records"
         self.ckpt_dir = self.root / "checkpoints"
         self.metrics_path = self.root / "metrics.jsonl"
+        self.pending: dict[str, float] = {}  # counters for the next metrics line
+        self._writer = False
         if config is not None:
-            _atomic_write_text(self.root / "config.json",
-                               json.dumps(config, indent=2, default=_json_default))
+            self._become_writer()
+            with _storage("writing the run's config", self.root / "config.json"):
+                _atomic_write_text(self.root / "config.json",
+                                   json.dumps(config, indent=2, default=_json_default))
+
+    # ---- the one writer: lock, stale temporaries, events -----------------------------------
+    def _become_writer(self) -> None:
+        """Take the run folder's lock (once), then clean what crashed writers left behind."""
+        if self._writer:
+            return
+        with _storage("taking the run folder's lock", self.root / integrity.LOCK_FILE):
+            stale_pid = integrity.acquire_run_lock(self.root)
+        self._writer = True
+        if stale_pid is not None:
+            self.count("count/run/stale_locks")
+            self.log_event("stale_lock_taken_over", pid=stale_pid)
+        n = integrity.clean_stale_temporaries(self.root)
+        if n:
+            self.count("count/run/stale_temporaries_removed", n)
+            self.log_event("stale_temporaries_removed", count=n)
+        if integrity.tail_is_torn(self.metrics_path):
+            integrity.drop_torn_tail(self.metrics_path)
+            self.count("count/run/metrics_torn_lines")
+            self.log_event("metrics_torn_line_dropped")
+
+    def count(self, key: str, n: float = 1) -> None:
+        """Add to a counter written with the next metrics line."""
+        self.pending[key] = self.pending.get(key, 0) + n
+
+    def log_event(self, kind: str, **fields: Any) -> None:
+        """One dated line in ``events.jsonl`` and a warning on the ``madopd.runs`` logger."""
+        log.warning("%s: %s %s", self.root, kind, fields)
+        line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": kind,
+                           **fields}, default=str)
+        with _storage("writing events.jsonl", self.root / "events.jsonl"), \
+                open(self.root / "events.jsonl", "a", encoding="utf-8") as f:
+            f.write(line + "\n")
 
     # ---- metrics and records ------------------------------------------------------------
     def log_metrics(self, step: int, metrics: dict[str, Any]) -> None:
-        line = json.dumps({"step": int(step), **metrics}, default=_json_default, allow_nan=True)
-        with self.metrics_path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self._become_writer()
+        extra, self.pending = self.pending, {}
+        line = json.dumps({"step": int(step), **metrics, **extra}, default=_json_default,
+                          allow_nan=True)
+        size = self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+        try:
+            with self.metrics_path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # keep every complete line: cut the partial one off again
+            with open(self.metrics_path, "r+b") as f:
+                f.truncate(size)
+            self.pending = {**extra, **self.pending}
+            raise StorageError(f"file {self.metrics_path}: could not append step {step} "
+                               f"({exc.strerror or exc}); the lines of earlier steps are kept"
+                               ) from exc
 
     def log_record(self, record: StepRecord) -> Path:
+        self._become_writer()
         self.records_dir.mkdir(exist_ok=True)
         path = self.records_dir / f"step_{record.step:06d}.json.gz"
         tmp = path.with_name(f".{path.name}.tmp")
-        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=5) as f:
-            json.dump(record_to_dict(record), f, default=_json_default)
-        os.replace(tmp, path)
+        try:
+            with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=5) as f:
+                json.dump(record_to_dict(record), f, default=_json_default)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"file {path}: could not write the step record "
+                               f"({exc.strerror or exc}); earlier records are kept") from exc
         return path
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, step: int, write: Callable[[Path], None]) -> Path:
         """Call ``write(tmp_dir)``; rename tmp_dir to ``step_NNNNNN`` and point ``latest`` at it.
 
-        Any exception while writing (e.g. ``OSError: No space left on device``) removes the
-        partial folder and propagates; the previous checkpoint and ``latest`` stay valid.
+        Every file written gets a line in ``SHA256SUMS`` before the folder is marked COMPLETE.
+        Any exception while writing removes the partial folder and propagates (an ``OSError``
+        such as a full disk as ``StorageError``); the previous checkpoint and ``latest`` stay
+        valid.
         """
+        self._become_writer()
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         final = self.ckpt_dir / f"step_{step:06d}"
         tmp = self.ckpt_dir / f".tmp-step_{step:06d}-{os.getpid()}"
@@ -118,6 +193,7 @@ class RunStore:
         try:
             tmp.mkdir()
             write(tmp)
+            integrity.write_checksums(tmp)
             (tmp / "COMPLETE").write_text(str(step))
             if final.exists():  # re-saving a step (after a resume): swap, then delete the old one
                 old = self.ckpt_dir / f".old-step_{step:06d}-{os.getpid()}"
@@ -130,6 +206,13 @@ class RunStore:
             if (final / "model").is_dir():  # for `madopd eval --model RUN`
                 _atomic_write_text(self.root / "latest_checkpoint.txt",
                                    f"checkpoints/{final.name}/model")
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            prev = self.latest_checkpoint()
+            kept = f"the previous checkpoint {prev.name} is intact" if prev else \
+                "no earlier checkpoint exists"
+            raise StorageError(f"file {exc.filename or tmp}: writing checkpoint {final.name} "
+                               f"failed ({exc.strerror or exc}); {kept}") from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -152,16 +235,20 @@ class RunStore:
                 shutil.rmtree(path, ignore_errors=True)
 
     def truncate_to(self, step: int) -> None:
-        """Keep metrics lines and records with step <= ``step`` (before a resumed run appends)."""
+        """Keep metrics lines and records with step <= ``step`` (before a resumed run appends).
+
+        ``integrity.reconcile_metrics``: a torn last line and the lines after ``step`` are
+        dropped (counted, in events.jsonl); a gap or a duplicate step is a DataError.
+        """
+        self._become_writer()
         if self.metrics_path.exists():
-            kept = []
-            for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if int(json.loads(line)["step"]) <= step:
-                        kept.append(line)
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a line cut short by the kill: dropped with everything after
-            _atomic_write_text(self.metrics_path, "".join(x + "\n" for x in kept))
+            text, dropped = integrity.reconcile_metrics(self.metrics_path, step)
+            if dropped["torn_lines"] or dropped["dropped_after_checkpoint"]:
+                self.count("count/run/metrics_torn_lines", dropped["torn_lines"])
+                self.count("count/run/metrics_lines_dropped", dropped["dropped_after_checkpoint"])
+                self.log_event("metrics_reconciled", checkpoint_step=step, **dropped)
+            with _storage("rewriting metrics.jsonl", self.metrics_path):
+                _atomic_write_text(self.metrics_path, text)
         if self.records_dir.exists():
             for p in self.records_dir.iterdir():
                 m = _REC.match(p.name)
@@ -229,6 +316,49 @@ class Run:
     metrics: list[dict[str, Any]]
     records: LazyRecords
     checkpoints: list[tuple[int, Path]]
+    torn_lines: int = 0  # a last metrics line cut short by a kill (left out of ``metrics``)
+
+
+def read_json_file(path: Path, what: str = "JSON") -> Any:
+    """``json.loads`` of a UTF-8 file; DataError naming the file and line when it is not."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read ({exc.strerror or exc})", path=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"not UTF-8 (byte {exc.start})", path=str(path), line=line) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        cut = " (the file is truncated)" if exc.pos >= len(text.rstrip()) else ""
+        raise DataError(f"invalid {what}{cut}: {exc.msg} at column {exc.colno}", path=str(path),
+                        line=exc.lineno) from None
+
+
+def _read_utf8_lines(path: Path) -> list[str]:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 (byte {exc.start})", path=str(path),
+                        line=raw.count(b"\n", 0, exc.start) + 1) from None
+
+
+class _storage(contextlib.AbstractContextManager):
+    """Re-raise an OSError while writing ``path`` as one StorageError line."""
+
+    def __init__(self, doing: str, path: Path):
+        self.doing, self.path = doing, path
+
+    def __exit__(self, typ, exc, tb):
+        if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+            raise StorageError(f"file {self.path}: {self.doing} failed "
+                               f"({exc.strerror or exc})") from exc
+        return False
 
 
 def load_run(path: str | Path) -> Run:
@@ -236,11 +366,12 @@ def load_run(path: str | Path) -> Run:
     cfg_path = root / "config.json"
     if not cfg_path.is_file():
         raise DataError("not a run directory (config.json is missing)", path=str(root))
-    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    config = read_json_file(cfg_path, "run config")
     metrics = []
+    torn = 0
     mpath = root / "metrics.jsonl"
     if mpath.exists():
-        lines = mpath.read_text(encoding="utf-8").splitlines()
+        lines = _read_utf8_lines(mpath)
         for i, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -248,9 +379,10 @@ def load_run(path: str | Path) -> Run:
                 metrics.append(json.loads(line))
             except json.JSONDecodeError:
                 if i == len(lines):  # the last line of a killed run may be cut short
+                    torn = 1
                     continue
                 raise DataError("malformed metrics line", path=str(mpath), line=i) from None
     rec_dir = root / "records"
     paths = sorted((p for p in rec_dir.iterdir() if _REC.match(p.name)),
                    key=lambda p: int(_REC.match(p.name).group(1))) if rec_dir.is_dir() else []
-    return Run(root, config, metrics, LazyRecords(paths), list_checkpoints(root))
+    return Run(root, config, metrics, LazyRecords(paths), list_checkpoints(root), torn)

@@ -136,8 +136,8 @@ def test_full_disk_during_distiller_checkpoint(tiny_dirs, tmp_path, monkeypatch)
     def no_space(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(state.torch, "save", no_space)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(state, "write_state", no_space)
+    with pytest.raises(OSError, match="step_000001 is intact"):
         d.save_checkpoint()
     monkeypatch.undo()
     assert latest_checkpoint(tmp_path) == first

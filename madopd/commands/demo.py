@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from madopd.demo import run_demo
-    from madopd.errors import MadopdError
+    from madopd.errors import MadopdError, one_line
 
     if args.workers < 1:
         print("madopd demo: --workers must be >= 1", file=sys.stderr)
@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
         run_demo(args.profile, out=args.out, workers=args.workers, zoo_root=args.zoo_dir,
                  tasks=tasks, rebuild_zoo=args.rebuild_zoo)
     except MadopdError as e:
-        print(f"madopd demo: {e}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"madopd demo: {one_line(e)}", file=sys.stderr)
         return 2
     runs = f"{args.out}/runs"
     print(f"\nOpen the notebooks on this run: pip install 'madopd[notebooks]' && jupyter lab notebooks/\n"

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from madopd.errors import ConfigError, MadopdError
+from madopd.errors import ConfigError, MadopdError, one_line
 
 
 def _ints(text: str) -> list[int]:
@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
     parser.add_argument("--base-url", help="vLLM OpenAI-compatible server (--backend vllm)")
     parser.add_argument("--tokenizer", help="tokenizer path (vllm backend; default: --model)")
+    parser.add_argument("--request-timeout", type=float, default=30.0,
+                        help="vllm backend: seconds to connect and for each read")
+    parser.add_argument("--request-deadline", type=float, default=300.0,
+                        help="vllm backend: TOTAL seconds one request attempt may take")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="vllm backend: extra attempts per request on transient failures")
+    parser.add_argument("--retry-budget", type=int, default=None,
+                        help="vllm backend: retries allowed over the whole evaluation")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2, help="parallel sandbox runs")
     parser.add_argument("--out", help="output folder (default: runs/eval/<benchmark>-<time>)")
@@ -69,9 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_checkpoint(path: str) -> str:
     """A checkpoint folder from ``path`` (checkpoint folder, run folder or hub id); see module doc."""
+    from madopd.models.checks import looks_local
+
     p = Path(path)
     if not p.exists():
-        return path  # a hub id: transformers resolves it (offline: from the cache only)
+        if looks_local(path):
+            raise ConfigError(f"--model: no such checkpoint or run folder: {path}")
+        return path  # a hub id: load_model checks it (offline: it must be in the cache)
     if not p.is_dir():
         raise ConfigError(f"--model: {path} is a file; expected a checkpoint or run folder")
     # A run folder also holds config.json (the resolved *training* config), so the run's
@@ -99,6 +111,8 @@ def resolve_checkpoint(path: str) -> str:
 
 def load_model(args: argparse.Namespace):
     """An object with ``generate(chats, Sampling)`` for the chosen backend."""
+    from madopd.models.checks import check_model_path, model_load_errors
+
     if not args.model:
         raise ConfigError("--model is required unless --reference is given")
     if args.backend == "vllm":
@@ -107,15 +121,22 @@ def load_model(args: argparse.Namespace):
         from madopd.models.vllm_server import VLLMServerTeacher
 
         tok = args.tokenizer or resolve_checkpoint(args.model)
-        return VLLMServerTeacher(args.base_url, args.model, tokenizer=tok)
+        with model_load_errors(tok, "--tokenizer"):
+            return VLLMServerTeacher(args.base_url, args.model, tokenizer=tok,
+                                     timeout=args.request_timeout,
+                                     deadline=args.request_deadline, retries=args.retries,
+                                     retry_budget=args.retry_budget)
     path = resolve_checkpoint(args.model)
+    check_model_path(path, "--model")  # config.json parses; checksums of a run's checkpoint
     if (Path(path) / "adapter_config.json").is_file():
         from madopd.models.hf import HFStudent
 
-        return HFStudent.load(path, device=args.device)
+        with model_load_errors(path, "--model"):
+            return HFStudent.load(path, device=args.device)
     from madopd.models.hf import HFTeacher
 
-    return HFTeacher(path, device=args.device)
+    with model_load_errors(path, "--model"):
+        return HFTeacher(path, device=args.device)
 
 
 def _write_outputs(out: Path, records: list[dict], items: list[dict], summary: dict) -> None:
@@ -133,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except MadopdError as exc:
-        print(f"madopd eval: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"madopd eval: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -59,7 +59,9 @@ def _load_config(args):
     if args.resume:
         if out is None or not (out / "config.json").is_file():
             raise _usage("--resume needs --out pointing at an existing run (with config.json)")
-        data = json.loads((out / "config.json").read_text())
+        from madopd.runs import read_json_file
+
+        data = read_json_file(out / "config.json", "run config")
         return DistillConfig.from_dict(apply_overrides(data, args.overrides))
     if not args.config and not args.preset:
         raise _usage("give --config FILE and/or --preset NAME")
@@ -79,7 +81,7 @@ def _usage(msg: str) -> _UsageError:
 
 
 def run(args: argparse.Namespace) -> int:
-    from madopd.errors import MadopdError
+    from madopd.errors import MadopdError, one_line
 
     if args.help_config:
         print(_help_config())
@@ -90,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"madopd train: {exc}", file=sys.stderr)
         return 2
     except MadopdError as exc:
-        print(f"madopd train: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"madopd train: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

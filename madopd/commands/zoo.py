@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from madopd.errors import MadopdError
+    from madopd.errors import MadopdError, one_line
     from madopd.zoo import load_zoo, profile_spec
     from madopd.zoo_eval import format_report
 
@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
         zoo = load_zoo(spec, root=args.zoo_dir, workers=args.workers,
                        force=getattr(args, "force", False))
     except MadopdError as e:
-        print(f"madopd zoo: {e}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"madopd zoo: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"zoo: {spec.world} world, {spec.calibration}, overlap {spec.overlap}, K={spec.n_teachers} "
           f"({args.profile}): teachers {', '.join(map(str, zoo.teacher_paths))}; "

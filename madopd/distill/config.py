@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,18 @@ class DistillConfig:
                                  default="hf")
     teacher_base_urls: list[str] | None = _help(
         "one OpenAI-compatible base URL per teacher for teacher_backend='vllm_server'", default=None)
+    # vLLM-server requests (madopd.models.vllm_server): a server that trickles bytes cannot
+    # hold a run forever, and a flaky one cannot retry forever.
+    teacher_timeout: float = _help("vllm_server: seconds to connect and to wait for each read",
+                                   default=30.0)
+    teacher_deadline: float = _help(
+        "vllm_server: TOTAL seconds one request attempt may take (connect, send, every read)",
+        default=300.0)
+    teacher_retries: int = _help("vllm_server: extra attempts per request on transient failures",
+                                 default=3)
+    teacher_retry_budget: int | None = _help(
+        "vllm_server: retries one teacher may spend over the whole run (None = no limit); "
+        "once spent, a failure is final (counted)", default=None)
     device: str = _help("'auto' (cuda when available), 'cpu' or 'cuda'", default="auto")
     dtype: str = _help("model dtype: 'float32', 'bfloat16' or 'float16'", default="float32")
     task: str | None = _help(
@@ -143,6 +156,10 @@ class DistillConfig:
     eval_every: int = _help("evaluate every N steps (0 = never during training)", default=0)
     eval_limit: int | None = _help("evaluate on at most N held-out states/episodes", default=None)
     record_every: int = _help("store the full StepRecord every N steps (0 = never)", default=1)
+    on_corrupt_checkpoint: str = _help(
+        "a checkpoint whose SHA256SUMS do not verify on resume: 'raise' (an error naming the "
+        "file) or 'previous' (resume from the newest older one that verifies; counted)",
+        default="raise")
     record_topk: int = _help("top-k ids/log-probs kept per token in records (0 = none)", default=5)
     verify_train: bool = _help("run task.verify on training responses (StepRecord.correct)",
                                default=True)
@@ -167,6 +184,15 @@ class DistillConfig:
     # ---- validation ------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
+        _check_finite(self)
+        _choice(self, "on_corrupt_checkpoint", ("raise", "previous"))
+        if not self.teacher_timeout > 0 or not self.teacher_deadline > 0:
+            raise ConfigError(f"teacher_timeout and teacher_deadline must be > 0, got "
+                              f"{self.teacher_timeout}, {self.teacher_deadline}")
+        if self.teacher_retries < 0 or (self.teacher_retry_budget is not None
+                                        and self.teacher_retry_budget < 0):
+            raise ConfigError(f"teacher_retries and teacher_retry_budget must be >= 0, got "
+                              f"{self.teacher_retries}, {self.teacher_retry_budget}")
         _choice(self, "method", METHODS)
         _choice(self, "teacher_backend", ("hf", "vllm_server", "vllm_offline"))
         _choice(self, "device", ("auto", "cpu", "cuda"))
@@ -299,7 +325,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"config file {path}, line {line}: not UTF-8 (byte {exc.start}: "
+                          f"{raw[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -433,6 +465,22 @@ def _as_sampling(value: Any, name: str) -> Sampling:
                               f"{_did_you_mean(key, hints)}")
         out[key] = _coerce(v, hints[key], f"{name}.{key}")
     return Sampling(**out)
+
+
+def _check_finite(cfg) -> None:
+    """Every float of the config (lists and samplings included) must be finite: ``lr: .inf``
+    would make step 1 all NaN."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, list):
+            items = [(f"{f.name}[{i}]", x) for i, x in enumerate(v)]
+        elif isinstance(v, Sampling):
+            items = [(f"{f.name}.{k}", x) for k, x in dataclasses.asdict(v).items()]
+        else:
+            items = [(f.name, v)]
+        for name, x in items:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"field {name!r} must be a finite number, got {x!r}")
 
 
 def _choice(cfg, name: str, options) -> None:

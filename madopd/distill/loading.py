@@ -1,4 +1,8 @@
-"""Load the student and teachers a DistillConfig names (transformers or vLLM backends)."""
+"""Load the student and teachers a DistillConfig names (transformers or vLLM backends).
+
+Every path is checked first (``madopd.models.checks``): a missing folder, a truncated
+``config.json`` or weights file is one error naming the field and the file.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import torch
 
 from madopd.distill.config import DistillConfig
 from madopd.errors import ConfigError
+from madopd.models.checks import check_model_path, model_load_errors
 
 
 def _device(cfg: DistillConfig) -> str:
@@ -37,7 +42,10 @@ def load_student(cfg: DistillConfig) -> Any:
         if cfg.lora_targets:
             kw["target_modules"] = tuple(cfg.lora_targets)
         lora = LoraSpec(**kw)
-    return HFStudent(cfg.student, lora=lora, device=_device(cfg), dtype=getattr(torch, cfg.dtype))
+    check_model_path(cfg.student, "student")
+    with model_load_errors(cfg.student, "student"):
+        return HFStudent(cfg.student, lora=lora, device=_device(cfg),
+                         dtype=getattr(torch, cfg.dtype))
 
 
 def teacher_names(cfg: DistillConfig) -> list[str]:
@@ -58,14 +66,26 @@ def load_teachers(cfg: DistillConfig) -> list[Any]:
     if cfg.teacher_backend == "hf":
         from madopd.models.hf import HFTeacher
 
-        return [HFTeacher(p, name=n, device=_device(cfg), dtype=getattr(torch, cfg.dtype))
-                for p, n in zip(paths, names)]
+        out = []
+        for i, (p, n) in enumerate(zip(paths, names)):
+            check_model_path(p, f"teachers[{i}]")
+            with model_load_errors(p, f"teachers[{i}]"):
+                out.append(HFTeacher(p, name=n, device=_device(cfg),
+                                     dtype=getattr(torch, cfg.dtype)))
+        return out
     if cfg.teacher_backend == "vllm_server":
         from madopd.models.vllm_server import VLLMServerTeacher
 
         urls = cfg.teacher_base_urls[: len(paths)]
-        return [VLLMServerTeacher(u, p, tokenizer=p if Path(p).is_dir() else cfg.student, name=n)
-                for u, p, n in zip(urls, paths, names)]
+        out = []
+        for i, (u, p, n) in enumerate(zip(urls, paths, names)):
+            tok = p if Path(p).is_dir() else cfg.student
+            with model_load_errors(tok, f"teachers[{i}] (tokenizer)"):
+                out.append(VLLMServerTeacher(
+                    u, p, tokenizer=tok, name=n, timeout=cfg.teacher_timeout,
+                    deadline=cfg.teacher_deadline, retries=cfg.teacher_retries,
+                    retry_budget=cfg.teacher_retry_budget))
+        return out
     from madopd.models.vllm_offline import VLLMOfflineTeacher
 
     return [VLLMOfflineTeacher(p, name=n) for p, n in zip(paths, names)]

@@ -204,7 +204,10 @@ class Distiller(PhasesMixin, RecordsMixin):
     # ------------------------------------------------------------------ one step
     def step(self) -> StepRecord:
         """One optimizer step (all micro-batches); logs to the store when there is one."""
+        from madopd.distill.state import check_finite_after_step
+
         record = self._step()
+        check_finite_after_step(self, record)  # NaN/inf weights: logged, counted, stop
         self._log(record)
         return record
 
@@ -348,8 +351,11 @@ class Distiller(PhasesMixin, RecordsMixin):
         records = []
         bar = tqdm(total=n, desc=f"{cfg.method}", disable=not progress or
                    not self.accelerator.is_main_process)
+        from madopd.distill.state import check_finite_after_step
+
         for _ in range(n):
             rec = self._step()
+            check_finite_after_step(self, rec)  # NaN/inf weights: logged, counted, stop
             if cfg.eval_every and rec.step % cfg.eval_every == 0:
                 ev = self.evaluate(limit=cfg.eval_limit)
                 rec.metrics.update({f"eval/{k}": float(v) for k, v in ev.items()})

@@ -1,9 +1,14 @@
 """Checkpoints of a Distiller: weights (HF format), optimiser, schedule, RNG, data order.
 
-``trainer_state.pt`` holds everything except the full model weights, which live in
-``model/`` in Hugging Face format (loadable by ``from_pretrained``). Under LoRA the adapter
-weights are also kept in ``trainer_state.pt`` (``trainable``) so a resume restores exactly the
-tensors the optimiser updates.
+The trainer state (``trainer_state.json`` + ``.safetensors``, no pickle: ``state_io``) holds
+everything except the full model weights, which live in ``model/`` in Hugging Face format
+(loadable by ``from_pretrained``). Under LoRA the adapter weights are also kept in the trainer
+state (``trainable``) so a resume restores exactly the tensors the optimiser updates.
+
+Faults: a checkpoint is written only when every parameter and optimiser tensor is finite
+(else ``ValueRangeError``, counted; ``latest`` keeps naming the last finite one). A resume
+verifies the checkpoint's SHA256SUMS first; with ``on_corrupt_checkpoint='previous'`` a
+corrupt newest checkpoint is skipped (counted) for the newest older one that verifies.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from madopd.errors import ConfigError, DataError
+from madopd import integrity
+from madopd.distill.state_io import STATE_JSON, has_state, read_state, write_state
+from madopd.errors import ConfigError, DataError, ValueRangeError
 
-STATE_FILE = "trainer_state.pt"
+STATE_FILE = STATE_JSON
 
 
 def _rng_state(d: Any) -> dict[str, Any]:
@@ -63,9 +70,10 @@ def save_checkpoint(d: Any) -> Path:
 
     def write(tmp: Path) -> None:
         d.student.save(tmp / "model")
-        torch.save(state, tmp / STATE_FILE)
+        write_state(tmp, state)
 
     try:
+        refuse_nonfinite(d, model)
         path = d.store.save_checkpoint(d.step_count, write)
         d.store.prune(d.config.keep_checkpoints)
     finally:
@@ -74,24 +82,85 @@ def save_checkpoint(d: Any) -> Path:
     return path
 
 
-def _resolve(d: Any, path: Any) -> Path:
-    from madopd.runs import latest_checkpoint
+def refuse_nonfinite(d: Any, model: torch.nn.Module) -> None:
+    """Raise ValueRangeError (counted) when a parameter or optimiser tensor is NaN/inf: such a
+    state is never checkpointed, so ``latest`` only ever names a finite one."""
+    named = list(model.named_parameters())
+    for i, st in enumerate(d.optimizer.state_dict().get("state", {}).values()):
+        named += [(f"optimizer state {i}.{k}", v) for k, v in st.items() if torch.is_tensor(v)]
+    bad = integrity.first_nonfinite(named)
+    if bad is None:
+        return
+    latest = d.store.latest_checkpoint() if d.store is not None else None
+    if d.store is not None:
+        d.store.count("count/run/nonfinite_checkpoints_refused")
+        d.store.log_event("nonfinite_checkpoint_refused", step=d.step_count, tensor=bad)
+    kept = f"latest stays at {latest.name}" if latest else "no checkpoint was written before"
+    raise ValueRangeError(f"step {d.step_count}: {bad} holds NaN/inf, so this state is not "
+                          f"checkpointed ({kept}); lower lr or check the teachers, then resume")
+
+
+def check_finite_after_step(d: Any, record: Any) -> None:
+    """After an optimizer step: when a trainable parameter turned NaN/inf, log the step with
+    ``count/nonfinite_params`` and stop with ValueRangeError. The update is already applied,
+    so it cannot be skipped like a NaN loss (``max_nan_skips``); ``latest`` keeps naming the
+    last finite checkpoint, to resume from with a lower lr."""
+    named = [(n, p) for n, p in d.student.model.named_parameters() if p.requires_grad]
+    bad = integrity.first_nonfinite(named)
+    if bad is None:
+        return
+    record.metrics["count/nonfinite_params"] = 1.0
+    d._log(record)
+    latest = d.store.latest_checkpoint() if d.store is not None else None
+    if d.store is not None and d.accelerator.is_main_process:
+        d.store.log_event("nonfinite_parameters", step=d.step_count, tensor=bad)
+    kept = f"the last finite checkpoint is {latest}" if latest else "no checkpoint was written"
+    raise ValueRangeError(f"step {d.step_count}: parameter {bad} is NaN/inf after the optimizer "
+                          f"step; the run stops and this state is never checkpointed ({kept}). "
+                          "Lower lr or max_grad_norm, then resume")
+
+
+def _verified_state(ckpt: Path) -> dict[str, Any]:
+    """Checksums first (a changed byte is named before anything is parsed), then the state."""
+    integrity.verify_checksums(ckpt)
+    return read_state(ckpt)
+
+
+def _resolve(d: Any, path: Any) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume and its verified state (see the module docstring)."""
+    from madopd.runs import latest_checkpoint, list_checkpoints
 
     if path is None:
         if d.store is None:
             raise ConfigError("resume() needs a path or a Distiller with a RunStore")
         path = d.store.root
     path = Path(path)
-    if (path / STATE_FILE).exists():
-        return path
+    if has_state(path):  # an explicit checkpoint folder: it is this one or nothing
+        return path, _verified_state(path)
     latest = latest_checkpoint(path)
     if latest is None:
         raise DataError("no complete checkpoint found", path=str(path))
-    return latest
+    ckpts = list_checkpoints(path)
+    latest_step = next((s for s, p in ckpts if p == latest), None)
+    older = [p for s, p in reversed(ckpts) if latest_step is not None and s < latest_step]
+    policy = getattr(d.config, "on_corrupt_checkpoint", "raise")
+    for ckpt in [latest, *older]:
+        try:
+            return ckpt, _verified_state(ckpt)
+        except DataError as exc:
+            if policy != "previous":
+                raise DataError(f"{exc} (set on_corrupt_checkpoint='previous' to resume from "
+                                "the newest older checkpoint that verifies)") from None
+            if d.store is not None:
+                d.store.count("count/run/corrupt_checkpoints_skipped")
+                d.store.log_event("corrupt_checkpoint_skipped", checkpoint=ckpt.name,
+                                  error=str(exc))
+    raise DataError("no checkpoint verifies (every one is corrupt)", path=str(path))
 
 
 def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
     """Copy HF-format weights (all *.safetensors shards) into ``model`` in place."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors"))
@@ -99,7 +168,11 @@ def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
         raise DataError("no *.safetensors weights in the checkpoint", path=str(folder))
     sd: dict[str, torch.Tensor] = {}
     for f in files:
-        sd.update(load_file(str(f)))
+        try:
+            sd.update(load_file(str(f)))
+        except (SafetensorError, OSError) as exc:
+            raise DataError(f"unreadable weights ({exc}); the file is truncated or corrupt",
+                            path=str(f)) from None
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected:
         raise DataError(f"checkpoint weights do not fit the student: unexpected {unexpected[:5]}",
@@ -113,8 +186,7 @@ def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
 
 
 def load_checkpoint(d: Any, path: Any = None) -> int:
-    ckpt = _resolve(d, path)
-    state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+    ckpt, state = _resolve(d, path)
     saved_procs = state.get("num_processes")  # absent in checkpoints older than this field
     if saved_procs is not None and saved_procs != d.accelerator.num_processes:
         raise ConfigError(

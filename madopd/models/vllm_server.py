@@ -17,6 +17,13 @@ terms infinite wherever the student puts mass on the padded id, so we do not pad
 ``top_k=None`` asks for the full vocabulary (``prompt_logprobs=-1``; start the server with
 ``--max-logprobs -1``) and returns dense log-probs. vLLM writes -inf as -9999.0; both map to
 probability 0.
+
+Requests are bounded in total, not per read: ``timeout`` bounds the connection and each read,
+``deadline`` the whole attempt (a watchdog shuts the socket down when it passes, so a server
+that accepts and stalls, or trickles one byte every few seconds, costs at most ``deadline``
+seconds). A reply cut short (the server closes mid-response) is retried like a timeout.
+``retries`` are per request; ``retry_budget`` caps the retries of the teacher's lifetime (a
+run), after which a failure is final (``counters["retry_budget_exhausted"]``).
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -66,8 +74,10 @@ class VLLMServerTeacher:
         model: the served model name (``--served-model-name`` or the model path).
         tokenizer: path or object of the SAME tokenizer the server uses (required: contexts are
             rendered to ids here, so scoring matches ``HFTeacher`` token for token).
-        timeout/retries/backoff: per-request timeout in s; extra attempts on transient
-            failures, with exponential backoff ``backoff * 2**attempt`` seconds.
+        timeout: seconds to connect and for each read; deadline: TOTAL seconds of one
+            attempt (default ``10 * timeout``); retries/backoff: extra attempts per request on
+            transient failures, with exponential backoff ``backoff * 2**attempt`` seconds;
+            retry_budget: retries allowed over this object's lifetime (None = unlimited).
         on_failure: ``"raise"`` -> ``TeacherError``; ``"drop"`` -> ``generate``/``score``
             return None for the whole batch (counted in ``counters["dropped_batches"]``).
         max_context: server context length; None asks ``/v1/models`` (``max_model_len``).
@@ -80,25 +90,34 @@ class VLLMServerTeacher:
     def __init__(self, base_url: str, model: str, *, tokenizer: Any, name: str | None = None,
                  timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
                  on_failure: str = "raise", max_context: int | None = None,
-                 truncation: str = "left", max_concurrency: int = 8):
+                 truncation: str = "left", max_concurrency: int = 8,
+                 deadline: float | None = None, retry_budget: int | None = None):
         if on_failure not in ON_FAILURE:
             raise ConfigError(f"on_failure: expected one of {ON_FAILURE}, got {on_failure!r}")
-        if retries < 0 or timeout <= 0 or backoff < 0 or max_concurrency < 1:
-            raise ConfigError(f"need retries >= 0, timeout > 0, backoff >= 0, max_concurrency >= 1; "
-                              f"got {retries}, {timeout}, {backoff}, {max_concurrency}")
+        deadline = 10.0 * timeout if deadline is None else deadline
+        if not (retries >= 0 and 0 < timeout < float("inf") and 0 < deadline < float("inf")
+                and backoff >= 0 and max_concurrency >= 1
+                and (retry_budget is None or retry_budget >= 0)):
+            raise ConfigError(f"need retries >= 0, finite timeout > 0 and deadline > 0, "
+                              f"backoff >= 0, max_concurrency >= 1, retry_budget >= 0 or None; "
+                              f"got {retries}, {timeout}, {deadline}, {backoff}, "
+                              f"{max_concurrency}, {retry_budget}")
         url = base_url.rstrip("/")
         self.base_url = url[:-3] if url.endswith("/v1") else url
         self.model = model
         self._tokenizer = load_tokenizer(tokenizer)
         self.name = name or model.rstrip("/").split("/")[-1]
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.deadline, self.retry_budget = float(deadline), retry_budget
+        self._budget_lock = threading.Lock()
         self.on_failure = on_failure
         self.truncation = validate_truncation(truncation)
         self._max_context = max_context
         self.max_concurrency = max_concurrency
         self.counters: dict[str, int] = {"requests": 0, "retries": 0, "failures": 0,
                                          "dropped_batches": 0, "truncated_contexts": 0,
-                                         "truncated_prompts": 0}
+                                         "truncated_prompts": 0, "deadline_exceeded": 0,
+                                         "retry_budget_exhausted": 0}
 
     @property
     def tokenizer(self) -> Any:
@@ -109,37 +128,84 @@ class VLLMServerTeacher:
         """One JSON request with bounded retries on transient failures."""
         data = None if body is None else json.dumps(body).encode()
         last = ""
+        attempts = 0
         for attempt in range(self.retries + 1):
             if attempt:
-                self.counters["retries"] += 1
+                if not self._take_retry():
+                    last += (f" (retry budget of {self.retry_budget} spent: no further "
+                             "attempts)")
+                    break
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             self.counters["requests"] += 1
+            attempts += 1
             try:
                 return self._once(method, route, data)
             except _Retryable as e:
                 last = str(e)
         self.counters["failures"] += 1
         raise TeacherError(f"{self.name}: {method} {self.base_url}{route} failed after "
-                           f"{self.retries + 1} attempts: {last}")
+                           f"{attempts} attempts: {last}")
+
+    def _take_retry(self) -> bool:
+        """Spend one retry of the lifetime budget (thread-safe); False once it is spent."""
+        with self._budget_lock:
+            if self.retry_budget is not None and self.counters["retries"] >= self.retry_budget:
+                self.counters["retry_budget_exhausted"] += 1
+                return False
+            self.counters["retries"] += 1
+            return True
 
     def _once(self, method: str, route: str, data: bytes | None) -> dict:
-        req = urllib.request.Request(self.base_url + route, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode(errors="replace")[:500]
-            if e.code >= 500 or e.code == 429:
-                raise _Retryable(f"HTTP {e.code}: {detail}") from e
+        """One attempt, bounded by ``timeout`` per read and ``deadline`` in total."""
+        status, raw = self._http(method, route, data)
+        if status >= 500 or status == 429:
+            raise _Retryable(f"HTTP {status}: {raw[:500].decode(errors='replace')}")
+        if status >= 400:
             self.counters["failures"] += 1  # a bad request does not get better by retrying
-            raise TeacherError(f"{self.name}: {method} {route} -> HTTP {e.code}: {detail}") from e
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            raise _Retryable(f"{type(e).__name__}: {e}") from e
+            raise TeacherError(f"{self.name}: {method} {route} -> HTTP {status}: "
+                               f"{raw[:500].decode(errors='replace')}")
         try:
             return json.loads(raw)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise _Retryable(f"malformed JSON reply: {raw[:200]!r}") from e
+
+    def _http(self, method: str, route: str, data: bytes | None) -> tuple[int, bytes]:
+        """(status, body). A watchdog shuts the socket down at the deadline, which ends any
+        connect, send or read in progress; every failure is ``_Retryable``."""
+        url = urllib.parse.urlsplit(self.base_url + route)
+        cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = cls(url.hostname, url.port, timeout=min(self.timeout, self.deadline))
+        expired = threading.Event()
+
+        def stop() -> None:
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        watchdog = threading.Timer(self.deadline, stop)
+        watchdog.daemon = True
+        watchdog.start()
+        path = url.path + (f"?{url.query}" if url.query else "")
+        t0 = time.monotonic()
+        try:
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+            if expired.is_set():  # a shut-down socket can read as a clean, short end
+                raise OSError("deadline passed")
+            return resp.status, raw
+        except (OSError, http.client.HTTPException) as e:
+            # the socket's own timeout (min(timeout, deadline)) can fire at the deadline too
+            if expired.is_set() or time.monotonic() - t0 >= self.deadline:
+                self.counters["deadline_exceeded"] += 1
+                raise _Retryable(f"no complete reply within the deadline of {self.deadline:g} s "
+                                 "(the server stalled or trickled)") from e
+            raise _Retryable(f"{type(e).__name__}: {e}") from e
+        finally:
+            watchdog.cancel()
+            conn.close()
 
     def _guarded(self, fn, *args):
         """Apply the failure policy around one batch."""

@@ -1,0 +1,303 @@
+"""Integrity of run folders: checksums, the writer lock, stale temporaries, metrics reconcile.
+
+Run folders are shared between people and survive crashes, full disks and concurrent jobs, so
+everything read back from one is checked before it is trusted (docs/architecture.md, "Runs"):
+
+- ``SHA256SUMS`` in every checkpoint folder (``sha256sum -c`` format) lists each file written
+  with it; ``verify_checksums`` names the first file that is missing or changed, and refuses
+  pickle-format files nobody listed (nothing read from a run folder executes).
+- ``RunLock``: ``fcntl.flock`` on ``RUN/.lock``, which holds the writer's PID. A second writer
+  gets ``RunInUseError`` naming that PID. The kernel drops the lock when its holder dies, so a
+  lock file left by a dead process is simply taken over (reported, counted).
+- ``clean_stale_temporaries``: partial ``.tmp-step_*`` folders of crashed writers (only the
+  lock holder cleans, so nobody's write in progress is removed).
+- ``reconcile_metrics``: on resume, keeps the metrics lines up to the checkpoint's step, drops
+  a torn last line and the lines after the checkpoint (counted), and refuses a gap or a
+  duplicate step (a truncated, edited or doubly-written file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from madopd.errors import DataError, RunInUseError
+
+CHECKSUMS = "SHA256SUMS"
+COMPLETE = "COMPLETE"
+LOCK_FILE = ".lock"
+# Formats that unpickle on load: never loaded from a run folder unless madopd listed them.
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+
+
+# ----------------------------------------------------------------------------- checksums
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def write_checksums(folder: Path) -> Path:
+    """Hash every file under ``folder`` into ``folder/SHA256SUMS`` (fsynced)."""
+    lines = []
+    for p in _files_under(folder):
+        rel = p.relative_to(folder).as_posix()
+        if rel in (CHECKSUMS, COMPLETE):
+            continue
+        lines.append(f"{sha256_file(p)}  {rel}\n")
+    out = folder / CHECKSUMS
+    with open(out, "w", encoding="utf-8") as f:
+        f.write("".join(lines))
+        f.flush()
+        os.fsync(f.fileno())
+    return out
+
+
+def read_checksums(folder: Path) -> dict[str, str] | None:
+    """{relative path: sha256} of ``folder/SHA256SUMS``; None when the folder has none."""
+    path = folder / CHECKSUMS
+    if not path.is_file():
+        return None
+    out: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 ({exc.reason})", path=str(path)) from None
+    for i, line in enumerate(text.splitlines(), start=1):
+        digest, sep, rel = line.partition("  ")
+        if not sep or len(digest) != 64 or not rel or rel.startswith("/") or ".." in Path(rel).parts:
+            raise DataError("malformed checksum line (expected '<sha256>  <relative path>')",
+                            path=str(path), line=i)
+        out[rel] = digest
+    return out
+
+
+def verify_checksums(folder: Path, *, required: bool = False) -> bool:
+    """Check every file ``SHA256SUMS`` lists; True when verified, False when there is no list
+    (a checkpoint of an older madopd; an error with ``required``). Raises DataError naming the
+    first missing or changed file, or an unlisted pickle-format file."""
+    folder = Path(folder)
+    sums = read_checksums(folder)
+    if sums is None:
+        if required:
+            raise DataError(f"no {CHECKSUMS}: cannot verify this checkpoint", path=str(folder))
+        return False
+    for rel, digest in sums.items():
+        p = folder / rel
+        if not p.is_file():
+            raise DataError(f"listed in {CHECKSUMS} but missing", path=str(p))
+        got = sha256_file(p)
+        if got != digest:
+            raise DataError(f"checksum mismatch: the file changed after the checkpoint was "
+                            f"written (sha256 {got[:12]}…, expected {digest[:12]}…)", path=str(p))
+    for p in _files_under(folder):
+        rel = p.relative_to(folder).as_posix()
+        if rel not in sums and p.suffix in PICKLE_SUFFIXES:
+            raise DataError(f"not written with this checkpoint (absent from {CHECKSUMS}); "
+                            "pickle-format files from a run folder are never loaded", path=str(p))
+    return True
+
+
+def checksum_folder_of(path: Path) -> Path | None:
+    """The checkpoint folder (holding SHA256SUMS) that ``path`` is or lies in, if any."""
+    path = Path(path)
+    for p in (path, *path.parents[:2]):
+        if (p / CHECKSUMS).is_file():
+            return p
+    return None
+
+
+# ----------------------------------------------------------------------------- finiteness
+
+def first_nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """Name of the first floating tensor holding NaN/inf (None when all are finite).
+
+    One device sync for all tensors: a flag per tensor, stacked, then read once.
+    """
+    items = [(n, t) for n, t in named if torch.is_tensor(t) and t.is_floating_point()]
+    if not items:
+        return None
+    flags = torch.stack([torch.isfinite(t.detach()).all().to("cpu") for _, t in items])
+    if bool(flags.all()):
+        return None
+    return items[int((~flags).nonzero()[0])][0]
+
+
+# ----------------------------------------------------------------------------- the writer lock
+
+_HELD: dict[str, int] = {}  # resolved run folder -> fd of its lock (this process is the writer)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_pid(fd: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+        return int(text) if text else None
+    return None
+
+
+def acquire_run_lock(root: Path) -> int | None:
+    """Make this process the run folder's one writer; idempotent within a process.
+
+    Returns the PID of a previous holder whose lock was stale (it exited without releasing:
+    the kernel dropped its flock), else None. Raises RunInUseError naming a live holder's PID.
+    """
+    key = str(Path(root).resolve())
+    if key in _HELD:
+        return None
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking (documented)
+        return None
+    path = Path(root) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by exec'd children
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = _read_pid(fd)
+        os.close(fd)
+        who = f"PID {pid}" if pid is not None else "a process that has not written its PID yet"
+        state = "" if pid is None or _pid_alive(pid) else \
+            " (not running: a child process it forked may still hold the lock)"
+        raise RunInUseError(f"run folder {root} is being written by {who}{state} (lock file "
+                            f"{path}); wait for it to finish or stop it, then resume") from None
+    previous = _read_pid(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.fsync(fd)
+    _HELD[key] = fd
+    return previous if previous is not None and previous != os.getpid() else None
+
+
+def release_run_lock(root: Path) -> None:
+    fd = _HELD.pop(str(Path(root).resolve()), None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+# ----------------------------------------------------------------------------- temporaries
+
+def clean_stale_temporaries(root: Path) -> int:
+    """Remove partial checkpoint folders and temp files of crashed writers; returns how many.
+
+    Call only as the lock holder: then no other writer has a write in progress.
+    """
+    root = Path(root)
+    n = 0
+    ckpts = root / "checkpoints"
+    if ckpts.is_dir():
+        for p in ckpts.iterdir():
+            if p.name.startswith((".tmp-step_", ".old-step_")) or p.name.startswith(".latest.tmp"):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                n += 1
+    for d in (root, root / "records"):
+        if d.is_dir():
+            for p in d.iterdir():
+                if p.is_file() and p.name.startswith(".") and ".tmp" in p.name:
+                    p.unlink(missing_ok=True)
+                    n += 1
+    return n
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def reconcile_metrics(path: Path, step: int) -> tuple[str, dict[str, int]]:
+    """The text of ``metrics.jsonl`` kept for a resume at ``step``, and what was dropped.
+
+    Keeps lines with step <= ``step``; drops a torn last line (cut short by a kill) and the
+    lines after the checkpoint. Raises DataError for a malformed line before the end, a
+    duplicate step, or a gap (the kept steps must be exactly 1..step: a resumed run must not
+    continue a history with holes).
+    """
+    raw = path.read_bytes() if path.exists() else b""
+    lines = raw.split(b"\n")
+    torn = 0
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:  # no final newline: the last write was cut short
+        lines.pop()
+        torn = 1
+    kept: list[str] = []
+    seen: dict[int, int] = {}
+    after = 0
+    for i, bline in enumerate(lines, start=1):
+        if not bline.strip():
+            continue
+        try:
+            line = bline.decode("utf-8")
+            s = int(json.loads(line)["step"])
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            if i == len(lines) and not torn:  # a garbled last line: also a torn write
+                torn = 1
+                continue
+            raise DataError("malformed metrics line before the end of the file: cannot tell "
+                            "which steps it held; restore the file or delete that line",
+                            path=str(path), line=i, field="step") from None
+        if s in seen:
+            raise DataError(f"step {s} appears twice (lines {seen[s]} and {i}): two writers "
+                            "interleaved; keep one copy of each step", path=str(path), line=i,
+                            field="step")
+        seen[s] = i
+        if s > step:
+            after += 1
+        else:
+            kept.append(line)
+    have = sorted(s for s in seen if s <= step)
+    if have != list(range(1, step + 1)):
+        missing = sorted(set(range(1, step + 1)) - set(have))
+        span = f"{missing[0]}-{missing[-1]}" if len(missing) > 1 else str(missing[0])
+        raise DataError(f"the checkpoint is at step {step} but steps {span} are missing "
+                        f"({len(missing)} of {step}): resuming would leave a permanent gap. "
+                        "Restore the file, or resume from an older checkpoint",
+                        path=str(path), field="step")
+    return "".join(x + "\n" for x in kept), {"torn_lines": torn, "dropped_after_checkpoint": after}
+
+
+def tail_is_torn(path: Path) -> bool:
+    """True when ``path`` is non-empty and does not end with a newline."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if size == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        return f.read(1) != b"\n"
+
+
+def drop_torn_tail(path: Path) -> int:
+    """Cut a torn last line off ``path`` (in place); returns the bytes removed."""
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(data) - keep
