@@ -27,8 +27,9 @@ import ast
 import json
 from dataclasses import dataclass, replace
 
+from madopd import sandbox as _sandbox
 from madopd.errors import ConfigError
-from madopd.sandbox import COUNTERS, Limits, RunResult, _count, run_many
+from madopd.sandbox import COUNTERS, Limits, RunResult, _count
 from madopd.sandbox.harness import HARNESS, WORKER
 
 __all__ = ["TestCase", "Verdict", "verify_cases", "run_trusted", "COUNTERS"]
@@ -102,7 +103,7 @@ def verify_cases(cases: list[TestCase], *, limits: Limits | None = None,
                           for c in batch]}
         files.append({"cases.json": json.dumps(spec)})
     run_limits = replace(limits, wall_seconds=per_case * max(map(len, batches), default=1) + 5.0)
-    runs = run_many([HARNESS] * len(batches), limits=run_limits, workers=workers,
+    runs = _sandbox.run_many([HARNESS] * len(batches), limits=run_limits, workers=workers,
                     progress=progress, files=files, channel=True)
     out: list[Verdict] = []
     for batch, run in zip(batches, runs):
@@ -156,7 +157,7 @@ def run_trusted(sources: list[str], *, files: list[dict[str, str]] | None = None
                 progress: bool = False) -> list[tuple[object | None, RunResult]]:
     """Run trusted programs (prefixed with ``CHANNEL_PRELUDE``) and return what each sent with
     ``channel_send`` (None when it sent nothing valid) with its RunResult."""
-    runs = run_many([CHANNEL_PRELUDE + s for s in sources], limits=limits or Limits(),
+    runs = _sandbox.run_many([CHANNEL_PRELUDE + s for s in sources], limits=limits or Limits(),
                     workers=workers, progress=progress, files=files, channel=True)
     out = []
     for run in runs:
