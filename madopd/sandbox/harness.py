@@ -71,7 +71,7 @@ while True:
         else:
             obj = table[req["h"]]
             if op == "call":
-                v = obj(*dec(req["a"]), **{k: dec(a) for k, a in req["kw"].items()})
+                v = obj(*[dec(a) for a in req["a"]], **{k: dec(a) for k, a in req["kw"].items()})
             elif op == "attr":
                 v = getattr(obj, req["name"])
             elif op == "iter":
