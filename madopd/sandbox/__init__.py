@@ -211,6 +211,7 @@ def _bwrap_argv(probe: dict, cfg: SandboxConfig, limits: Limits, files: dict[str
                 made.add(sub)
                 argv += ["--dir", f"{_WORK}/{sub}"]
         argv += ["--file", str(fd), f"{_WORK}/{rel}"]
+    argv += ["--remount-ro", "/"]  # bwrap's root tmpfs (mount points): /tmp and /dev/shm stay writable
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     argv += ["--chdir", _WORK, "--clearenv"]
@@ -338,7 +339,7 @@ def _run(texts, stdin, limits, cfg, probe, channel, fds, start, isolation) -> Ru
         prog += ["--madopd-channel", str(res_w), str(non_r)]
     group = None
     if probe["cgroup"] is not None:
-        extra = 4  # bwrap's monitor and init, prlimit/sh, the verifier's harness
+        extra = 2  # bwrap's monitor, and its init (or, with channel=True, the verifier's harness)
         group = cgroup.RunGroup(probe["cgroup"], int(limits.memory_mb) << 20,
                                 int(limits.max_processes) + extra)
     argv = (["/bin/sh", "-c", _JOIN, "sh", *(group.procs_files if group else []), "--"]
