@@ -23,7 +23,8 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 
 def test_memory_spread_over_processes_is_capped_in_total():
     # 4 processes x 200 MB (each under the 256 MB per-process RLIMIT_AS): the run's cgroup caps
-    # the SUM at 256 MB, so at most one of them can hold its memory.
+    # the SUM at 256 MB, so at most one of them holds its memory to the end (the kernel's OOM
+    # killer may let one hold and kill it when another grows).
     src = textwrap.dedent("""
         import os, time
         kids = []
@@ -40,8 +41,9 @@ def test_memory_spread_over_processes_is_capped_in_total():
         print([os.waitpid(k, 0)[1] for k in kids], flush=True)
     """)
     res = run_code(src, limits=Limits(memory_mb=256, wall_seconds=20))
-    assert res.stdout.count("held") <= 1, res
-    assert "[0, 0, 0, 0]" not in res.stdout
+    statuses = eval(res.stdout.splitlines()[-1]) if res.stdout.rstrip().endswith("]") else []
+    assert statuses.count(0) <= 1, res  # 9 = SIGKILL by the cgroup's OOM killer
+    assert res.stdout.count("held") < 4
 
 
 def test_memfd_and_dev_shm_count_against_the_memory_cap():
