@@ -5,9 +5,10 @@ samples of which c pass, the probability that at least one of k samples drawn wi
 replacement passes is ``1 - C(n-c, k) / C(n, k)``. We evaluate it as the product
 ``1 - Π_{i=n-c+1}^{n} (1 - k/i)``, which never forms the huge binomials.
 
-The code harness turns (problem, model response) into a check program
-``prompt + completion + test + check(entry_point)`` and runs it in ``madopd.sandbox`` — never in
-this process. Model output is untrusted: an unparsable response is a failed sample, counted in
+The code harness turns (problem, model response) into a candidate program ``prompt +
+completion`` and hands it with the problem's tests to ``madopd.sandbox.verify`` — never run in
+this process, and scored by a harness the candidate cannot reach (the tests run there, after
+the candidate's definitions are loaded in another process; see docs/sandbox.md). Model output is untrusted: an unparsable response is a failed sample, counted in
 the summary, never an exception.
 """
 
@@ -15,13 +16,13 @@ from __future__ import annotations
 
 import ast
 import re
-import secrets
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from madopd.errors import ValueRangeError
-from madopd.sandbox import Limits, RunResult, run_many
+from madopd.sandbox import Limits
+from madopd.sandbox.verify import TestCase, verify_cases
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -121,15 +122,12 @@ def _parses(code: str) -> bool:
     return True
 
 
-def check_program(problem: CodeProblem, completion: str, sentinel: str | None = None) -> str:
-    """``prompt + completion + test + check(entry_point)``, run as one script in the sandbox.
-
-    With ``sentinel``, the script prints it last: a pass then needs exit code 0 *and* the
-    sentinel, so a completion that exits early with ``sys.exit(0)`` does not pass untested.
-    """
-    tail = f"print({sentinel!r}, flush=True)\n" if sentinel else ""
-    return (f"{problem.prompt}{completion}\n\n{problem.test}\n\n"
-            f"check({problem.entry_point})\n{tail}")
+def check_program(problem: CodeProblem, completion: str) -> TestCase:
+    """The verifier case for one sample: the candidate ``prompt + completion`` (untrusted, run in
+    the worker), the problem's tests and ``check(entry_point)`` in the harness, with the prompt
+    as trusted prelude (its helpers, e.g. HumanEval's ``poly``, are the ones the tests use)."""
+    return TestCase(candidate=f"{problem.prompt}{completion}\n", tests=problem.test,
+                    entry_point=problem.entry_point, prelude=problem.prompt)
 
 
 @dataclass
@@ -152,31 +150,29 @@ def evaluate_code(problems: list[CodeProblem], responses: list[list[str]], *,
                               "response lists (expected one list per problem)")
     limits = limits or Limits()
     programs, index, modes = [], [], []
-    sentinel = "madopd-check-passed-" + secrets.token_hex(8)
     for i, (prob, samples) in enumerate(zip(problems, responses)):
         for j, resp in enumerate(samples):
             text = resp if isinstance(resp, str) else ""  # non-text output counts as wrong
             comp, mode = (text, "raw") if raw_completions else completion_from_response(prob, text)
             if not isinstance(resp, str):
                 mode = "non-text"
-            programs.append(check_program(prob, comp, sentinel))
+            programs.append(check_program(prob, comp))
             index.append((i, j))
             modes.append(mode)
-    results: list[RunResult] = run_many(programs, limits=limits, workers=workers, progress=progress)
+    results = verify_cases(programs, limits=limits, workers=workers, progress=progress)
     records, per_problem = [], [[0, 0] for _ in problems]
     status_counts: Counter[str] = Counter()
     for (i, j), mode, res, resp in zip(index, modes, results, (r for s in responses for r in s)):
-        passed = res.status == "pass" and res.stdout.rstrip().endswith(sentinel)
-        if res.status == "pass" and not passed:  # exited 0 before the tests finished
-            res.status, res.reason = "fail", "exit-before-check"
+        passed = res.passed
         per_problem[i][0] += 1
         per_problem[i][1] += int(passed)
         status_counts[f"{res.status}:{res.reason}" if res.reason else res.status] += 1
         records.append({
             "task_id": problems[i].task_id, "sample": j, "passed": passed, "status": res.status,
-            "reason": res.reason, "mode": mode, "duration": round(res.duration, 4),
+            "reason": res.reason, "detail": res.detail, "mode": mode,
+            "duration": round(res.run.duration, 4), "isolation": res.run.isolation,
             "response": resp if isinstance(resp, str) else repr(resp),
-            "stderr_tail": res.stderr[-500:], "truncated": res.truncated,
+            "stderr_tail": res.run.stderr[-500:], "truncated": res.run.truncated,
         })
     counts = [(n, c) for n, c in per_problem if n > 0]
     means, skipped = mean_pass_at_k(counts, list(ks))

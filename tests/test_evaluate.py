@@ -68,7 +68,8 @@ def test_extraction_modes():
     comp, mode = completion_from_response(ADD, "    return a + b\n")
     assert (comp, mode) == ("    return a + b\n", "body")
     prog = check_program(ADD, "    return a + b\n")
-    assert prog.startswith(ADD.prompt + "    return a + b\n") and prog.rstrip().endswith("check(add)")
+    assert prog.candidate.startswith(ADD.prompt + "    return a + b\n")
+    assert (prog.tests, prog.entry_point, prog.prelude) == (ADD.test, "add", ADD.prompt)
 
 
 def test_evaluate_code_scores_and_never_crashes_on_garbage():
@@ -82,9 +83,9 @@ def test_evaluate_code_scores_and_never_crashes_on_garbage():
     ]]
     res = evaluate_code([ADD], responses, ks=[1, 2])
     passed = [r["passed"] for r in res.records]
-    # exit code 0 alone is not a pass: the sentinel printed after check() must be there too
+    # exiting 0 before the tests ran is the worker dying: a failure, not a pass
     assert passed == [True, True, False, False, False, False]
-    assert res.records[4]["reason"] == "exit-before-check"
+    assert res.records[4]["reason"] == "candidate-exited"
     assert res.records[5]["mode"] == "non-text"
     assert res.summary["samples"] == 6 and res.summary["problems"] == 1
     assert res.summary["pass@1"] == pytest.approx(2 / 6)

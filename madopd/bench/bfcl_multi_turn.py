@@ -5,6 +5,10 @@ classes, but both its inference loop and its checker run the model's calls with 
 here each execution happens in a sandboxed child that imports the installed ``bfcl_eval``
 (read-only) and *replays* the episode's call history from the initial configuration (the
 backends are deterministic), then runs the new step; the checker runs in the sandbox too.
+Before BFCL ``eval``s a model's call, the sandboxed program admits only a call of a public method
+of the episode's backend classes with literal arguments (``_SAFE_CALLS``); anything else becomes a
+call BFCL reports as an execution error. So no model-written code runs, and the program is
+trusted: it returns its result on ``madopd.sandbox.verify``'s channel (never stdout).
 
 The episode loop follows BFCL's prompting handler (``base_handler.inference_multi_turn_
 prompting`` with the OSS message layout): system prompt + first turn; each step the model
@@ -20,7 +24,6 @@ A *response* for scoring is the whole interaction, JSON: ``[[step text, ...] per
 from __future__ import annotations
 
 import json
-import secrets
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,8 @@ from typing import Any
 from madopd.bench import BenchResult
 from madopd.bench.bfcl import DecodeError, _checker, build_chat, decode_calls
 from madopd.errors import ConfigError
-from madopd.sandbox import Limits, inner_path, run_many
+from madopd.sandbox import Limits, inner_path
+from madopd.sandbox.verify import run_trusted
 from madopd.types import Sampling, State
 
 MULTI_TURN = ["multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param",
@@ -61,38 +65,74 @@ def to_exec_list(text: str) -> list[str]:
             for call in calls for name, args in call.items()]
 
 
+_SAFE_CALLS = r'''
+import ast, importlib, inspect
+from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import CLASS_FILE_PATH_MAPPING
+REJECTED = "madopd_rejected_call()"  # BFCL's eval raises NameError: an execution error
+
+def backend_methods(classes):
+    names = set()
+    for cls in classes:
+        obj = getattr(importlib.import_module(CLASS_FILE_PATH_MAPPING[cls]), cls)
+        names |= {n for n, _ in inspect.getmembers(obj, inspect.isfunction) if not n.startswith("_")}
+    return names
+
+def _literal(node, allowed):
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        return isinstance(node.operand, ast.Constant)
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return all(_literal(e, allowed) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(k is not None and _literal(k, allowed) and _literal(v, allowed)
+                   for k, v in zip(node.keys, node.values))
+    return isinstance(node, ast.Call) and _call_ok(node, allowed)
+
+def _call_ok(node, allowed):
+    return (isinstance(node.func, ast.Name) and node.func.id in allowed
+            and all(not isinstance(a, ast.Starred) and _literal(a, allowed) for a in node.args)
+            and all(k.arg is not None and _literal(k.value, allowed) for k in node.keywords))
+
+def safe(call, allowed):
+    try:
+        tree = ast.parse(call, mode="eval")
+    except (SyntaxError, ValueError, RecursionError):
+        return REJECTED
+    return call if isinstance(tree.body, ast.Call) and _call_ok(tree.body, allowed) else REJECTED
+'''
+
 _EXEC_SRC = r'''
 import json, sys
 sys.path.insert(0, SITE)
+exec(SAFE_CALLS)
 spec = json.load(open("spec.json"))
 from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import execute_multi_turn_func_call
+allowed = backend_methods(spec["involved_classes"])
 out = []
 for step in spec["steps"]:
-    out, _ = execute_multi_turn_func_call(step, spec["initial_config"], spec["involved_classes"],
-                                          MODEL, spec["id"], long_context=spec["long_context"])
-print(MARK + json.dumps([str(x) for x in out]), flush=True)
+    out, _ = execute_multi_turn_func_call([safe(c, allowed) for c in step], spec["initial_config"],
+                                          spec["involved_classes"], MODEL, spec["id"],
+                                          long_context=spec["long_context"])
+channel_send([str(x) for x in out])
 '''
 
 _CHECK_SRC = r'''
 import json, sys
 sys.path.insert(0, SITE)
+exec(SAFE_CALLS)
 spec = json.load(open("spec.json"))
 from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
-res = multi_turn_checker(spec["decoded"], spec["ground_truth"], spec["entry"], spec["category"], MODEL)
-print(MARK + json.dumps({"valid": bool(res["valid"]), "error_type": str(res.get("error_type", "")),
-                         "error": str(res.get("error_message", ""))[:300]}), flush=True)
+allowed = backend_methods(spec["entry"]["involved_classes"])
+decoded = [[[safe(c, allowed) for c in step] for step in turn] for turn in spec["decoded"]]
+res = multi_turn_checker(decoded, spec["ground_truth"], spec["entry"], spec["category"], MODEL)
+channel_send({"valid": bool(res["valid"]), "error_type": str(res.get("error_type", "")),
+              "error": str(res.get("error_message", ""))[:300]})
 '''
 
 
-def _program(template: str, mark: str) -> str:
-    return (f"SITE = {_site()!r}\nMODEL = {_MODEL_TAG!r}\nMARK = {mark!r}\n" + template)
-
-
-def _marked(stdout: str, mark: str) -> Any | None:
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(mark):
-            return json.loads(line[len(mark):])
-    return None
+def _program(template: str) -> str:
+    return (f"SITE = {_site()!r}\nMODEL = {_MODEL_TAG!r}\nSAFE_CALLS = {_SAFE_CALLS!r}\n" + template)
 
 
 class BFCLMultiTurnBenchmark:
@@ -136,19 +176,17 @@ class BFCLMultiTurnBenchmark:
     # ------------------------------------------------------------------ execution
     def _execute(self, jobs: list[tuple[dict, list[list[str]]]], workers: int) -> list[list[str]]:
         """Results of the last step of each (entry, steps) replay, run in the sandbox."""
-        mark = "madopd-bfcl-" + secrets.token_hex(6)
         srcs, files = [], []
         for entry, steps in jobs:
             spec = {"steps": steps, "initial_config": entry.get("initial_config", {}),
                     "involved_classes": entry["involved_classes"], "id": entry["id"],
                     "long_context": "long_context" in entry["id"]}
-            srcs.append(_program(_EXEC_SRC, mark))
+            srcs.append(_program(_EXEC_SRC))
             files.append({"spec.json": json.dumps(spec)})
-        results = run_many(srcs, limits=self.limits, workers=workers, files=files)
+        results = run_trusted(srcs, limits=self.limits, workers=workers, files=files)
         out = []
-        for res, (_, steps) in zip(results, jobs):
-            parsed = _marked(res.stdout, mark) if res.status == "pass" else None
-            if parsed is None:
+        for (parsed, res), (_, steps) in zip(results, jobs):
+            if res.status != "pass" or not isinstance(parsed, list):
                 self.counters["execution_failed"] += 1
                 parsed = [f"Error during execution: sandbox {res.status}:{res.reason}"] * len(steps[-1])
             out.append(parsed)
@@ -257,7 +295,6 @@ class BFCLMultiTurnBenchmark:
               progress: bool = False) -> BenchResult:
         if len(states) != len(responses):
             raise ConfigError(f"{self.name}.score: {len(states)} states but {len(responses)} lists")
-        mark = "madopd-bfcl-check-" + secrets.token_hex(6)
         jobs, index, pre = [], [], {}
         for i, (st, samples) in enumerate(zip(states, responses)):
             gt = st.meta["ground_truth"]
@@ -271,15 +308,16 @@ class BFCLMultiTurnBenchmark:
                     entry = {k: v for k, v in st.meta["entry"].items() if k != "function"}
                     spec = {"decoded": decoded, "ground_truth": gt, "entry": entry,
                             "category": st.meta["category"]}
-                    jobs.append((_program(_CHECK_SRC, mark), {"spec.json": json.dumps(spec)}))
+                    jobs.append((_program(_CHECK_SRC), {"spec.json": json.dumps(spec)}))
                     index.append((i, j))
-        results = run_many([s for s, _ in jobs], limits=self.limits, workers=workers,
-                           files=[f for _, f in jobs], progress=progress)
-        for (i, j), res in zip(index, results):
-            verdict = _marked(res.stdout, mark) if res.status == "pass" else None
-            if verdict is None:
+        results = run_trusted([s for s, _ in jobs], limits=self.limits, workers=workers,
+                              files=[f for _, f in jobs], progress=progress)
+        for (i, j), (verdict, res) in zip(index, results):
+            if res.status != "pass" or not isinstance(verdict, dict) or "valid" not in verdict:
                 self.counters["checker_failed"] += 1
-                pre[(i, j)] = (False, f"checker:{res.status}:{res.reason}")
+                tail = res.stderr.strip().splitlines()[-1:] if res.stderr.strip() else []
+                pre[(i, j)] = (False, f"checker:{res.status}:{res.reason}"
+                               + (f" ({tail[0][:200]})" if tail else ""))
             else:
                 pre[(i, j)] = (verdict["valid"], "" if verdict["valid"] else verdict["error_type"])
         records, items, per_cat = [], [], {}

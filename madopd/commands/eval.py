@@ -208,5 +208,32 @@ def _run(args: argparse.Namespace) -> int:
         if score != 1.0:
             print(f"madopd eval --reference: harness self-check FAILED (score {score})",
                   file=sys.stderr)
+            for line in explain_failures(res.records, summary.get("gold_inconsistent", [])):
+                print(line, file=sys.stderr)
             return 1
     return 0
+
+
+def explain_failures(records: list[dict], excused: list[str] = (), show: int = 3) -> list[str]:
+    """Which gold answers failed and why: per category (or benchmark family), the count per
+    reason and the first ``show`` item ids with their error. Records of any benchmark: the
+    item id is ``id``/``task_id``/``state_id``; the outcome ``correct``/``passed``/``verdict``."""
+    excused = set(excused)
+    groups: dict[str, dict[str, list[str]]] = {}
+    for r in records:
+        rid = str(r.get("id", r.get("task_id", r.get("state_id", "?"))))
+        ok = r.get("correct", r.get("passed", r.get("verdict") == "pass"))
+        if ok or rid in excused:
+            continue
+        why = r.get("error_type") or ":".join(str(r[k]) for k in ("status", "reason") if r.get(k)) \
+            or str(r.get("verdict", "failed"))
+        detail = r.get("detail") or r.get("stderr_tail", "")
+        label = f"{rid}" + (f" ({str(detail).strip().splitlines()[-1][:160]})" if str(detail).strip() else "")
+        groups.setdefault(str(r.get("category", r.get("family", "all"))), {}).setdefault(why, []).append(label)
+    lines = []
+    for cat, reasons in sorted(groups.items()):
+        total = sum(map(len, reasons.values()))
+        lines.append(f"  {cat}: {total} gold answer(s) failed")
+        for why, ids in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+            lines.append(f"    {len(ids)} x {why}: " + "; ".join(ids[:show]) + (" ..." if len(ids) > show else ""))
+    return lines

@@ -287,8 +287,9 @@ def extract_code(response: str) -> str:
 class CodeJsonlTask:
     """Code prompts from JSONL; ``verify`` runs the response with the row's tests in the sandbox.
 
-    A response passes (1.0) when ``code + tests (+ check(entry_point) if the tests define
-    check)`` exits 0 inside ``madopd.sandbox``. Rows without tests score 0 and are counted in
+    A response passes (1.0) when the row's tests (+ ``check(entry_point)`` if they define
+    check) run to the end in ``madopd.sandbox.verify``'s harness against the response's code
+    (loaded in a separate worker; exiting early or forging ``__eq__`` fails). Rows without tests score 0 and are counted in
     ``counters["no_tests"]``.
     """
 
@@ -313,26 +314,31 @@ class CodeJsonlTask:
     def eval_states(self) -> list[State]:
         return list(self._eval)
 
-    def program(self, state: State, response: str) -> str | None:
+    def program(self, state: State, response: str):
+        """The verifier case (``madopd.sandbox.verify.TestCase``): the response's code is the
+        candidate, the row's tests run in the harness (``check(entry_point)`` when they define
+        ``check``); None when the row has no tests."""
+        from madopd.sandbox.verify import TestCase
+
         tests = state.meta.get("tests") or []
         if not tests:
             return None
-        parts = [extract_code(response), *tests]
-        ep = state.meta.get("entry_point")
-        if ep and any(re.search(r"def\s+check\s*\(", t) for t in tests):
-            parts.append(f"check({ep})")
-        return "\n\n".join(parts) + "\n"
+        return TestCase(candidate=extract_code(response) + "\n", tests="\n\n".join(tests) + "\n",
+                        entry_point=state.meta.get("entry_point") or None)
 
     def verify(self, state: State, response: str) -> float:
-        source = self.program(state, response)
-        if source is None:
+        case = self.program(state, response)
+        if case is None:
             self.counters["no_tests"] += 1
             return 0.0
         try:
-            from madopd import sandbox
+            from madopd.sandbox.verify import verify_cases
 
             kw = {"limits": self.limits} if self.limits is not None else {}
-            return 1.0 if sandbox.run_code(source, **kw).status == "pass" else 0.0
+            verdict = verify_cases([case], workers=1, **kw)[0]
         except Exception:  # must never raise on model output; counted
             self.counters["sandbox_errors"] += 1
             return 0.0
+        if verdict.status == "error":
+            self.counters["sandbox_errors"] += 1
+        return 1.0 if verdict.passed else 0.0

@@ -4,27 +4,25 @@ A prompt is ``C:<word> <C>`` ("C:most 37" = "the larger of x and 37"); the answe
 (``max(x,37)``). Hidden tests call ``f = lambda x: <answer>`` on inputs on both sides of C; a
 response passes only if every test holds. Metric: pass@k with the unbiased estimator.
 
-Generated code never runs in this process. Verification goes through ``madopd.sandbox``:
+Generated code never runs in this process. Verification goes through ``madopd.sandbox.verify``
+(the verifier every code score uses):
 
 1. **grammar filter** (no execution): the expression may only use digits, ``x``, ``+ - * / % ( ) ,``,
    spaces and the names ``max``, ``min``, ``abs``; anything else is a failure counted in
    ``counters["rejected"]`` (no attribute access, no subscripts, no underscores: a candidate cannot
    reach outside its own lambda).
-2. **batched sandbox runs**: up to ``batch_size`` candidates go into ONE sandboxed script (one child
-   process: ~20-50 ms saved per candidate). Each candidate is compiled in its own namespace with
-   only ``max/min/abs`` as builtins, inside try/except, with a per-candidate SIGALRM time guard; the
-   script prints one JSON verdict list. Because batched candidates share a process, one candidate
-   could in principle disturb another's verdict — the grammar filter is what makes this safe;
-   ``batch_size=1`` isolates every candidate in its own process.
-3. If a whole batch dies (wall/memory limit, e.g. a C-level ``10**10**10`` the alarm cannot
-   interrupt), its candidates are re-run one per process (``counters["batch_isolated"]``) so one bad
-   candidate fails alone. Every verdict is "pass", "wrong", "error", "timeout" or "rejected"; a
-   sandbox violation is a failure, never a crash of the run.
+2. **batched verification**: up to ``batch_size`` candidates share ONE sandbox run and one worker
+   process (~20-50 ms saved per candidate); each is ``f = lambda x: <expr>`` in its own namespace,
+   and the hidden tests ``f(x) == y`` run in the harness on the plain values the worker returns,
+   with a per-candidate time guard (the worker is killed and restarted). Sharing a worker is safe
+   because of the grammar filter; ``batch_size=1`` gives every candidate its own sandbox.
+3. If a whole batch's harness fails (wall/memory limit), its candidates are re-run one per sandbox
+   (``counters["batch_isolated"]``) so one bad candidate fails alone. Every verdict is "pass",
+   "wrong", "error", "timeout" or "rejected"; a sandbox violation is a failure, never a crash.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,31 +34,10 @@ from madopd.types import State
 _ALLOWED = re.compile(r"^[0-9x+\-*/%(), a-z]{1,64}$")
 _NAMES = re.compile(r"[a-z_]+")
 _ALLOWED_NAMES = {"x", "max", "min", "abs"}
-_MARK = "@@toy-code-verdicts@@"
-
-_SCRIPT = """\
-import json, signal, sys
-CANDS = json.loads({payload!r})
-class _Slow(Exception):
-    pass
-def _alarm(signum, frame):
-    raise _Slow()
-signal.signal(signal.SIGALRM, _alarm)
-out = []
-for src, tests in CANDS:
-    verdict = "error"
-    try:
-        signal.setitimer(signal.ITIMER_REAL, {per_candidate})
-        f = eval("lambda x: (" + src + "\\n)", {{"__builtins__": {{"max": max, "min": min, "abs": abs}}}})
-        verdict = "pass" if all(f(x) == y for x, y in tests) else "wrong"
-    except _Slow:
-        verdict = "timeout"
-    except BaseException:
-        verdict = "error"
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    out.append(verdict)
-sys.stdout.write({mark!r} + json.dumps(out))
+_CHECK = """\
+def check(candidate):
+    for x, y in TESTS:
+        assert candidate(x) == y
 """
 
 
@@ -165,39 +142,35 @@ class ToyCodeTask:
         return self.limits or Limits(wall_seconds=20.0, cpu_seconds=10.0, memory_mb=512)
 
     def _run_chunks(self, chunks: list[list]) -> list[list[str]]:
-        from madopd.sandbox import run_many
+        from madopd.sandbox.verify import TestCase, verify_cases
 
-        sources = [self._script(chunk) for chunk in chunks]
-        results = run_many(sources, limits=self._limits(), workers=self.workers) if sources else []
-        out = []
-        for chunk, res in zip(chunks, results):
-            verdicts = self._parse(res, len(chunk))
-            if verdicts is None:  # the whole batch died: isolate its candidates
+        cases = [TestCase(f"f = lambda x: ({expr}\n)\n", f"TESTS = {tests!r}\n{_CHECK}", "f")
+                 for chunk in chunks for _, expr, tests in chunk]
+        size = max(map(len, chunks), default=1)
+        verdicts = verify_cases(cases, limits=self._limits(), per_case_seconds=self.per_candidate_seconds,
+                                batch_size=size, shared_worker=True, workers=self.workers) if cases else []
+        out, i = [], 0
+        for chunk in chunks:
+            got = verdicts[i:i + len(chunk)]
+            i += len(chunk)
+            if any(v.reason.startswith("harness:") for v in got):  # the batch's harness failed
                 self.counters["batch_failed"] += 1
                 if len(chunk) == 1:
-                    verdicts = ["timeout" if res.status == "timeout" else "error"]
-                else:
-                    self.counters["batch_isolated"] += len(chunk)
-                    verdicts = [v[0] for v in self._run_chunks([[c] for c in chunk])]
-            out.append(verdicts)
+                    out.append(["timeout" if got[0].run.status == "timeout" else "error"])
+                    continue
+                self.counters["batch_isolated"] += len(chunk)
+                out.append([v[0] for v in self._run_chunks([[c] for c in chunk])])
+                continue
+            out.append([self._word(v) for v in got])
         return out
 
-    def _script(self, chunk: list) -> str:
-        payload = json.dumps([[expr, tests] for _, expr, tests in chunk])
-        return _SCRIPT.format(payload=payload, per_candidate=self.per_candidate_seconds, mark=_MARK)
-
     @staticmethod
-    def _parse(res, n: int) -> list[str] | None:
-        if res.status != "pass" or _MARK not in res.stdout:
-            return None
-        try:
-            verdicts = json.loads(res.stdout.rsplit(_MARK, 1)[1])
-        except ValueError:
-            return None
-        ok = {"pass", "wrong", "error", "timeout"}
-        if not isinstance(verdicts, list) or len(verdicts) != n or not set(verdicts) <= ok:
-            return None
-        return verdicts
+    def _word(v) -> str:
+        if v.status == "pass":
+            return "pass"
+        if v.status == "timeout":
+            return "timeout"
+        return "wrong" if v.reason == "assertion" else "error"
 
 
 class ToyCodeBenchmark:

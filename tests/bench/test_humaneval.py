@@ -46,3 +46,27 @@ def test_all_164_canonical_pass_and_broken_fail():
     failed = [(r["task_id"], r["reason"], r["stderr_tail"]) for r in good.records if not r["passed"]]
     assert failed == [] and good.summary["score"] == 1.0
     assert sum(r["passed"] for r in bad.records) == 0
+
+
+def _forged(state) -> list[str]:
+    """Wrong answers that try to look passed: the old "tests passed" marker, early exits,
+    an always-equal object, patched builtins."""
+    entry = state.meta["problem"]["entry_point"]
+    head = "```python\nimport atexit, builtins, os, sys\n"
+    return [
+        head + f"print('madopd-check-passed-0000000000000000')\ndef {entry}(*a, **k):\n    sys.exit(0)\n```",
+        head + f"def {entry}(*a, **k):\n    raise SystemExit(0)\n```",
+        head + f"def {entry}(*a, **k):\n    os._exit(0)\n```",
+        head + "atexit.register(lambda: os._exit(0))\nos._exit(0)\n```",
+        head + f"class Y:\n    def __eq__(s, o): return True\n    def __bool__(s): return True\n"
+               f"builtins.abs = lambda x: 0\ndef {entry}(*a, **k):\n    return Y()\n```",
+    ]
+
+
+@pytest.mark.bench
+def test_all_164_forged_markers_and_early_exits_score_zero():
+    bench = get_benchmark("humaneval")
+    states = bench.states(None)
+    res = bench.score(states, [_forged(s) for s in states], workers=2)
+    assert res.summary["samples"] == 5 * N_PROBLEMS
+    assert sum(r["passed"] for r in res.records) == 0, [r["task_id"] for r in res.records if r["passed"]]
