@@ -116,15 +116,35 @@ def _reduce(values: torch.Tensor, plan: core.Plan, reduction: str) -> torch.Tens
     return (per_seq[keep] / cnt).mean(0)
 
 
+def _row_weights(plan: core.Plan, reduction: str) -> torch.Tensor | None:
+    """The reduction as row weights r [M] (loss = Σ_rows r·D), None for "none".
+
+    Folding r into the kernel's coefficients makes the gradient buffer final in the forward:
+    ``loss.backward()`` then skips a rescaling pass over [B, T, V] (see ``core.DivFn``).
+    """
+    if reduction == "none":
+        return None
+    M, dev = plan.M, plan.z.device
+    if reduction == "sum":
+        return torch.ones(M, dtype=plan.cd, device=dev)
+    if reduction == "token_mean":
+        return torch.full((M,), 1.0 / max(M, 1), dtype=plan.cd, device=dev)
+    counts = torch.bincount(plan.bi, minlength=plan.z.shape[0])  # sequence_mean
+    n_seq = max(int((counts > 0).sum()), 1)
+    return 1.0 / (counts[plan.bi].to(plan.cd) * n_seq)
+
+
 def _one(kind, beta, student_logits, teacher, mask, temperature, reduction, chunk_size,
          tail_floor, stats):
     _check_reduction(reduction)
     plan = core.make_plan(student_logits, [teacher], kind, beta, mask=mask,
                           temperature=temperature, chunk_size=chunk_size,
                           tail_floor=tail_floor, stats=stats)
-    coef = torch.ones(plan.M, 1, dtype=plan.cd, device=plan.z.device)
-    values = core.DivFn.apply(plan.z, coef, plan)  # [M]
-    return _reduce(values, plan, reduction)
+    r = _row_weights(plan, reduction)
+    coef = torch.ones(plan.M, 1, dtype=plan.cd, device=plan.z.device) if r is None \
+        else r[:, None]
+    values = core.DivFn.apply(plan.z, coef, plan)  # [M], already weighted by r
+    return _reduce(values, plan, "none") if r is None else values.sum(0)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -231,9 +251,10 @@ def multi_teacher_divergence(student_logits, teachers: list, weights: torch.Tens
     probe = core.make_plan(student_logits, list(teachers), spec.kind, spec.beta,
                            stats=stats if target == "sum" else None, **args)
     w = _weights_rows(weights, probe, len(teachers))  # [M, K]
+    r = _row_weights(probe, reduction)
     if target == "sum":
-        values = core.DivFn.apply(probe.z, w, probe)  # [M]
-        out = _reduce(values, probe, reduction)
+        values = core.DivFn.apply(probe.z, w if r is None else w * r[:, None], probe)  # [M]
+        out = _reduce(values, probe, "none") if r is None else values.sum(0)
         per = _reduce(probe.values, probe, "none") if return_per_teacher else None
     else:
         wd = w.detach()
@@ -241,8 +262,10 @@ def multi_teacher_divergence(student_logits, teachers: list, weights: torch.Tens
             raise ValueRangeError("weights must sum to 1 over teachers for target='mixture'")
         plan = core.make_plan(student_logits, list(teachers), spec.kind, spec.beta,
                               mixture_weights=wd, stats=stats, **args)
-        coef = torch.ones(plan.M, 1, dtype=plan.cd, device=plan.z.device)
-        out = _reduce(core.DivFn.apply(plan.z, coef, plan), plan, reduction)
+        coef = torch.ones(plan.M, 1, dtype=plan.cd, device=plan.z.device) if r is None \
+            else r[:, None]
+        values = core.DivFn.apply(plan.z, coef, plan)
+        out = _reduce(values, plan, "none") if r is None else values.sum(0)
         per = None
         if return_per_teacher:
             with torch.no_grad():
@@ -328,7 +351,7 @@ def entropy(logits_or_logprobs, *, mask=None, temperature=1.0, chunk_size=None):
         for s in range(0, plan.M, plan.chunk):
             e = min(plan.M, s + plan.chunk)
             a = core.student_logprobs(plan, s, e, bad)
-            h[s:e] = a.exp().mul_(a).nan_to_num_(nan=0.0).sum(-1).neg_()  # 0 log 0 = 0
+            h[s:e] = -torch.where(a > -math.inf, a.exp() * a, 0.0).sum(-1)  # 0 log 0 = 0
         core.raise_bad_rows(plan, bad)
         return _reduce(h, plan, "none")
 
