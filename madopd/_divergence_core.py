@@ -272,13 +272,17 @@ def _scale_rows_(grad_z: torch.Tensor, go: torch.Tensor, plan: Plan) -> None:
     ``loss.backward()`` hands a broadcast 1.0 here: then the pass over [B, T, V] is skipped."""
     if go.numel() and go.dim() == 1 and go.stride(0) == 0:  # one value for every row
         s = go[0]
-        if s.device.type == "cpu" and float(s) == 1.0:
+        if s.device.type == "cpu" and float(s) in (0.0, 1.0):
+            if float(s) == 0.0:
+                grad_z.zero_()  # zero weight: zero gradient, even where D = +inf (NaN·0)
             return
         grad_z.mul_(s.to(grad_z.dtype))
         return
     scale = torch.zeros(grad_z.shape[:2], dtype=go.dtype, device=go.device)
     scale[plan.bi, plan.ti] = go
-    grad_z.mul_(scale.unsqueeze(-1).to(grad_z.dtype))
+    scale = scale.unsqueeze(-1).to(grad_z.dtype)
+    # a row with zero weight has zero gradient, even an infinite row's NaN one (NaN·0 = NaN)
+    grad_z.mul_(scale).masked_fill_(scale == 0, 0.0)
 
 
 class DivFn(torch.autograd.Function):

@@ -186,6 +186,12 @@ def fused_dense(z, teachers, coef, out, *, kind: str, beta: float, inv_tau: floa
 
 
 # ----------------------------------------------------------------------------- compile
+def _compile(fn):
+    """One compile serves every row count and vocabulary (dynamic shapes); fullgraph makes a
+    graph break an error (counted by the policy) rather than a silently slower kernel."""
+    return torch.compile(fn, dynamic=True, fullgraph=True)
+
+
 _COMPILED: dict = {}
 _FAILED: dict = {}
 
@@ -200,7 +206,7 @@ def compiled_kernel(kind, beta, inv_tau, cd, n_teachers, with_grad, device_type)
         def kernel(z, teachers, coef, out):
             return fused_dense(z, teachers, coef, out, kind=kind, beta=beta, inv_tau=inv_tau,
                                cd=cd)
-        fn = torch.compile(kernel, dynamic=True, fullgraph=True)
+        fn = _compile(kernel)
         _COMPILED[key] = fn
     return fn, key
 
@@ -243,3 +249,10 @@ def handle_compile_error(plan, key, err: Exception) -> None:
         warnings.warn(f"madopd.divergence: torch.compile failed ({type(err).__name__}); the "
                       f"op-by-op path runs instead (counted as kernel 'compile_failed')",
                       RuntimeWarning, stacklevel=3)
+
+
+def reset() -> None:
+    """Forget compiled kernels, recorded failures and warnings (tests, policy changes)."""
+    _COMPILED.clear()
+    _FAILED.clear()
+    _WARNED.clear()
