@@ -220,15 +220,16 @@ def auto_chunk(V: int, J: int, z: torch.Tensor, fused: bool) -> int:
 
     CPU op-by-op: each op of the chunk loop is a pass over [chunk, V] fp32 temporaries, so
     two of them should fit in the L2 caches of the threads that run it (per-core L2 ×
-    intra-op threads). CPU fused: no [chunk, V] temporaries; a chunk is a unit of work whose
-    inputs ((1 + J) rows of V logits) should stay within 8 × that L2 (≥ 16 MiB) so that
-    gathering masked rows stays cheap. Accelerators: 1/2048 of device memory per
+    intra-op threads). CPU fused: the compiled loop keeps at most one or two [chunk, V]
+    fp32 buffers (inductor materialises log q where many loops read it), so a chunk's inputs
+    ((1 + J) rows of V logits) stay within 4 × that L2 (≥ 8 MiB): those buffers and the
+    gathered rows of a masked call stay a few MiB. Accelerators: 1/2048 of device memory per
     temporary (op-by-op, within [8, 128] MiB), 1/128 of it for the fused kernel's inputs.
     """
     if z.device.type == "cpu":
         l2 = _l2_bytes_per_core() * max(1, torch.get_num_threads())
         if fused:
-            budget, per_row = max(16 << 20, 8 * l2), (1 + J) * V * z.element_size()
+            budget, per_row = max(8 << 20, 4 * l2), (1 + J) * V * z.element_size()
         else:
             budget, per_row = l2, 2 * V * 4
     else:

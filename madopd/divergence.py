@@ -24,21 +24,39 @@ Common keyword arguments of every divergence:
   count; "sequence_mean" = mean over sequences of each sequence's token mean (sequences with
   no unmasked token are excluded; for [N, V] inputs all rows form one sequence); "sum".
   An all-masked batch gives 0.0 that still has a grad path (its gradient is zero).
-* ``chunk_size``: tokens per chunk (None = auto: ~512K logits per chunk on CPU, ~8M on an
-  accelerator). Peak memory in forward and backward is one [B, T, V] gradient buffer
-  (unavoidable; filled during the forward when the student requires grad, so the backward
-  only rescales it) plus O(chunk_size·V) temporaries.
+* ``chunk_size``: tokens per chunk (None = auto: from a cache/memory budget, see
+  :func:`auto_chunk_size` and docs/performance.md). Peak memory in forward and backward is
+  one [B, T, V] gradient buffer (unavoidable; filled during the forward when the student
+  requires grad, so the backward only rescales it, or not at all for a plain
+  ``loss.backward()`` of a scalar reduction) plus O(chunk_size·V) temporaries.
+* ``stats``: a dict that gets counters: which kernel ran ("count/divergence_kernel_compiled",
+  "..._eager", "..._compile_failed"), tail floors, and "count/divergence_infinite".
 * ``tail_floor``: top-k teachers carry a tail bucket on both sides (student tail =
   1 - Σ q[ids], computed exactly as a logsumexp outside the ids). Bucket masses below this
   floor (rounding: top-k log-probs summing to ~1) are raised to it, so reverse KL stays
   finite; ``stats`` (a dict) counts how often ("count/divergence_*_tail_floored").
 
-Numerics: computed in float32 (float64 if an input is float64) whatever the input dtype, one
-upcast chunk at a time; values are clamped at 0 (rounding). The teacher gets no gradient (it is
-detached: a fixed target). -inf in teacher or student logits/log-probs means zero probability
-and is legal (reverse KL is then +inf if the student puts mass where the teacher puts none
-for a dense teacher, as is forward KL in the opposite case); NaN, +inf or an all -inf row is a
-``ValueRangeError``. The autograd function is not twice differentiable.
+Kernels: dense teachers run a fused per-chunk kernel compiled by ``torch.compile`` (one
+pass over the logits for value and gradient) when the call is large enough, op-by-op torch
+otherwise; :class:`KernelPolicy` (``set_kernel_policy`` / ``kernel_policy``, environment
+``MADOPD_DIVERGENCE_KERNEL``) chooses, and a compiler failure is counted and warned about or
+raised, never silent. Both paths compute the same formulas (tested equal).
+
+Numerics: computed in float32 (float64 if an input is float64) whatever the input dtype,
+read element by element (bf16/fp16 are never copied whole); values are clamped at 0
+(rounding). The teacher gets no gradient (it is detached: a fixed target).
+
+Zero probabilities: -inf in teacher or student logits/log-probs means probability 0 and is
+exact on either side (0·log 0 = 0; JSD's log ratios at p = 0 or q = 0 are -log(1-β) and
+-log β, never an ∞ - ∞ NaN). A divergence is legitimately +inf where the first distribution
+has mass the second lacks: forward KL when the student gives 0 to a teacher-supported token,
+reverse KL when the teacher gives 0 to a student-supported one (dense teachers; a top-k tail
+is floored). Such values are returned as +inf (reductions too), counted in ``stats``; their
+gradient row is forward KL's finite limit (q - p)/τ, and not a number for reverse KL; a row
+whose upstream weight is 0 gets a zero gradient. JSD and normalised JSD (β in (0, 1)) are
+always finite. NaN, +inf or an all -inf row is a ``ValueRangeError`` (a +inf logit is not a
+distribution this API accepts; the test reference treats it as the limit). The autograd
+function is not twice differentiable.
 """
 
 from __future__ import annotations
@@ -49,11 +67,14 @@ from dataclasses import dataclass, field
 import torch
 
 from madopd import _divergence_core as core
+from madopd import _divergence_fused as fused
+from madopd._divergence_fused import KernelPolicy
 from madopd.errors import ConfigError, ShapeError, ValueRangeError
 from madopd.types import TopKLogprobs
 
 __all__ = [
-    "DivergenceSpec", "divergence", "divergence_for_task", "entropy", "forward_kl", "jsd",
+    "KernelPolicy", "auto_chunk_size", "get_kernel_policy", "kernel_policy", "kernel_runs",
+    "set_kernel_policy", "DivergenceSpec", "divergence", "divergence_for_task", "entropy", "forward_kl", "jsd",
     "logit_grad_norm", "multi_teacher_divergence", "normalized_jsd", "per_teacher_divergence",
     "reverse_kl", "top1_agreement",
 ]
@@ -75,6 +96,29 @@ class DivergenceSpec:
 
     def __post_init__(self):
         core.check_kind_beta(self.kind, self.beta, where="DivergenceSpec")
+
+
+# ----------------------------------------------------------------------------- kernel policy
+get_kernel_policy = fused.get_policy
+set_kernel_policy = fused.set_policy  # set_kernel_policy(mode="eager") or (KernelPolicy(...))
+kernel_policy = fused.policy  # with kernel_policy(mode="compiled"): ...
+
+
+def kernel_runs() -> dict:
+    """How many chunk loops ran on each path in this process: {"compiled", "eager",
+    "compile_failed"} (per call, also in ``stats`` as "count/divergence_kernel_*")."""
+    return dict(fused.RUNS)
+
+
+def auto_chunk_size(vocab: int, n_teachers: int = 1, n_rows: int = 1 << 30,
+                    device="cpu", dtype=torch.float32) -> int:
+    """Tokens per chunk the auto setting (chunk_size=None) would use on a call of n_rows
+    rows against n_teachers dense teachers under the current kernel policy."""
+    z = torch.empty(0, dtype=dtype, device=device)
+    pol = fused.get_policy()
+    on = pol.mode == "compiled" or (pol.mode == "auto"
+                                    and n_rows * vocab * (1 + n_teachers) >= pol.min_logits)
+    return core.auto_chunk(vocab, n_teachers, z, on)
 
 
 _TASK_SPECS = {"agentic": DivergenceSpec("jsd", 0.5), "code": DivergenceSpec("rkl")}
