@@ -199,7 +199,7 @@ def main(argv=None) -> int:
             f"| {'copy BW':>7} | {'|dloss|':>8} {'|dgrad|':>8}")
     print(head)
     print("-" * len(head))
-    worst_bw, worst_m = math.inf, 0.0
+    worst_bw, worst_m, worst_err = math.inf, 0.0, 0.0
     for K in [int(k) for k in args.teachers.split(",")]:
         for kind in args.kinds.split(","):
             chunk = args.chunk_size or D.auto_chunk_size(args.vocab, K, args.tokens)
@@ -207,6 +207,7 @@ def main(argv=None) -> int:
             n, c = res["naive"], res["chunked"]
             t_ratio, m_ratio = c["t"] / n["t"], c["mem"] / n["mem"]
             worst_bw, worst_m = min(worst_bw, bw), max(worst_m, m_ratio)
+            worst_err = max(worst_err, grad_err / 1e-6, loss_err / max(1e-4 * abs(n["loss"]), 1e-6))
             print(f"{kind:5} {K:>2} {path:8} {chunk:>5} | {first_t:6.1f} | {n['t']:8.3f} "
                   f"{c['t']:8.3f} {t_ratio:7.2f} | {n['mem'] / 2**20:9.0f} "
                   f"{c['mem'] / 2**20:9.0f} {m_ratio:9.3f} | {bw:7.1%} | {loss_err:8.1e} "
@@ -214,6 +215,9 @@ def main(argv=None) -> int:
     print(f"worst copy-bandwidth fraction {worst_bw:.1%} (target >= 50%), worst memory ratio "
           f"{worst_m:.3f} (target <= 0.25); '1st s' = first call incl. compile; load average "
           f"now {os.getloadavg()[0]:.1f}")
+    if worst_err > 1:  # ours must agree with the naive baseline (|dgrad| < 1e-6, loss 1e-4)
+        print("ERROR: the divergence disagrees with the naive baseline")
+        return 1
     return 0
 
 
