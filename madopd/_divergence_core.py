@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from madopd import _divergence_fused as fused
 from madopd._divergence_plan import (  # noqa: F401  (re-exported for madopd.divergence)
     KINDS,
     Dense,
@@ -23,6 +24,7 @@ from madopd._divergence_plan import (  # noqa: F401  (re-exported for madopd.div
     Plan,
     Sparse,
     _rows,
+    auto_chunk,
     check_kind_beta,
     compute_dtype,
     make_plan,
@@ -31,45 +33,26 @@ from madopd.errors import ValueRangeError
 
 
 # ----------------------------------------------------------------------------- kernels
-def _fix(t: torch.Tensor) -> torch.Tensor:
-    """0·log 0 = 0: products of a zero probability with an infinite log ratio are NaN in
-    IEEE arithmetic; inputs were validated, so every NaN here is such a product. In place."""
-    return t.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
-
-
-def _neg_lae_(u: torch.Tensor, c: float) -> torch.Tensor:
-    """-log(exp(u) + exp(c)) for a tensor u and a constant c, in place on u (u = ±inf ok)."""
-    m = u.clamp_min(c)
-    u.sub_(c).abs_().neg_().exp_().log1p_()  # log1p(exp(-|u - c|))
-    return u.add_(m).neg_()
-
-
 def pointwise(kind: str, beta: float, a, b, p, q, need_qg: bool):
     """Per-row divergence and q·∂D/∂q per cell. a = log p, b = log q (either may be -inf),
     p = exp(a), q = exp(b), all [n, W].
 
     Returns (value [n], qg [n, W] or None). The gradient w.r.t. the logits follows from
     ∂D/∂z_j = q_j (g_j - Σ_i q_i g_i) / τ with g = ∂D/∂q (see ``student_grad``).
-    JSD uses log(q/m) = -log(β e^d + 1 - β), log(p/m) = -log(β + (1 - β) e^-d), d = a - b,
-    computed with log1p so normalized JSD keeps full precision as β → 0 or β → 1.
+    Zero probabilities are exact, never a NaN patched to 0: a term p·log(p/·) is selected
+    away where p = 0 (0·log 0 = 0), and JSD's log ratios are exact at p = 0 or q = 0
+    (``jsd_log_ratios``). Infinite values (fkl: q = 0 < p; rkl: p = 0 < q) stay +inf.
     """
     if kind == "fkl":  # Eq. 2: Σ p log(p/q); ∂/∂q = -p/q
-        val = _fix(torch.sub(a, b).mul_(p)).sum(-1)
+        val = torch.where(p > 0, p * (a - b), 0.0).sum(-1)
         return val, (p.neg() if need_qg else None)
     if kind == "rkl":  # Eq. 3: Σ q log(q/p); ∂/∂q = log(q/p) + 1
-        tq = _fix(torch.sub(b, a).mul_(q))
+        tq = torch.where(q > 0, q * (b - a), 0.0)
         val = tq.sum(-1)
         return val, (tq.add_(q) if need_qg else None)
-    d = torch.sub(a, b)
-    lb, l1b = math.log(beta), math.log1p(-beta)
-    if beta <= 0.5:  # the q-side log ratio is the small one as β → 0: compute it directly
-        lq = _neg_lae_(d + lb, l1b)
-        lp = d.add_(lq)
-    else:  # symmetric: the p-side log ratio is the small one as β → 1
-        lp = _neg_lae_(torch.sub(l1b, d), lb)
-        lq = d.neg_().add_(lp)
-    tp = _fix(lp.mul_(p))
-    tq = _fix(lq.mul_(q))
+    lp, lq = fused.jsd_log_ratios(beta, a, b, p, q)
+    tp = torch.where(p > 0, p * lp, 0.0)
+    tq = torch.where(q > 0, q * lq, 0.0)
     if kind == "jsd":  # Eq. 4: β KL(p‖m) + (1-β) KL(q‖m); ∂/∂q = (1-β) log(q/m)
         val = beta * tp.sum(-1) + (1 - beta) * tq.sum(-1)
         return val, (tq.mul_(1 - beta) if need_qg else None)
@@ -153,7 +136,84 @@ def student_grad(qg, q_full, info, log_floor):
 
 def run_chunks(plan: Plan, coef: torch.Tensor | None, grad_sink=None) -> torch.Tensor:
     """Values [M, J] of every target; if ``grad_sink`` is given, also the per-row gradient
-    Σ_j coef[:, j] ∂D_j/∂z (already divided by τ), handed to grad_sink(s, e, rows)."""
+    Σ_j coef[:, j] ∂D_j/∂z (already divided by τ), handed to grad_sink(s, e, rows).
+
+    Runs the compiled fused kernel when ``plan.fused`` (dense targets, policy allows), else
+    the op-by-op loop; a compiler failure is handled by the policy (raise, or count and run
+    op-by-op). Which one ran is counted (``_divergence_fused.RUNS`` and ``plan.stats``).
+    """
+    if plan.fused:
+        try:
+            values = _run_fused(plan, coef, grad_sink)
+        except _CompileError as e:
+            fused.handle_compile_error(plan, e.key, e.err)
+            plan.fused = False
+            if plan.auto_chunk:
+                plan.chunk = auto_chunk(plan.z.shape[-1], len(plan.targets), plan.z, False)
+        else:
+            fused.count(plan, "compiled")
+            _count_infinite(plan, values)
+            return values
+    fused.count(plan, "eager")
+    values = _run_eager(plan, coef, grad_sink)
+    _count_infinite(plan, values)
+    return values
+
+
+def _count_infinite(plan: Plan, values: torch.Tensor) -> None:
+    """Legitimately infinite values (fkl: q = 0 < p; rkl: p = 0 < q) are counted per target
+    and row when the caller collects stats (a device sync, so only then)."""
+    if plan.stats is not None:
+        key = "count/divergence_infinite"
+        plan.stats[key] = plan.stats.get(key, 0) + int(torch.isinf(values).sum())
+
+
+class _CompileError(Exception):
+    def __init__(self, key, err):
+        super().__init__(str(err))
+        self.key, self.err = key, err
+
+
+def _run_fused(plan: Plan, coef, grad_sink) -> torch.Tensor:
+    M, J = plan.M, len(plan.targets)
+    dev = plan.z.device
+    need = grad_sink is not None
+    fn, key = None, None
+    try:
+        fn, key = fused.compiled_kernel(plan.kind, plan.beta, 1.0 / plan.temperature, plan.cd,
+                                        J, need, dev.type)
+    except Exception as err:  # noqa: BLE001 -- a cached earlier failure, or no compiler
+        raise _CompileError(key or (plan.kind,), err) from err
+    values = torch.empty(M, J, dtype=plan.cd, device=dev)
+    flags = []
+    direct = getattr(grad_sink, "direct", None)
+    for s in range(0, M, plan.chunk):
+        e = min(M, s + plan.chunk)
+        zr = _rows(plan.z, plan, s, e)
+        ts = [_rows(t.x, plan, s, e) for t in plan.targets]
+        c = coef[s:e].to(plan.cd) if need else None
+        out = None
+        if need:
+            out = direct(s, e) if direct is not None else None
+            if out is None:
+                out = torch.empty(zr.shape, dtype=plan.z.dtype, device=dev)
+        try:
+            v, bad = fn(zr, ts, c, out)
+        except Exception as err:  # noqa: BLE001 -- the compiler's failures have many types
+            raise _CompileError(key, err) from err
+        values[s:e] = v.clamp_min(0)
+        flags.append(bad)
+        if need and (direct is None or direct(s, e) is None):
+            grad_sink(s, e, out)
+    if flags:
+        bad = torch.cat(flags)
+        names = ["student_logits"] + (["teacher"] if J == 1 else
+                                      [f"teachers[{j}]" for j in range(J)])
+        raise_bad_rows(plan, {n: [bad[:, i]] for i, n in enumerate(names)})
+    return values
+
+
+def _run_eager(plan: Plan, coef: torch.Tensor | None, grad_sink=None) -> torch.Tensor:
     M, J = plan.M, len(plan.targets)
     values = torch.empty(M, J, dtype=plan.cd, device=plan.z.device)
     need = grad_sink is not None
@@ -184,13 +244,45 @@ def run_chunks(plan: Plan, coef: torch.Tensor | None, grad_sink=None) -> torch.T
     return values
 
 
-def _write_into(buf: torch.Tensor, plan: Plan):
-    def sink(s, e, rows):
-        if plan.all_rows and buf.is_contiguous():
-            buf.view(-1, buf.shape[-1])[s:e].copy_(rows)
+class _Sink:
+    """Writes gradient rows into ``buf`` [B, T, V]; ``direct`` hands out a view to write
+    into in place (all rows selected, contiguous buffer) so no row is copied twice."""
+
+    def __init__(self, buf: torch.Tensor, plan: Plan):
+        self.buf, self.plan = buf, plan
+        self.flat = buf.view(-1, buf.shape[-1]) if plan.all_rows and buf.is_contiguous() \
+            else None
+
+    def direct(self, s, e):
+        return None if self.flat is None else self.flat[s:e]
+
+    def __call__(self, s, e, rows):
+        if self.flat is not None:
+            self.flat[s:e].copy_(rows)
         else:
-            buf[plan.bi[s:e], plan.ti[s:e]] = rows.to(buf.dtype)
-    return sink
+            self.buf[self.plan.bi[s:e], self.plan.ti[s:e]] = rows.to(self.buf.dtype)
+
+
+def _write_into(buf: torch.Tensor, plan: Plan) -> _Sink:
+    return _Sink(buf, plan)
+
+
+def _scale_rows_(grad_z: torch.Tensor, go: torch.Tensor, plan: Plan) -> None:
+    """grad_z[row] *= go[row], in place. The reductions fold their row weights into coef, so
+    ``loss.backward()`` hands a broadcast 1.0 here: then the pass over [B, T, V] is skipped."""
+    if go.numel() and go.dim() == 1 and go.stride(0) == 0:  # one value for every row
+        s = go[0]
+        if s.device.type == "cpu" and float(s) in (0.0, 1.0):
+            if float(s) == 0.0:
+                grad_z.zero_()  # zero weight: zero gradient, even where D = +inf (NaN·0)
+            return
+        grad_z.mul_(s.to(grad_z.dtype))
+        return
+    scale = torch.zeros(grad_z.shape[:2], dtype=go.dtype, device=go.device)
+    scale[plan.bi, plan.ti] = go
+    scale = scale.unsqueeze(-1).to(grad_z.dtype)
+    # a row with zero weight has zero gradient, even an infinite row's NaN one (NaN·0 = NaN)
+    grad_z.mul_(scale).masked_fill_(scale == 0, 0.0)
 
 
 class DivFn(torch.autograd.Function):
@@ -210,7 +302,8 @@ class DivFn(torch.autograd.Function):
         eager = ctx.combined and ctx.needs_input_grad[0]
         sink = None
         if eager:
-            plan.grad_buf = torch.zeros_like(z)
+            # every row is written when no mask selects rows: no zero fill needed
+            plan.grad_buf = torch.empty_like(z) if plan.all_rows else torch.zeros_like(z)
             sink = _write_into(plan.grad_buf, plan)
         c = None if coef is None else coef.detach()
         values = run_chunks(plan, c, sink)
@@ -227,9 +320,7 @@ class DivFn(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             if ctx.combined and plan.grad_buf is not None:
                 grad_z, plan.grad_buf = plan.grad_buf, None  # hand the buffer over, no copy
-                scale = torch.zeros(z.shape[:2], dtype=go.dtype, device=go.device)
-                scale[plan.bi, plan.ti] = go
-                grad_z.mul_(scale.unsqueeze(-1).to(grad_z.dtype))
+                _scale_rows_(grad_z, go, plan)
             else:
                 coef = go[:, None] * c.to(go.dtype) if ctx.combined else go
                 grad_z = torch.zeros_like(z)

@@ -8,17 +8,18 @@ the masked-in rows (only those are ever read), and normalises teachers into ``De
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
 
+from madopd import _divergence_fused as fused_policy
 from madopd.errors import ConfigError, ShapeError, ValueRangeError
 from madopd.types import TopKLogprobs
 
 KINDS = ("fkl", "rkl", "jsd", "njsd")
-CHUNK_ELEMENTS = 1 << 19  # auto chunk on CPU: ~2 MiB per fp32 [chunk, V] temporary (in cache)
-CHUNK_ELEMENTS_GPU = 1 << 23  # on accelerators: fewer, larger kernels (~32 MiB temporaries)
 SPARSE_TOL = 1e-3  # slack on Σ p of a top-k teacher (its log-probs come from another program)
 
 
@@ -101,6 +102,8 @@ class Plan:
     stats: dict | None = None
     values: torch.Tensor | None = None  # [M, J] per-target values, filled by the forward
     grad_buf: torch.Tensor | None = field(default=None, repr=False)
+    auto_chunk: bool = True  # chunk came from the memory budget (recomputed on a fallback)
+    fused: bool = False  # try the compiled fused kernel (``_divergence_fused.use_fused``)
 
     @property
     def M(self) -> int:
@@ -136,7 +139,7 @@ def make_plan(student_logits, teachers, kind, beta, *, mask, temperature, chunk_
             or temperature <= 0:
         raise ValueRangeError(f"temperature must be a finite number > 0, got {temperature!r}")
     if chunk_size is None:
-        chunk = max(1, (CHUNK_ELEMENTS if z.device.type == "cpu" else CHUNK_ELEMENTS_GPU) // V)
+        chunk = 0  # auto: set below from the memory budget, once the teachers are known
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueRangeError(f"chunk_size must be an int >= 1 or None (auto), got {chunk_size!r}")
     else:
@@ -161,7 +164,7 @@ def make_plan(student_logits, teachers, kind, beta, *, mask, temperature, chunk_
                 kind=effective_kind(kind, float(beta)), beta=float(beta),
                 temperature=float(temperature), chunk=chunk,
                 log_floor=math.log(tail_floor) if tail_floor > 0 else -math.inf,
-                cd=torch.float32, stats=stats)
+                cd=torch.float32, stats=stats, auto_chunk=chunk_size is None)
     dense_dtypes = [z]
     parsed = []
     for k, teacher in enumerate(teachers):
@@ -181,7 +184,61 @@ def make_plan(student_logits, teachers, kind, beta, *, mask, temperature, chunk_
         plan.targets = parsed
     else:
         plan.targets = [_mixture(parsed, mixture_weights.to(plan.cd), teacher_arg)]
+    plan.fused = fused_policy.use_fused(plan, plan.M * V * (1 + len(plan.targets)))
+    if plan.auto_chunk:
+        plan.chunk = auto_chunk(V, len(plan.targets), z, plan.fused)
     return plan
+
+
+# ----------------------------------------------------------------------------- chunk budget
+@functools.lru_cache(maxsize=1)
+def _l2_bytes_per_core() -> int:
+    """The CPU's per-core L2 cache (Linux sysfs), 1 MiB where it cannot be read."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for idx in sorted(os.listdir(base)):
+            with open(os.path.join(base, idx, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(base, idx, "size")) as f:
+                size = f.read().strip().upper()
+            mult = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+            return int(size.rstrip("KM")) * mult
+    except (OSError, ValueError):
+        pass
+    return 1 << 20
+
+
+def _device_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return 16 << 30  # other accelerators: assume a 16 GiB device
+
+
+def auto_chunk(V: int, J: int, z: torch.Tensor, fused: bool) -> int:
+    """Tokens per chunk from a memory budget (docs/performance.md, "chunk size").
+
+    CPU op-by-op: each op of the chunk loop is a pass over [chunk, V] fp32 temporaries, so
+    two of them should fit in the L2 caches of the threads that run it (per-core L2 ×
+    intra-op threads). CPU fused: the compiled loop keeps at most one or two [chunk, V]
+    fp32 buffers (inductor materialises log q where many loops read it), so a chunk's inputs
+    ((1 + J) rows of V logits) stay within 4 × that L2 (≥ 8 MiB): those buffers and the
+    gathered rows of a masked call stay a few MiB. Accelerators: 1/2048 of device memory per
+    temporary (op-by-op, within [8, 128] MiB), 1/128 of it for the fused kernel's inputs.
+    """
+    if z.device.type == "cpu":
+        l2 = _l2_bytes_per_core() * max(1, torch.get_num_threads())
+        if fused:
+            budget, per_row = max(8 << 20, 4 * l2), (1 + J) * V * z.element_size()
+        else:
+            budget, per_row = l2, 2 * V * 4
+    else:
+        mem = _device_bytes(z.device)
+        if fused:
+            budget, per_row = mem // 128, (1 + J) * V * z.element_size()
+        else:
+            budget, per_row = min(max(mem // 2048, 8 << 20), 128 << 20), V * 4
+    return max(1, budget // per_row)
 
 
 def _parse_teacher(teacher, name, z, two_d, plan):

@@ -24,21 +24,39 @@ Common keyword arguments of every divergence:
   count; "sequence_mean" = mean over sequences of each sequence's token mean (sequences with
   no unmasked token are excluded; for [N, V] inputs all rows form one sequence); "sum".
   An all-masked batch gives 0.0 that still has a grad path (its gradient is zero).
-* ``chunk_size``: tokens per chunk (None = auto: ~512K logits per chunk on CPU, ~8M on an
-  accelerator). Peak memory in forward and backward is one [B, T, V] gradient buffer
-  (unavoidable; filled during the forward when the student requires grad, so the backward
-  only rescales it) plus O(chunk_size·V) temporaries.
+* ``chunk_size``: tokens per chunk (None = auto: from a cache/memory budget, see
+  :func:`auto_chunk_size` and docs/performance.md). Peak memory in forward and backward is
+  one [B, T, V] gradient buffer (unavoidable; filled during the forward when the student
+  requires grad, so the backward only rescales it, or not at all for a plain
+  ``loss.backward()`` of a scalar reduction) plus O(chunk_size·V) temporaries.
+* ``stats``: a dict that gets counters: which kernel ran ("count/divergence_kernel_compiled",
+  "..._eager", "..._compile_failed"), tail floors, and "count/divergence_infinite".
 * ``tail_floor``: top-k teachers carry a tail bucket on both sides (student tail =
   1 - Σ q[ids], computed exactly as a logsumexp outside the ids). Bucket masses below this
   floor (rounding: top-k log-probs summing to ~1) are raised to it, so reverse KL stays
   finite; ``stats`` (a dict) counts how often ("count/divergence_*_tail_floored").
 
-Numerics: computed in float32 (float64 if an input is float64) whatever the input dtype, one
-upcast chunk at a time; values are clamped at 0 (rounding). The teacher gets no gradient (it is
-detached: a fixed target). -inf in teacher or student logits/log-probs means zero probability
-and is legal (reverse KL is then +inf if the student puts mass where the teacher puts none
-for a dense teacher, as is forward KL in the opposite case); NaN, +inf or an all -inf row is a
-``ValueRangeError``. The autograd function is not twice differentiable.
+Kernels: dense teachers run a fused per-chunk kernel compiled by ``torch.compile`` (one
+pass over the logits for value and gradient) when the call is large enough, op-by-op torch
+otherwise; :class:`KernelPolicy` (``set_kernel_policy`` / ``kernel_policy``, environment
+``MADOPD_DIVERGENCE_KERNEL``) chooses, and a compiler failure is counted and warned about or
+raised, never silent. Both paths compute the same formulas (tested equal).
+
+Numerics: computed in float32 (float64 if an input is float64) whatever the input dtype,
+read element by element (bf16/fp16 are never copied whole); values are clamped at 0
+(rounding). The teacher gets no gradient (it is detached: a fixed target).
+
+Zero probabilities: -inf in teacher or student logits/log-probs means probability 0 and is
+exact on either side (0·log 0 = 0; JSD's log ratios at p = 0 or q = 0 are -log(1-β) and
+-log β, never an ∞ - ∞ NaN). A divergence is legitimately +inf where the first distribution
+has mass the second lacks: forward KL when the student gives 0 to a teacher-supported token,
+reverse KL when the teacher gives 0 to a student-supported one (dense teachers; a top-k tail
+is floored). Such values are returned as +inf (reductions too), counted in ``stats``; their
+gradient row is forward KL's finite limit (q - p)/τ, and not a number for reverse KL; a row
+whose upstream weight is 0 gets a zero gradient. JSD and normalised JSD (β in (0, 1)) are
+always finite. NaN, +inf or an all -inf row is a ``ValueRangeError`` (a +inf logit is not a
+distribution this API accepts; the test reference treats it as the limit). The autograd
+function is not twice differentiable.
 """
 
 from __future__ import annotations
@@ -49,11 +67,14 @@ from dataclasses import dataclass, field
 import torch
 
 from madopd import _divergence_core as core
+from madopd import _divergence_fused as fused
+from madopd._divergence_fused import KernelPolicy
 from madopd.errors import ConfigError, ShapeError, ValueRangeError
 from madopd.types import TopKLogprobs
 
 __all__ = [
-    "DivergenceSpec", "divergence", "divergence_for_task", "entropy", "forward_kl", "jsd",
+    "KernelPolicy", "auto_chunk_size", "get_kernel_policy", "kernel_policy", "kernel_runs",
+    "set_kernel_policy", "DivergenceSpec", "divergence", "divergence_for_task", "entropy", "forward_kl", "jsd",
     "logit_grad_norm", "multi_teacher_divergence", "normalized_jsd", "per_teacher_divergence",
     "reverse_kl", "top1_agreement",
 ]
@@ -75,6 +96,29 @@ class DivergenceSpec:
 
     def __post_init__(self):
         core.check_kind_beta(self.kind, self.beta, where="DivergenceSpec")
+
+
+# ----------------------------------------------------------------------------- kernel policy
+get_kernel_policy = fused.get_policy
+set_kernel_policy = fused.set_policy  # set_kernel_policy(mode="eager") or (KernelPolicy(...))
+kernel_policy = fused.policy  # with kernel_policy(mode="compiled"): ...
+
+
+def kernel_runs() -> dict:
+    """How many chunk loops ran on each path in this process: {"compiled", "eager",
+    "compile_failed"} (per call, also in ``stats`` as "count/divergence_kernel_*")."""
+    return dict(fused.RUNS)
+
+
+def auto_chunk_size(vocab: int, n_teachers: int = 1, n_rows: int = 1 << 30,
+                    device="cpu", dtype=torch.float32) -> int:
+    """Tokens per chunk the auto setting (chunk_size=None) would use on a call of n_rows
+    rows against n_teachers dense teachers under the current kernel policy."""
+    z = torch.empty(0, dtype=dtype, device=device)
+    pol = fused.get_policy()
+    on = pol.mode == "compiled" or (pol.mode == "auto"
+                                    and n_rows * vocab * (1 + n_teachers) >= pol.min_logits)
+    return core.auto_chunk(vocab, n_teachers, z, on)
 
 
 _TASK_SPECS = {"agentic": DivergenceSpec("jsd", 0.5), "code": DivergenceSpec("rkl")}
@@ -116,15 +160,35 @@ def _reduce(values: torch.Tensor, plan: core.Plan, reduction: str) -> torch.Tens
     return (per_seq[keep] / cnt).mean(0)
 
 
+def _row_weights(plan: core.Plan, reduction: str) -> torch.Tensor | None:
+    """The reduction as row weights r [M] (loss = Σ_rows r·D), None for "none".
+
+    Folding r into the kernel's coefficients makes the gradient buffer final in the forward:
+    ``loss.backward()`` then skips a rescaling pass over [B, T, V] (see ``core.DivFn``).
+    """
+    if reduction == "none":
+        return None
+    M, dev = plan.M, plan.z.device
+    if reduction == "sum":
+        return torch.ones(M, dtype=plan.cd, device=dev)
+    if reduction == "token_mean":
+        return torch.full((M,), 1.0 / max(M, 1), dtype=plan.cd, device=dev)
+    counts = torch.bincount(plan.bi, minlength=plan.z.shape[0])  # sequence_mean
+    n_seq = max(int((counts > 0).sum()), 1)
+    return 1.0 / (counts[plan.bi].to(plan.cd) * n_seq)
+
+
 def _one(kind, beta, student_logits, teacher, mask, temperature, reduction, chunk_size,
          tail_floor, stats):
     _check_reduction(reduction)
     plan = core.make_plan(student_logits, [teacher], kind, beta, mask=mask,
                           temperature=temperature, chunk_size=chunk_size,
                           tail_floor=tail_floor, stats=stats)
-    coef = torch.ones(plan.M, 1, dtype=plan.cd, device=plan.z.device)
-    values = core.DivFn.apply(plan.z, coef, plan)  # [M]
-    return _reduce(values, plan, reduction)
+    r = _row_weights(plan, reduction)
+    coef = torch.ones(plan.M, 1, dtype=plan.cd, device=plan.z.device) if r is None \
+        else r[:, None]
+    values = core.DivFn.apply(plan.z, coef, plan)  # [M], already weighted by r
+    return _reduce(values, plan, "none") if r is None else values.sum(0)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -231,9 +295,10 @@ def multi_teacher_divergence(student_logits, teachers: list, weights: torch.Tens
     probe = core.make_plan(student_logits, list(teachers), spec.kind, spec.beta,
                            stats=stats if target == "sum" else None, **args)
     w = _weights_rows(weights, probe, len(teachers))  # [M, K]
+    r = _row_weights(probe, reduction)
     if target == "sum":
-        values = core.DivFn.apply(probe.z, w, probe)  # [M]
-        out = _reduce(values, probe, reduction)
+        values = core.DivFn.apply(probe.z, w if r is None else w * r[:, None], probe)  # [M]
+        out = _reduce(values, probe, "none") if r is None else values.sum(0)
         per = _reduce(probe.values, probe, "none") if return_per_teacher else None
     else:
         wd = w.detach()
@@ -241,8 +306,10 @@ def multi_teacher_divergence(student_logits, teachers: list, weights: torch.Tens
             raise ValueRangeError("weights must sum to 1 over teachers for target='mixture'")
         plan = core.make_plan(student_logits, list(teachers), spec.kind, spec.beta,
                               mixture_weights=wd, stats=stats, **args)
-        coef = torch.ones(plan.M, 1, dtype=plan.cd, device=plan.z.device)
-        out = _reduce(core.DivFn.apply(plan.z, coef, plan), plan, reduction)
+        coef = torch.ones(plan.M, 1, dtype=plan.cd, device=plan.z.device) if r is None \
+            else r[:, None]
+        values = core.DivFn.apply(plan.z, coef, plan)
+        out = _reduce(values, plan, "none") if r is None else values.sum(0)
         per = None
         if return_per_teacher:
             with torch.no_grad():
@@ -328,7 +395,7 @@ def entropy(logits_or_logprobs, *, mask=None, temperature=1.0, chunk_size=None):
         for s in range(0, plan.M, plan.chunk):
             e = min(plan.M, s + plan.chunk)
             a = core.student_logprobs(plan, s, e, bad)
-            h[s:e] = a.exp().mul_(a).nan_to_num_(nan=0.0).sum(-1).neg_()  # 0 log 0 = 0
+            h[s:e] = -torch.where(a > -math.inf, a.exp() * a, 0.0).sum(-1)  # 0 log 0 = 0
         core.raise_bad_rows(plan, bad)
         return _reduce(h, plan, "none")
 

@@ -13,13 +13,18 @@ import torch
 
 
 def softmax64(row: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """softmax(row / τ) with the limits at infinite logits: -inf is probability 0; if any
+    logit is +inf, the distribution is uniform over the +inf logits (the limit as they grow)."""
     x = row.double() / temperature
-    e = torch.exp(x - x.max())
+    top = x == float("inf")
+    if bool(top.any()):
+        return top.double() / top.sum()
+    e = torch.exp(x - x.max())  # -inf -> exp(-inf) = 0
     return e / e.sum()
 
 
 def _kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """KL(a ‖ b) = Σ a log(a/b) over the support of a."""
+    """KL(a ‖ b) = Σ a log(a/b) over the support of a (0·log 0 = 0); +inf if b = 0 < a."""
     keep = a > 0
     return (a[keep] * (torch.log(a[keep]) - torch.log(b[keep]))).sum()
 

@@ -111,7 +111,9 @@ class DistillConfig:
         default="token")
     score_top_k: int | None = _help("teachers return top-k log-probs + tail (None = dense)",
                                     default=None)
-    chunk_size: int = _help("tokens per divergence chunk (bounds peak memory)", default=1024)
+    chunk_size: int | None = _help("tokens per divergence chunk (bounds peak memory); None: "
+                                   "from a cache/memory budget (docs/performance.md)",
+                                   default=None)
 
     # ---- on-policy fraction (MT-SeqKD) -----------------------------------------------------
     on_policy_fraction: float = _help(
@@ -232,6 +234,8 @@ class DistillConfig:
         if self.score_top_k is not None and self.score_top_k < 1:
             raise ConfigError(f"score_top_k must be >= 1 or None, got {self.score_top_k}")
         for name in ("batch_size", "grad_accum", "chunk_size", "max_nan_skips", "opad_max_steps"):
+            if name == "chunk_size" and self.chunk_size is None:
+                continue
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "checkpoint_every", "eval_every", "record_every", "record_topk",
