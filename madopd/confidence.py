@@ -9,9 +9,12 @@ to turns without a readable tag, and counted per source (``debate/confidence_fro
 ``"tag"``            the teacher wrote a readable tag (always tried first).
 ``"forced_tag"``     the turn's chat + the teacher's reply + ``"\\n<<CONFIDENCE="`` is fed to
                      the teacher, and the number is read from its next-token distribution
-                     over digit tokens: the **expected value** of N over 0..100 (below). The
-                     probability mass on non-numeric first tokens is left out (renormalised);
-                     if it exceeds ``max_non_numeric`` the confidence is missing (counted).
+                     over digit tokens: the **expected value** of N over 0..100 (below),
+                     renormalised over the digit tokens. The numeric mass of the first token is
+                     reported: SmolLM2-135M puts ~97 % on "N" (it copies the instruction's
+                     placeholder), so turns whose numeric mass is < 0.5 are counted
+                     (``debate/forced_tag_low_mass``); ``max_non_numeric`` < 1 turns them into
+                     missing confidences instead.
 ``"answer_logprob"`` 100 · exp(mean log p(reply tokens | the turn's chat)) under the teacher
                      itself: how sure the teacher was of its own words (a fluency-flavoured
                      signal, not a stated belief).
@@ -28,6 +31,7 @@ value. E[N] = Σ_v v · P(v) / Σ_v P(v).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -91,7 +95,7 @@ def number_distribution(p1: torch.Tensor, p2: torch.Tensor, p3_zero: float) -> t
 
 @torch.no_grad()
 def forced_tag_confidence(teacher: Any, chat: list[dict], reply: str,
-                          max_non_numeric: float = 0.5) -> tuple[float | None, float]:
+                          max_non_numeric: float = 1.0) -> tuple[float | None, float]:
     """E[N] of the forced ``<<CONFIDENCE=`` continuation of ``reply``.  -> (value | None, mass).
 
     ``mass`` is the numeric probability mass of the first token after the prefix. Three forward
@@ -112,28 +116,36 @@ def forced_tag_confidence(teacher: Any, chat: list[dict], reply: str,
     was_training = model.training
     model.eval()
     try:
-        dev = next(model.parameters()).device
-        x = torch.tensor([ids], device=dev)
-        out = model(input_ids=x, use_cache=True)
-        p1 = torch.softmax(out.logits[0, -1].float(), -1)  # [V]
-        cache = out.past_key_values
-        # ten one-token continuations share the prefix: repeat the cache along the batch
-        cache.batch_repeat_interleave(10)
-        pos = torch.full((10, 1), len(ids), device=dev)
-        step = model(input_ids=torch.tensor(dig, device=dev).view(10, 1), past_key_values=cache,
-                     position_ids=pos, use_cache=True)
-        p2 = torch.softmax(step.logits[:, -1].float(), -1)  # [10, V]
-        x3 = torch.tensor([ids + [dig[1], dig[0]]], device=dev)
-        p3 = torch.softmax(model(input_ids=x3, use_cache=False).logits[0, -1].float(), -1)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*past_key_values.*")  # 5.x cache rename
+            p1, p2, p3 = _digit_steps(model, ids, dig)
     finally:
         model.train(was_training)
     dist = number_distribution(p1[dig], p2[:, dig], float(p3[dig[0]]))
     mass = float(p1[dig].sum())
     total = float(dist.sum())
-    if mass < 1.0 - max_non_numeric or total <= 0 or not math.isfinite(total):
+    if mass < 1.0 - max_non_numeric or mass <= 0 or total <= 0 or not math.isfinite(total):
         return None, mass
     values = torch.arange(101, dtype=torch.float64)
     return float((dist * values).sum() / total), mass
+
+
+def _digit_steps(model: Any, ids: list[int], dig: list[int]):
+    """Next-token probabilities after the prefix [V], after each digit [10, V], after "10" [V]."""
+    dev = next(model.parameters()).device
+    x = torch.tensor([ids], device=dev)
+    out = model(input_ids=x, use_cache=True)
+    p1 = torch.softmax(out.logits[0, -1].float(), -1)  # [V]
+    cache = out.past_key_values
+    # ten one-token continuations share the prefix: repeat the cache along the batch
+    cache.batch_repeat_interleave(10)
+    pos = torch.full((10, 1), len(ids), device=dev)
+    step = model(input_ids=torch.tensor(dig, device=dev).view(10, 1), past_key_values=cache,
+                 position_ids=pos, use_cache=True)
+    p2 = torch.softmax(step.logits[:, -1].float(), -1)  # [10, V]
+    x3 = torch.tensor([ids + [dig[1], dig[0]]], device=dev)
+    p3 = torch.softmax(model(input_ids=x3, use_cache=False).logits[0, -1].float(), -1)
+    return p1, p2, p3
 
 
 @torch.no_grad()

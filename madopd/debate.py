@@ -352,7 +352,8 @@ class Debate:
     def reset_counters(self) -> None:
         keys = ("turns", "failed_turns", "teacher_errors", "empty_turns", "absent_confidence",
                 "malformed_confidence", "clamped_confidence", "truncated_contexts", "generate_calls",
-                *(f"confidence_from_{s}" for s in CONFIDENCE_SOURCES), "confidence_missing")
+                *(f"confidence_from_{s}" for s in CONFIDENCE_SOURCES), "confidence_missing",
+                "forced_tag_low_mass")
         self.counters = {f"debate/{k}": 0 for k in keys}
         self.errors, self.timings = [], {}
 
@@ -523,7 +524,9 @@ class Debate:
         t0 = time.perf_counter()
         try:
             if self.protocol.confidence_fallback == "forced_tag":
-                return forced_tag_confidence(teacher, chat, text)[0]
+                value, mass = forced_tag_confidence(teacher, chat, text)
+                self.counters["debate/forced_tag_low_mass"] += int(mass < 0.5)
+                return value
             return answer_logprob_confidence(teacher, chat, text)
         finally:
             key = f"{self.names[k]}/confidence_fallback"
