@@ -3,15 +3,15 @@
 Teachers: K = 3 SmolLM2-135M-Instruct personas (one set of weights, three system prompts via
 the debate's ``system`` template — the persona is in every chat a teacher sees, including the
 score context, so MT-OPD averages three different distributions). Student: the teacher with
-every third decoder layer kept (``madopd.models.family.shrink_layers``: 10 of 30 layers,
-~64M parameters, same tokenizer and chat template). Task: ``real-calls`` (48 function-calling
+first 8 and last 8 of its 30 decoder layers (``madopd.models.family.shrink_layers``: 16
+layers, 85M parameters, same tokenizer and chat template). Task: ``real-calls`` (48 function-calling
 prompts we wrote; 32 train, 16 held out; exact-match of the parsed call).
 
 Rows (all from the same student start, same steps, same divergence JSD(0.5), Remark 1):
 Base (no training), OPD (teacher A alone), MT-OPD (3 teachers, uniform, no debate), MAD-OPD
 (3 teachers, R = 1 debate round, confidence weights; a turn without a tag gets its confidence
 from ``forced_tag``, counted per source). Columns: call accuracy (%) and the per-token NLL of the
-reference call under the student (nats, lower is better) — the accuracy of a 64M student after a
+reference call under the student (nats, lower is better) — the accuracy of a 85M student after a
 few CPU steps is expected to be near 0, the NLL moves first. The weights are 4-bit quantized
 (quantization noise); timings are from shared, loaded CPUs unless stated.
 """
@@ -40,14 +40,13 @@ ROWS = ("Base", "OPD-A", "MT-OPD", "MAD-OPD")
 @dataclass(frozen=True)
 class RealProfile:
     seeds: tuple[int, ...] = (0, 1)
-    steps: int = 12
+    steps: int = 8
     batch_size: int = 4
-    lr: float = 5e-5
+    lr: float = 1e-4
     train_states: int | None = None  # None = all 32
     eval_states: int | None = None  # None = all 16
     debate_tokens: int = 48
     answer_tokens: int = 24
-    keep_every: int = 3
     threads: int = 2
 
 
@@ -55,18 +54,29 @@ REAL_PROFILES = {
     "smoke": RealProfile(seeds=(0,), steps=2, batch_size=2, train_states=4, eval_states=4,
                          debate_tokens=24, answer_tokens=20),
     "default": RealProfile(),
-    "full": RealProfile(seeds=(0, 1, 2), steps=24),
+    "full": RealProfile(seeds=(0, 1, 2), steps=24, lr=5e-5),
 }
 
 
-def student_path(every: int = 3) -> Path:
+# Which of the teacher's 30 layers the student keeps. Measured (reference-call NLL on 8 held-out
+# states, nats/token; the teacher: 1.10): every 2nd layer 15.9, every 3rd 10 layers 17.3, drop
+# every 3rd 14.4, drop every 5th 9.3, first 8 + last 8 = 8.0, first 10 + last 10 = 5.9,
+# first 12 + last 8 = 4.6. Middle layers are the most redundant; the 16-layer student leaves
+# the teacher room to teach.
+STUDENT_LAYERS = tuple(range(8)) + tuple(range(22, 30))
+
+
+def student_path(keep: tuple[int, ...] = STUDENT_LAYERS) -> Path:
     """The shrunk student in the model cache (built once from the cached teacher)."""
+    import hashlib
+
     from madopd.models.catalogue import cache_root, resolve_model_path
     from madopd.models.family import shrink_layers
 
-    out = cache_root() / f"{TEACHER}-every{every}"
+    tag = hashlib.sha256("-".join(str(i) for i in keep).encode()).hexdigest()[:8]
+    out = cache_root() / f"{TEACHER}-layers{len(keep)}-{tag}"
     if not (out / "madopd_family.json").is_file():
-        shrink_layers(resolve_model_path(TEACHER), out, every=every)
+        shrink_layers(resolve_model_path(TEACHER), out, keep=list(keep))
     return out
 
 
@@ -128,8 +138,8 @@ def reference_nll(student: Any, states: list) -> list[float]:
 def run_real_job(row: str, seed: int, profile: RealProfile, student: str, task: Any,
                  teacher_model: Any, out: Path) -> dict[str, Any]:
     from madopd.distill import Distiller
-    from madopd.models.hf import HFStudent, HFTeacher
     from madopd.models.catalogue import resolve_model_path
+    from madopd.models.hf import HFStudent, HFTeacher
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -216,7 +226,7 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
     teacher_dir = resolve_model_path(TEACHER)  # ModelCacheError with the pip line if missing
     teacher_model = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
     teacher_model.requires_grad_(False).eval()
-    student = str(student_path(profile.keep_every))
+    student = str(student_path())
     task = _Subset(RealCallsTask(), profile.train_states, profile.eval_states)
     t_load = time.perf_counter() - t0
     log(f"demo[real/{profile_name}]: models ready in {t_load:.0f} s; {len(ROWS)} rows x "
@@ -236,7 +246,7 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
                "note": "4-bit quantized weights (GGUF Q4_1, de-quantized to fp32); loaded CPU",
                "wall_seconds": round(time.perf_counter() - t0, 1), "load_seconds": round(t_load, 1),
                "table": table, "runs": results}
-    text = format_real_table(table, f"real world ({TEACHER} x3 personas -> 10-layer student), "
+    text = format_real_table(table, f"real world ({TEACHER} x3 personas -> 16-layer student), "
                                     f"profile {profile_name}: mean ± SE ({'seeds' if len(profile.seeds) > 1 else 'held-out states'})")
     text += f"\nwall time {summary['wall_seconds']:.0f} s (loading {t_load:.0f} s); weights 4-bit quantized"
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
@@ -244,3 +254,60 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
     log(text)
     log(f"wrote {out / 'results.json'}, {out / 'table.txt'}")
     return summary
+
+
+# --------------------------------------------------------------------------- committed transcripts
+
+TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "real_debates.json"
+
+
+def record_transcripts(path: str | Path = TRANSCRIPTS, n_states: int = 3, rounds: int = 2,
+                       max_new_tokens: int = 48) -> Path:
+    """Debate ``n_states`` real-calls states with the three SmolLM2 personas and save them.
+
+    Run once to refresh the committed file (``python -c "from madopd.real_world import
+    record_transcripts; record_transcripts()"``, ~2 min loaded); notebooks and widgets read it
+    with ``load_real_debates`` so SMOKE mode can show real text without the model.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from madopd.debate import Debate, transcript_to_dict
+    from madopd.models.catalogue import resolve_model_path
+    from madopd.models.hf import HFTeacher
+    from madopd.tasks.real_calls import RealCallsTask
+
+    folder = resolve_model_path(TEACHER)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    teachers = [HFTeacher(model, folder, name=n) for n in PERSONAS]
+    profile = dataclasses.replace(RealProfile(), debate_tokens=max_new_tokens)
+    debate = Debate(teachers, _protocol(rounds, profile), names=["Ada", "Ben", "Cy"])
+    states = RealCallsTask().eval_states()[::5][:n_states]
+    trs = debate.run(states)
+    data = {"format": "madopd.real-debates/1", "model": TEACHER, "personas": list(PERSONAS),
+            "note": "SmolLM2-135M-Instruct, 4-bit quantized (GGUF Q4_1); greedy; confidences "
+                    "without a tag come from forced_tag (expected value)",
+            "counters": debate.counters,
+            "debates": [{"state": {"id": s.id, "messages": s.messages, "reference": s.reference,
+                                   "family": s.family},
+                         "transcript": transcript_to_dict(tr),
+                         "score_contexts": [debate.score_context(s, tr, k) for k in range(3)]}
+                        for s, tr in zip(states, trs)]}
+    Path(path).write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    return Path(path)
+
+
+def load_real_debates(path: str | Path = TRANSCRIPTS) -> list[dict[str, Any]]:
+    """The committed SmolLM2 debates: [{"state": State, "transcript": Transcript,
+    "score_contexts": [chat per teacher]}] (text verbatim: escape it when rendering)."""
+    from madopd.debate import transcript_from_dict
+    from madopd.errors import DataError
+    from madopd.types import State
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the real debates: {e}", path=str(path)) from e
+    if data.get("format") != "madopd.real-debates/1":
+        raise DataError("unsupported format", path=str(path), field="format")
+    return [{"state": State(**d["state"]), "transcript": transcript_from_dict(d["transcript"]),
+             "score_contexts": d["score_contexts"]} for d in data["debates"]]

@@ -1,8 +1,9 @@
 """real-calls: single-turn function calling with real text (BFCL "simple"-style), for real models.
 
 48 prompts we wrote ourselves (``madopd/data/real_calls.jsonl``; 8 functions x 6 argument
-sets): a system message with one function's JSON spec, a user request, and the reference call
-``name(arg=value, ...)``. The first 4 argument sets of every function train, the last 2 are
+sets): a system message with one function's JSON spec and one example call of it (another
+training row's values: a 135M model does not follow a format from a description alone), a
+user request, and the reference call ``name(arg=value, ...)``. The first 4 argument sets of every function train, the last 2 are
 held out (16 eval states, every function seen in training with other values).
 
 ``verify`` parses the first ``name(...)`` call in the reply with Python's ``ast`` (nothing is
@@ -26,7 +27,7 @@ from madopd.types import State
 DATA = Path(__file__).resolve().parent.parent / "data" / "real_calls.jsonl"
 SYSTEM = ("You can call this function:\n{spec}\n"
           "Answer the user with the call only, written as {name}(arg=value, ...) with every "
-          "argument named, strings in double quotes.")
+          "argument named, strings in double quotes. Example of the format: {example}")
 _CALL = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\s*\(")
 
 
@@ -61,10 +62,15 @@ class RealCallsTask:
     def __post_init__(self):
         self.rows = [r for _, r in read_jsonl_rows(self.path)]
 
-    @staticmethod
-    def make_state(row: dict) -> State:
+    def example_for(self, row: dict) -> str:
+        """Another training row's call of the same function (a format example, other values)."""
+        same = [r for r in self.rows if r["family"] == row["family"]][: self.n_train_per_family]
+        other = [r for r in same if r["id"] != row["id"]]
+        return other[0]["call"] if other else ""
+
+    def make_state(self, row: dict) -> State:
         fn = row["function"]
-        system = SYSTEM.format(spec=json.dumps(fn), name=fn["name"])
+        system = SYSTEM.format(spec=json.dumps(fn), name=fn["name"], example=self.example_for(row))
         return State(id=row["id"], messages=[{"role": "system", "content": system},
                                              {"role": "user", "content": row["question"]}],
                      reference=row["call"], family=row["family"])
