@@ -101,6 +101,17 @@ _PRESET_TEXTS = {
         "Focus on correctness, edge cases, and time and memory complexity.",
         "now write the best complete solution to the task in a single code block."),
 }
+# For small instruct models (SmolLM2-135M copies the long presets' "N" literally): short cues,
+# the tag shown with example numbers. The examples may anchor the stated values; the measured
+# tag rates per preset are in docs/real-models.md.
+_COMPACT_TAG = ("Then write one last line <<CONFIDENCE=N>> where N is an integer from 0 to 100, "
+                "your chance of being right, for example <<CONFIDENCE=30>> or <<CONFIDENCE=90>>.")
+_PRESET_TEXTS["compact"] = dict(
+    round1="You are {name}. Answer the conversation above in one or two lines. " + _COMPACT_TAG,
+    revise=("Answers so far:\n\n{transcript}\n\nYou are {name}. Give your final answer (fix it "
+            "if another answer shows a mistake). " + _COMPACT_TAG),
+    score=("Answers so far:\n\n{transcript}\n\nYou are {name}. Now give the best response to "
+           "the conversation yourself, without a confidence tag."))
 _GENERAL = _PRESET_TEXTS["general"]
 
 
@@ -119,7 +130,8 @@ class DebateTemplates:
     turn        how one transcript entry renders ({name}, {round}, {text} = raw reply,
                 {answer} = reply without tags, {confidence} = number or "not stated")
     Failed turns (teacher errors) are left out of the rendered transcript. Defaults: the
-    "general" preset; ``TEMPLATES`` holds "general", "tool_use" and "code".
+    "general" preset; ``TEMPLATES`` holds "general", "tool_use", "code" and "compact" (short
+    cues for small models).
     """
 
     system: str = ""
@@ -161,7 +173,8 @@ class DebateProtocol:
 
     rounds: int = field(default=2, metadata={"help": "debate rounds R >= 0 (0 = no debate)"})
     templates: DebateTemplates | str = field(default="general", metadata={
-        "help": "a DebateTemplates or a preset name: 'general', 'tool_use', 'code'"})
+        "help": "a DebateTemplates or a preset name: 'general', 'tool_use', 'code', 'compact' "
+                "(short cues for small models)"})
     sampling: Sampling = field(default_factory=_default_sampling, metadata={
         "help": "teachers' decoding settings; a set seed is offset per round and teacher"})
     on_teacher_error: str = field(default="raise", metadata={
