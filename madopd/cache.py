@@ -57,10 +57,14 @@ def teacher_identity(teacher: Any) -> dict[str, Any]:
 
 def protocol_identity(protocol: Any) -> dict[str, Any]:
     """The parts of a DebateProtocol that change transcripts (not the weighting policy)."""
-    return {"rounds": protocol.rounds,
-            "templates": dataclasses.asdict(protocol.templates),
-            "sampling": dataclasses.asdict(protocol.sampling),
-            "on_teacher_error": protocol.on_teacher_error}
+    ident = {"rounds": protocol.rounds,
+             "templates": dataclasses.asdict(protocol.templates),
+             "sampling": dataclasses.asdict(protocol.sampling),
+             "on_teacher_error": protocol.on_teacher_error}
+    fallback = getattr(protocol, "confidence_fallback", "none")
+    if fallback != "none":  # only then: keys of existing caches stay valid
+        ident["confidence_fallback"] = fallback
+    return ident
 
 
 def _digest(obj: Any) -> str:

@@ -1,4 +1,4 @@
-"""`madopd` command line: demo | train | eval | zoo.
+"""`madopd` command line: demo | train | eval | zoo | models.
 
 Each subcommand lives in ``madopd/commands/<name>.py`` with two functions:
 ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). Imports are lazy so
@@ -21,6 +21,7 @@ COMMANDS = {
     "eval": "evaluate a checkpoint or run directory on a benchmark",
     "zoo": "build or inspect the toy world's cached teachers and student",
     "showcase": "a one-minute tour of the divergences on a toy distribution",
+    "models": "real pretrained checkpoints that install offline: list | pull NAME",
 }
 
 

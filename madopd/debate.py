@@ -39,6 +39,7 @@ from madopd.weighting import (
 )
 
 ERROR_POLICIES = ("raise", "drop_teacher")
+CONFIDENCE_SOURCES = ("tag", "forced_tag", "answer_logprob")  # madopd.confidence.SOURCES
 TRANSCRIPT_FORMAT = "madopd.transcript/1"
 
 # --------------------------------------------------------------------------- templates
@@ -100,6 +101,17 @@ _PRESET_TEXTS = {
         "Focus on correctness, edge cases, and time and memory complexity.",
         "now write the best complete solution to the task in a single code block."),
 }
+# For small instruct models (SmolLM2-135M copies the long presets' "N" literally): short cues,
+# the tag shown with example numbers. The examples may anchor the stated values; the measured
+# tag rates per preset are in docs/real-models.md.
+_COMPACT_TAG = ("Then write one last line <<CONFIDENCE=N>> where N is an integer from 0 to 100, "
+                "your chance of being right, for example <<CONFIDENCE=30>> or <<CONFIDENCE=90>>.")
+_PRESET_TEXTS["compact"] = dict(
+    round1="You are {name}. Answer the conversation above in one or two lines. " + _COMPACT_TAG,
+    revise=("Answers so far:\n\n{transcript}\n\nYou are {name}. Give your final answer (fix it "
+            "if another answer shows a mistake). " + _COMPACT_TAG),
+    score=("Answers so far:\n\n{transcript}\n\nYou are {name}. Now give the best response to "
+           "the conversation yourself, without a confidence tag."))
 _GENERAL = _PRESET_TEXTS["general"]
 
 
@@ -118,7 +130,8 @@ class DebateTemplates:
     turn        how one transcript entry renders ({name}, {round}, {text} = raw reply,
                 {answer} = reply without tags, {confidence} = number or "not stated")
     Failed turns (teacher errors) are left out of the rendered transcript. Defaults: the
-    "general" preset; ``TEMPLATES`` holds "general", "tool_use" and "code".
+    "general" preset; ``TEMPLATES`` holds "general", "tool_use", "code" and "compact" (short
+    cues for small models).
     """
 
     system: str = ""
@@ -160,7 +173,8 @@ class DebateProtocol:
 
     rounds: int = field(default=2, metadata={"help": "debate rounds R >= 0 (0 = no debate)"})
     templates: DebateTemplates | str = field(default="general", metadata={
-        "help": "a DebateTemplates or a preset name: 'general', 'tool_use', 'code'"})
+        "help": "a DebateTemplates or a preset name: 'general', 'tool_use', 'code', 'compact' "
+                "(short cues for small models)"})
     sampling: Sampling = field(default_factory=_default_sampling, metadata={
         "help": "teachers' decoding settings; a set seed is offset per round and teacher"})
     on_teacher_error: str = field(default="raise", metadata={
@@ -170,6 +184,10 @@ class DebateProtocol:
         "help": "missing-tag policy for weights: 'uniform' | 'drop_teacher' | 'skip_sample'"})
     parallel_teachers: bool = field(default=False, metadata={
         "help": "call the K teachers of a round from threads (for server backends)"})
+    confidence_fallback: str = field(default="none", metadata={
+        "help": "a turn without a readable tag: 'none' (stays missing), 'forced_tag' (expected "
+                "N after forcing '<<CONFIDENCE='), 'answer_logprob' (the teacher's mean "
+                "probability of its own reply); see madopd.confidence; counted per source"})
 
     def __post_init__(self):
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 0:
@@ -186,6 +204,11 @@ class DebateProtocol:
         if self.on_teacher_error not in ERROR_POLICIES:
             raise ConfigError(f"DebateProtocol.on_teacher_error: expected one of {ERROR_POLICIES}, "
                               f"got {self.on_teacher_error!r}")
+        from madopd.confidence import FALLBACKS
+
+        if self.confidence_fallback not in FALLBACKS:
+            raise ConfigError(f"DebateProtocol.confidence_fallback: expected one of {FALLBACKS}, "
+                              f"got {self.confidence_fallback!r}")
         if self.on_missing_confidence not in MISSING_POLICIES:
             raise ConfigError(f"DebateProtocol.on_missing_confidence: expected one of "
                               f"{MISSING_POLICIES}, got {self.on_missing_confidence!r}")
@@ -211,6 +234,8 @@ def transcript_to_dict(transcript: Transcript) -> dict[str, Any]:
     for m in transcript.messages:
         d = {"teacher": m.teacher, "round": m.round, "text": m.text, "answer": m.answer,
              "confidence": m.confidence}
+        if getattr(m, "confidence_source", None) is not None:
+            d["confidence_source"] = m.confidence_source
         if is_failed(m):
             d.update(failed=True, error=getattr(m, "error", ""))
         msgs.append(d)
@@ -253,6 +278,11 @@ def transcript_from_dict(d: dict[str, Any]) -> Transcript:
             raise DataError(f"{where}: expected 1 <= round <= {tr.rounds}", field="round")
         if conf is not None and not 0.0 <= conf <= 100.0:  # also rejects NaN
             raise DataError(f"{where}: expected a confidence in [0, 100] or null", field="confidence")
+        source = m.get("confidence_source")
+        if source is not None and source not in CONFIDENCE_SOURCES:
+            raise DataError(f"{where}: expected a confidence source in {CONFIDENCE_SOURCES} or "
+                            "null", field="confidence_source")
+        args["confidence_source"] = source
         if m.get("failed", False):
             tr.messages.append(FailedTurn(**args, error=str(m.get("error", ""))))
         else:
@@ -307,6 +337,9 @@ class Debate:
         for k, t in enumerate(self.teachers):
             if not callable(getattr(t, "generate", None)):
                 raise ConfigError(f"teachers[{k}]: expected an object with generate(chats, sampling)")
+        from madopd.confidence import check_fallback
+
+        check_fallback(self.protocol.confidence_fallback, self.teachers)
         self.names = self._names(names)
         self.counters: dict[str, int] = {}
         self.errors: list[dict[str, Any]] = []
@@ -331,7 +364,9 @@ class Debate:
 
     def reset_counters(self) -> None:
         keys = ("turns", "failed_turns", "teacher_errors", "empty_turns", "absent_confidence",
-                "malformed_confidence", "clamped_confidence", "truncated_contexts", "generate_calls")
+                "malformed_confidence", "clamped_confidence", "truncated_contexts", "generate_calls",
+                *(f"confidence_from_{s}" for s in CONFIDENCE_SOURCES), "confidence_missing",
+                "forced_tag_low_mass")
         self.counters = {f"debate/{k}": 0 for k in keys}
         self.errors, self.timings = [], {}
 
@@ -479,14 +514,36 @@ class Debate:
                 for tr in new:
                     tr.messages.append(FailedTurn(k, r, "", "", None, error=error))
                 continue
-            for tr, text in zip(new, texts):
+            for tr, text, chat in zip(new, texts, chats[k]):
                 parsed = parse_confidence_detail(text)
                 if not text.strip():
                     c["debate/empty_turns"] += 1
                 if parsed.status != "ok":
                     c[f"debate/{parsed.status}_confidence"] += 1
-                tr.messages.append(DebateMessage(k, r, text, strip_confidence(text), parsed.value))
+                value, source = parsed.value, "tag" if parsed.value is not None else None
+                if value is None and self.protocol.confidence_fallback != "none":
+                    value = self._fallback_confidence(k, chat, text)
+                    source = self.protocol.confidence_fallback if value is not None else None
+                c[f"debate/confidence_from_{source}" if source else "debate/confidence_missing"] += 1
+                tr.messages.append(DebateMessage(k, r, text, strip_confidence(text), value,
+                                                 confidence_source=source))
         return new
+
+    def _fallback_confidence(self, k: int, chat: Chat, text: str) -> float | None:
+        """The protocol's labelled confidence source for a turn without a readable tag."""
+        from madopd.confidence import answer_logprob_confidence, forced_tag_confidence
+
+        teacher = self.teachers[k]
+        t0 = time.perf_counter()
+        try:
+            if self.protocol.confidence_fallback == "forced_tag":
+                value, mass = forced_tag_confidence(teacher, chat, text)
+                self.counters["debate/forced_tag_low_mass"] += int(mass < 0.5)
+                return value
+            return answer_logprob_confidence(teacher, chat, text)
+        finally:
+            key = f"{self.names[k]}/confidence_fallback"
+            self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
 
     def run(self, states: Sequence[State]) -> list[Transcript]:
         """All R rounds for a batch of states (R = 0: empty transcripts with rounds = 0)."""

@@ -126,6 +126,9 @@ class DebateMessage:
     confidence: float | None  # parsed <<CONFIDENCE=N>>, None = missing/unparseable
     failed: bool = False  # the teacher errored in this round and was dropped (counted)
     error: str = ""  # the error text when failed
+    # where ``confidence`` came from: "tag" | "forced_tag" | "answer_logprob" (madopd.confidence);
+    # None = missing or not recorded (transcripts from before sources existed)
+    confidence_source: str | None = None
 
 
 @dataclass

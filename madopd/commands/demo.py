@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoo-dir", default=None, help="zoo cache root (default $MADOPD_ZOO_DIR or "
                                                         "~/.cache/madopd/zoo)")
     parser.add_argument("--rebuild-zoo", action="store_true", help="retrain the zoo even if cached")
+    parser.add_argument("--world", default="toy", choices=("toy", "real"),
+                        help="toy (default): the self-trained toy world; real: SmolLM2 teachers "
+                             "and a shrunk SmolLM2 student on real-calls (madopd models pull "
+                             "smollm2-135m-instruct first; profiles smoke | default | full)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +33,15 @@ def run(args: argparse.Namespace) -> int:
         print("madopd demo: --workers must be >= 1", file=sys.stderr)
         return 2
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    if getattr(args, "world", "toy") == "real":
+        from madopd.real_world import run_real_demo
+
+        try:
+            run_real_demo(args.profile, out=args.out)
+        except MadopdError as e:
+            print(f"madopd demo: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         run_demo(args.profile, out=args.out, workers=args.workers, zoo_root=args.zoo_dir,
                  tasks=tasks, rebuild_zoo=args.rebuild_zoo)

@@ -95,7 +95,7 @@ class Distiller(PhasesMixin, RecordsMixin):
                 rounds=cfg.rounds, templates=TEMPLATES_BY_KIND.get(task.kind, "general"),
                 sampling=cfg.debate_sampling,
                 on_teacher_error="drop_teacher" if cfg.on_teacher_error == "drop_teacher" else "raise",
-                on_missing_confidence=cfg.on_missing)
+                on_missing_confidence=cfg.on_missing, confidence_fallback=cfg.confidence_fallback)
         elif debate_protocol.rounds != cfg.rounds:
             raise ConfigError(f"debate_protocol.rounds={debate_protocol.rounds} differs from "
                               f"config.rounds={cfg.rounds}")

