@@ -49,6 +49,10 @@ def check_model_path(path: str, field: str) -> None:
 
     p = Path(path).expanduser()
     if not p.exists():
+        from madopd.models.catalogue import is_catalogue_name
+
+        if is_catalogue_name(str(path)):
+            return  # resolved, converted and checksum-verified by madopd.models.catalogue
         if looks_local(str(path)):
             raise ConfigError(f"field {field!r}: no such folder {path}")
         if _offline() and not _cached_on_hub(str(path)):

@@ -130,3 +130,15 @@ def test_cli_help_lists_models():
     out = subprocess.run([sys.executable, "-m", "madopd.cli", "--help"], capture_output=True,
                          text=True).stdout
     assert "models" in out
+
+
+def test_config_path_check_accepts_catalogue_names(monkeypatch):
+    # A catalogue name is not a folder and not a cached hub id: the run-config path check must
+    # leave it to the catalogue (which resolves and verifies it) instead of refusing it offline.
+    from madopd.errors import ConfigError
+    from madopd.models.checks import check_model_path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check_model_path("smollm2-135m-instruct", "student")
+    with pytest.raises(ConfigError, match="student"):
+        check_model_path("not-in-the-catalogue", "student")
