@@ -120,6 +120,36 @@ text contrast in both themes).
 {_SHOTS}
 """))
 
+
+def real_debate_cells(live: bool) -> list:
+    """A real SmolLM2 debate from the committed transcripts (no model needed, SMOKE or not)."""
+    show = ("DebateBoard(real[0][\"transcript\"], tau=1.0)" if live else
+            "HTML(W.render_debate_html(W.debate_payload(real[0][\"transcript\"])))")
+    return [
+        md("""
+### A real debate: three SmolLM2-135M-Instruct personas
+
+Recorded from the real, 4-bit quantized SmolLM2-135M-Instruct (`madopd demo --world real`;
+committed in `madopd/data/real_debates.json`, so no model is needed here). Read it as a failure
+case: at 135M parameters the personas do not write the `<<CONFIDENCE=N>>` tag (they echo the
+placeholder), so every confidence comes from the labelled `forced_tag` source, which reads the
+next-token digits after a forced `<<CONFIDENCE=` prefix; those land near 20–30 and the weights
+stay close to uniform. Compare the toy teachers above, trained to state calibrated confidences.
+"""),
+        code(f"""
+from madopd.real_world import load_real_debates
+
+real = load_real_debates()
+for m in real[0]["transcript"].messages:
+    print(f"round {{m.round}} teacher {{m.teacher}}: confidence {{m.confidence:.1f}} from {{m.confidence_source}}")
+{show}
+"""),
+    ]
+
+
+# the real debate sits before the screenshots section in the gallery
+NOTEBOOKS["00_gallery"][-1:-1] = real_debate_cells(live=False)
+
 NOTEBOOKS["01_divergence_playground"] = [
     md("""
 # 01 · Divergences: mode seeking, mass covering, bounded gradients
@@ -528,6 +558,11 @@ The whole comparison (Base, OPD, MT-OPD, MAD-OPD from the same start, with inter
 `madopd demo --world real --profile smoke|default`; its measured table is in docs/real-models.md.
 """),
 ]
+
+
+# 02 and 04 end with a real SmolLM2 debate (committed transcripts: runs in SMOKE mode too)
+NOTEBOOKS["02_debate_inspection"] += real_debate_cells(live=True)
+NOTEBOOKS["04_failure_cases"] += real_debate_cells(live=True)
 
 
 def build(names=None) -> dict[str, Path]:

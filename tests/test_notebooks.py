@@ -67,7 +67,7 @@ def test_outputs_are_stripped(name):
     code = [c for c in nb.cells if c.cell_type == "code"]
     if name in STATIC_OUTPUTS:
         html = [o for c in code for o in c.outputs if "text/html" in o.get("data", {})]
-        assert len(html) == 6, "one static render per widget: run python notebooks/_build.py"
+        assert len(html) == 7, "one static render per widget + the real debate: run python notebooks/_build.py"
         assert all('class="madopd-static' in o["data"]["text/html"] for o in html)
         for c in code:  # static renders only: no widget views, no scripts
             for o in c.outputs:
