@@ -102,7 +102,11 @@ def verify_cases(cases: list[TestCase], *, limits: Limits | None = None,
                            "call_check": bool(c.entry_point) and _defines_check(c.tests)}
                           for c in batch]}
         files.append({"cases.json": json.dumps(spec)})
-    run_limits = replace(limits, wall_seconds=per_case * max(map(len, batches), default=1) + 5.0)
+    longest = max(map(len, batches), default=1)
+    # The per-case timer must decide a slow case (verdict "timeout"): a CPU rlimit at or below
+    # it races the timer on an idle machine and kills the worker first ("candidate-exited").
+    run_limits = replace(limits, wall_seconds=per_case * longest + 5.0,
+                         cpu_seconds=max(limits.cpu_seconds, per_case * longest + 2.0))
     runs = _sandbox.run_many([HARNESS] * len(batches), limits=run_limits, workers=workers,
                     progress=progress, files=files, channel=True)
     out: list[Verdict] = []
