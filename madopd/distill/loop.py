@@ -86,6 +86,9 @@ class Distiller(PhasesMixin, RecordsMixin):
                               f"{len(teachers)} teachers")
         self.teachers = teachers
         self.K = len(teachers)
+        for t in teachers:  # in-process teachers reuse their scoring contexts' keys/values
+            if hasattr(t, "enable_prefix_cache"):
+                t.enable_prefix_cache(cfg.score_cache_entries, cfg.score_cache_mib)
         if teachers and hasattr(student, "tokenizer"):
             from madopd.models.hf import check_same_vocab
 

@@ -169,6 +169,8 @@ class PhasesMixin:
         for k, teacher in enumerate(self.teachers):
             contexts = [self.debate.score_context(s, tr, k)
                         for s, tr in zip(mb.states, mb.transcripts)]
+            pc = getattr(teacher, "prefix_cache", None)
+            before = dict(pc.counters) if pc is not None else {}
             try:
                 sc = teacher.score(contexts, mb.samples.response_ids, top_k=self.config.score_top_k)
             except TeacherError:
@@ -180,6 +182,8 @@ class PhasesMixin:
                 counters["count/dropped_teacher_scores"] += 1
                 continue
             counters["count/teacher_context_truncated"] += sum(sc.truncated or [])
+            for key, v in (pc.counters.items() if pc is not None else ()):
+                counters[f"count/score_cache/{key}"] += v - before[key]
             dists.append(sc.dists)
             alive.append(k)
             scores.append(sc)
