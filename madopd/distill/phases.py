@@ -218,6 +218,8 @@ class PhasesMixin:
             # skips the whole step and counts it (the divergences refuse non-finite input).
             counters["count/nonfinite_inputs"] += 1
             timings["time/loss"] += time.perf_counter() - t0
+            if self.accelerator.num_processes > 1:  # still join the engine's all-reduces
+                self._backward(logits.float().sum() * 0.0)
             return self._empty_part(mb, float("nan"))
         if use_teachers:
             dists = [d.to(dev) for d in dists]
@@ -254,8 +256,8 @@ class PhasesMixin:
         timings["time/loss"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        if torch.isfinite(loss):
-            self.accelerator.backward(loss)
+        if torch.isfinite(loss) or self.accelerator.num_processes > 1:  # NaN: see _update
+            self._backward(loss)
         timings["time/update"] += time.perf_counter() - t0
         return self._micro_record(mb, lengths, logits, loss_tok, per, alive, tok_w, dists,
                                   w_rec, float(loss.detach()))

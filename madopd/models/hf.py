@@ -58,6 +58,8 @@ class HFTeacher:
     """
 
     trainable = False
+    engine: Any = None  # the accelerate-wrapped model (DDP/FSDP) for forwards; see attach_engine
+    synced_generation = False  # generate until every process is done (sharded weights)
 
     def __init__(self, model_or_path: Any, tokenizer: Any = None, *, name: str | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -221,8 +223,8 @@ class HFTeacher:
             # padded t >= len(c) point at position 0 and are masked out by the caller.
             keep[b, : len(c)] = torch.arange(len(p) - 1, len(p) + len(c) - 1)
         ids, attn, keep = ids.to(self.device), attn.to(self.device), keep.to(self.device)
-        out = self.model(input_ids=ids, attention_mask=attn, logits_to_keep=keep,
-                         use_cache=keep_cache)
+        module = self.engine if self.engine is not None else self.model
+        out = module(input_ids=ids, attention_mask=attn, logits_to_keep=keep, use_cache=keep_cache)
         logits = out.logits
         if logits.shape[:2] != (len(seqs), T):  # model ignored per-sample logits_to_keep
             self.counters["full_logits_fallback"] += 1
@@ -296,6 +298,8 @@ class HFTeacher:
             fitted.append(p2)
         kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "use_cache": True,
                                   "pad_token_id": self.pad_id, "eos_token_id": sorted(self.eos_ids)}
+        if self.synced_generation:  # sharded weights: every forward is a collective
+            kwargs["synced_gpus"] = True
         if is_greedy(sampling):
             kwargs["do_sample"] = False
         else:  # top_k=0 explicitly: transformers' default would be 50
@@ -426,6 +430,17 @@ class HFStudent(HFTeacher):
         """Load what ``save`` wrote (full model or LoRA adapter)."""
         return cls(str(path), **kwargs)
 
+    def attach_engine(self, engine: Any, module: Any, *, synced: bool = False) -> None:
+        """Train through ``engine`` (``accelerator.prepare``'s DDP/FSDP wrapper, or the model
+        itself for one process); ``module`` (the unwrapped model) keeps ``generate``, saving
+        and the peft API. ``synced`` (FSDP): generation runs until every process is done and
+        each micro-batch is one forward, so all processes make the same collectives."""
+        self.model = module
+        self.engine = None if engine is module else engine
+        self.synced_generation = synced
+        if synced:
+            self.batch_size = 2**31 - 1
+
     @property
     def is_lora(self) -> bool:
         return hasattr(self.model, "peft_config")
@@ -458,13 +473,15 @@ class HFStudent(HFTeacher):
         logits, mask, _ = self._continuation_logits([list(p) for p in samples.prompt_ids], conts)
         return logits, mask.to(logits.device)
 
-    def save(self, path: str | Path, *, merged: bool = False) -> Path:
+    def save(self, path: str | Path, *, merged: bool = False,
+             state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Save in Hugging Face format (+ tokenizer). LoRA: the adapter at ``path``; with
         ``merged=True`` also a full merged model under ``path/merged`` (a deep copy is merged,
-        so training can continue; it briefly needs twice the model's memory)."""
+        so training can continue; it briefly needs twice the model's memory). ``state_dict``: the
+        full weights gathered from a sharded (FSDP) engine; None saves the module's own."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        self.model.save_pretrained(path, state_dict=state_dict)  # None: the module's own
         self._tokenizer.save_pretrained(path)
         if merged and self.is_lora:
             full = copy.deepcopy(self.model).merge_and_unload()
