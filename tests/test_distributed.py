@@ -5,8 +5,9 @@ Why greedy decoding in the end-to-end checks: one process samples its 4 rollouts
 stream, two processes sample 2 + 2 from two streams, so sampled tokens cannot match. With greedy
 student and debate decoding (and prompts of equal length, so no padding differs) every token is
 the same, and what is left to compare is exactly the cross-process part: data sharding, the
-loss normalisation Σ per-token losses / tokens of ALL processes, the gradient sum, the schedule,
-metric gathering, rank-0-only writes and resume.
+loss normalisation Σ per-token losses / tokens of ALL processes, the engine's gradient
+average (DDP or FSDP2, times the number of processes), the schedule, metric gathering,
+rank-0-only writes and resume.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import torch
 
 from madopd.cli import main
 from madopd.distill.distributed import (
-    allreduce_grads,
+    CPU_FSDP_VAR,
+    check_engine,
     check_launch,
     combine_stats,
     merge_records,
@@ -67,20 +69,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(tmp_path: Path, args: list[str], launcher: str = "--multi_gpu",
-            check: bool = True) -> subprocess.CompletedProcess:
+# accelerate's own FSDP configuration (FSDP2, one shard unit per decoder layer); on CPU madopd
+# needs MADOPD_CPU_FSDP=1, or accelerate would silently use DDP (distributed.check_engine)
+FSDP = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+        "--fsdp_transformer_layer_cls_to_wrap", "Qwen3DecoderLayer"]
+
+
+def _launch(tmp_path: Path, args: list[str], launcher: str | list[str] = "--multi_gpu",
+            check: bool = True, env_extra: dict | None = None,
+            module: str = "madopd.cli") -> subprocess.CompletedProcess:
     """`accelerate launch <launcher> --num_processes 2 -m madopd.cli train ARGS`.
 
     ``--multi_gpu`` on a machine (or a config) without CUDA runs 2 processes on the gloo
-    backend; ``--cpu --num_processes 2`` starts ONE process (see test_cpu_flag_...).
+    backend (DDP); ``FSDP`` shards the student; ``--cpu --num_processes 2`` starts ONE
+    process (see test_cpu_flag_...).
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf_home"),  # no user accelerate config file applies
-           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", launcher, "--num_processes", "2",
+           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "", **(env_extra or {})}
+    launcher = [launcher] if isinstance(launcher, str) else list(launcher)
+    head = ["-m", module, "train", "--no-progress"] if module == "madopd.cli" else [module]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "madopd.cli", "train",
-           "--no-progress", *args]
+           "--main_process_port", str(_free_port()), *head, *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"launch failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -101,7 +112,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 # process, or the run before a resume, debated is a miss here) and on how many processes make
 # calls. Only hits + misses (= debated states) must agree; see test_..._union_batch for the rest.
 CACHE_KEYS = {"count/cache_hits", "count/cache_misses", "cache/hit_rate"}
-WORK_PREFIX = "count/debate/"
+WORK_PREFIX = ("count/debate/", "count/score_cache/")
 
 
 def _assert_same_run(single: Path, multi: Path, steps: list[int], records: list[int]) -> None:
@@ -121,7 +132,7 @@ def _assert_same_run(single: Path, multi: Path, steps: list[int], records: list[
         assert ma.get("count/cache_hits", 0) + ma.get("count/cache_misses", 0) == \
             mb.get("count/cache_hits", 0) + mb.get("count/cache_misses", 0)
         for k in ma:
-            if k.startswith(("time/", WORK_PREFIX)) or k in CACHE_KEYS:
+            if k.startswith(("time/", *WORK_PREFIX)) or k in CACHE_KEYS:
                 continue
             rel = 1e-5 if ma["step"] == 1 else 1e-4
             assert mb[k] == pytest.approx(ma[k], rel=rel, abs=1e-7), (ma["step"], k)
@@ -143,16 +154,24 @@ def _assert_same_run(single: Path, multi: Path, steps: list[int], records: list[
 
 # ------------------------------------------------------------------------- end to end (launch)
 
-def test_two_processes_equal_one_process_with_the_union_batch(tmp_path, tiny_dirs, capsys):
-    """2 processes × batch 2 == 1 process × batch 4: metrics, records and weights (4 steps;
-    the 4th has 2 + 1 states)."""
+# FSDP2 is left out: the same check hangs under FSDP (not found in time; docs/scaling.md), so
+# check_engine refuses FSDP unless MADOPD_FSDP_EXPERIMENTAL=1.
+@pytest.mark.parametrize("engine", ["ddp"])
+def test_two_processes_equal_one_process_with_the_union_batch(tmp_path, tiny_dirs, capsys,
+                                                              engine):
+    """2 processes × batch 2 == 1 process × batch 4 under DDP (the engine averages, the loss
+    is scaled by the processes): metrics, records and weights (4 steps; the 4th has 2 + 1
+    states)."""
     one = tmp_path / "one"
     assert main(["train", "--config", str(_config(tmp_path, tiny_dirs, 4, "c4.json")),
                  "--out", str(one), "--no-progress"]) == 0
     capsys.readouterr()
     two = tmp_path / "two"
+    launch = {"ddp": {}, "fsdp": {"launcher": FSDP, "env_extra": {
+        CPU_FSDP_VAR: "1", "MADOPD_FSDP_EXPERIMENTAL": "1"}}}[engine]
     proc = _launch(tmp_path, ["--config", str(_config(tmp_path, tiny_dirs, 2, "c2.json")),
-                              "--out", str(two)])
+                              "--out", str(two)], **launch)
+    assert f"engine {engine}" in proc.stderr
     results = _result_lines(proc.stdout)
     assert len(results) == 1 and results[0]["processes"] == 2 and results[0]["step"] == 4
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == [
@@ -215,39 +234,35 @@ def test_check_launch_detects_the_single_process_cpu_launch(monkeypatch):
     check_launch(1)  # `accelerate launch --cpu` with one process
 
 
-class _FakeAcc:
-    num_processes = 2
+def test_fsdp_on_cpu_is_refused_unless_asked_for(monkeypatch):
+    """accelerate turns --use_fsdp into DDP on CPU: madopd says so instead of training DDP."""
+    from accelerate.utils import DistributedType
 
+    class State:
+        distributed_type = DistributedType.MULTI_CPU
 
-def test_allreduce_grads_buckets_every_element_back_in_place(monkeypatch):
-    """A fake all-reduce doubles its buffer (two identical processes): every gradient element
-    must come back doubled in place, across buckets, dtypes and a missing gradient."""
-    import torch.distributed as dist
+    class Acc:
+        def __init__(self):
+            self.state = State()
 
-    calls = []
+        distributed_type = property(lambda self: self.state.distributed_type)
+        is_fsdp2 = property(lambda self: self.state.fsdp_plugin.fsdp_version == 2)
 
-    def fake_all_reduce(t, op=None):
-        calls.append((t.numel(), t.dtype))
-        t.mul_(2)
-
-    monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
-    g = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(*s, generator=g, dtype=dt))
-              for s, dt in [((3, 4), torch.float32), ((5,), torch.float32),
-                            ((2, 2), torch.float64), ((7,), torch.float32), ((1,), torch.float32)]]
-    for p in params[:-1]:  # 2-D gradients non-contiguous on purpose
-        p.grad = torch.randn(p.shape[::-1], generator=g, dtype=p.dtype).t()
-    before = [None if p.grad is None else p.grad.clone() for p in params]
-    grads = [p.grad for p in params]
-    allreduce_grads(_FakeAcc(), params, bucket_numel=16)
-    for p, b, g0 in zip(params, before, grads):
-        if b is None:
-            assert torch.equal(p.grad, torch.zeros_like(p))  # joined with zeros
-        else:
-            assert p.grad is g0 and torch.equal(p.grad, 2 * b)  # in place
-    # buckets of <= 16 elements of one dtype: {12}, {5} (12 + 5 > 16), {4 fp64}, {7, 1}
-    assert calls == [(12, torch.float32), (5, torch.float32), (4, torch.float64),
-                     (8, torch.float32)]
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    monkeypatch.delenv(CPU_FSDP_VAR, raising=False)
+    with pytest.raises(ConfigError, match="silently wrap the student in DDP"):
+        check_engine(Acc())
+    monkeypatch.setenv(CPU_FSDP_VAR, "1")
+    with pytest.raises(ConfigError, match="not finished"):
+        check_engine(Acc())
+    monkeypatch.setenv("MADOPD_FSDP_EXPERIMENTAL", "1")
+    acc = Acc()
+    check_engine(acc)
+    assert acc.distributed_type == DistributedType.FSDP and acc.is_fsdp2
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(ConfigError, match="FSDP1"):
+        check_engine(Acc())
 
 
 def _tiny_record(step: int, ids: list[str], k: int = 2) -> StepRecord:

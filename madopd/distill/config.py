@@ -119,6 +119,12 @@ class DistillConfig:
     chunk_size: int | None = _help("tokens per divergence chunk (bounds peak memory); None: "
                                    "from a cache/memory budget (docs/performance.md)",
                                    default=None)
+    score_cache_entries: int = _help(
+        "in-process teachers keep the key/value cache of this many scoring contexts (state + "
+        "transcript + cue) and reuse it across steps and samples of a state; equal to uncached "
+        "scoring to 1e-5 (madopd.models.prefix_cache). 0 = off", default=256)
+    score_cache_mib: float = _help("memory bound of each teacher's scoring-context cache in MiB "
+                                   "(least recently used contexts go first)", default=1024.0)
 
     # ---- on-policy fraction (MT-SeqKD) -----------------------------------------------------
     on_policy_fraction: float = _help(
@@ -245,10 +251,11 @@ class DistillConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "checkpoint_every", "eval_every", "record_every", "record_topk",
-                     "lora_r"):
+                     "lora_r", "score_cache_entries"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         _positive(self, "lr")
+        _positive(self, "score_cache_mib")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):

@@ -1,16 +1,19 @@
-"""Several processes (``accelerate launch`` / ``torchrun``): the collectives of one step.
+"""Several processes (``accelerate launch`` / ``torchrun``): the engine and the two reductions.
 
-The student is not DDP-wrapped (its ``generate`` and ``logits_to_keep`` forward must stay
-reachable, and DDP would hang when one process skips a backward under a NaN/teacher-error
-policy). Instead one step makes the same collectives, in the same order, on every process:
+The student is wrapped by accelerate (``Accelerator.prepare``): DDP, or FSDP through
+accelerate's own configuration (``accelerate launch --use_fsdp --fsdp_version 2 ...``). The
+engine averages gradients over processes inside ``backward``; the step only adds:
 
-1. ``sum_floats([kept tokens, skip])`` after phase 1: the global loss denominator N and
-   whether any process must skip the step (a teacher error under ``skip_step``);
+1. ``sum_floats([kept tokens, skip])`` after phase 1: the global loss denominator N (each
+   process's loss is its share of Σ/N, multiplied by the number of processes so the engine's
+   average is the sum: one process holding the union of the batches) and whether any process
+   must skip the step (a teacher error under ``skip_step``);
 2. ``sum_floats([loss, skip])`` after phase 2: the global loss and skip decision;
-3. ``allreduce_grads`` (only when the step is not skipped, a decision every process shares):
-   gradients summed over processes. Each process's loss is already its share of Σ/N, so the
-   sum is exactly the gradient of one process holding the union of the batches;
-4. ``gather_objects`` of each process's step record pieces -> one record for the whole batch.
+3. ``gather_objects`` of each process's step record pieces -> one record for the whole batch.
+
+A process that cannot compute a micro-batch's loss (a teacher error, no response token) still
+joins the engine's collectives with a zero-weighted backward (``Distiller._join_backward``),
+so every process runs the same forwards and backwards and nobody waits forever.
 
 Single-process runs never call these (every helper is the identity when ``world == 1``).
 """
@@ -25,8 +28,6 @@ import torch
 
 from madopd.errors import ConfigError
 from madopd.types import StepRecord
-
-BUCKET_NUMEL = 2**24  # elements per gradient all-reduce (64 MiB of fp32): bounds extra memory
 
 _WORLD_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 _RANK_VARS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
@@ -79,52 +80,62 @@ def sum_floats(accelerator: Any, values: list[float]) -> list[float]:
     return [float(v) for v in accelerator.reduce(t, "sum").cpu()]
 
 
-def allreduce_grads(accelerator: Any, params: list[torch.nn.Parameter],
-                    bucket_numel: int = BUCKET_NUMEL) -> None:
-    """Sum ``p.grad`` over processes in place, in flat buckets (few collectives, bounded memory).
-
-    A parameter without a gradient on this process joins with zeros: every process must take
-    part in the same all-reduces in the same order.
-    """
-    if accelerator.num_processes == 1:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    bucket: list[torch.Tensor] = []
-    size = 0
-    for p in params:
-        g = p.grad
-        if bucket and (size + g.numel() > bucket_numel or g.dtype != bucket[0].dtype
-                       or g.device != bucket[0].device):
-            _reduce_bucket(bucket)
-            bucket, size = [], 0
-        bucket.append(g)
-        size += g.numel()
-    if bucket:
-        _reduce_bucket(bucket)
-
-
-def _reduce_bucket(grads: list[torch.Tensor]) -> None:
-    import torch.distributed as dist
-
-    flat = torch.cat([g.reshape(-1) for g in grads])  # [Σ numel]
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset: offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
 def gather_objects(accelerator: Any, obj: Any) -> list[Any]:
     """[obj of rank 0, obj of rank 1, ...] on every process (pickled; keep it small)."""
     if accelerator.num_processes == 1:
         return [obj]
-    import torch.distributed as dist
+    from accelerate.utils import gather_object
 
-    out: list[Any] = [None] * accelerator.num_processes
-    dist.all_gather_object(out, obj)
-    return out
+    return gather_object([obj])
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """The student's parameters are sharded over processes (FSDP): each holds a slice."""
+    from accelerate.utils import DistributedType
+
+    # check_engine records the decision: accelerate's state may report its own device-based
+    # type again after prepare on CPU
+    flag = getattr(accelerator, "madopd_sharded", None)
+    return flag if flag is not None else accelerator.distributed_type == DistributedType.FSDP
+
+
+CPU_FSDP_VAR = "MADOPD_CPU_FSDP"
+FSDP_EXPERIMENTAL_VAR = "MADOPD_FSDP_EXPERIMENTAL"
+
+
+def check_engine(accelerator: Any) -> None:
+    """Refuse engine setups that would silently not do what was asked; enable FSDP on CPU.
+
+    accelerate prepares FSDP only on accelerators: with ``--use_fsdp`` on a CPU-only machine
+    it silently wraps the model in DDP. madopd stops there, unless ``MADOPD_CPU_FSDP=1``,
+    which sets accelerate's state to FSDP with the plugin read from the same launch
+    configuration, so accelerate's own FSDP2 preparation runs on the gloo backend (how the
+    FSDP path is tested on CPU). FSDP1 (whose inner module cannot generate without gathering
+    its flat parameters) and DeepSpeed (not installed or tested here) are refused.
+    """
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    wants_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if accelerator.distributed_type == DistributedType.MULTI_CPU and wants_fsdp:
+        if os.environ.get(CPU_FSDP_VAR, "") != "1":
+            raise ConfigError(
+                "`--use_fsdp` on a machine without GPUs: accelerate would silently wrap the "
+                f"student in DDP instead. Launch without --use_fsdp (DDP), or set {CPU_FSDP_VAR}=1 "
+                "to shard it with FSDP2 on the gloo backend")
+        accelerator.state.distributed_type = DistributedType.FSDP
+        accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError("DeepSpeed: not supported yet (not installed or tested); use DDP or "
+                          "FSDP2 (accelerate launch --use_fsdp --fsdp_version 2)")
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    if sharded and not accelerator.is_fsdp2:
+        raise ConfigError("FSDP1 is not supported: the student generates its rollouts with its "
+                          "own module, which FSDP1 leaves flattened; use --fsdp_version 2")
+    if sharded and os.environ.get(FSDP_EXPERIMENTAL_VAR, "") != "1":
+        raise ConfigError(
+            "FSDP: the student's FSDP2 path is not finished (the 2-process CPU check hangs, "
+            f"docs/scaling.md); use DDP, or set {FSDP_EXPERIMENTAL_VAR}=1 to try it")
+    accelerator.madopd_sharded = sharded
 
 
 def params_checksum(params: list[torch.nn.Parameter]) -> list[float]:

@@ -16,12 +16,15 @@ micro-batches / number of tokens in the accumulated batch, so 2 micro-batches of
 same gradient as one of B. ``sequence`` = mean over sequences of each sequence's token mean
 (Eqs. 8-9 literally). Both are exact under accumulation because N is counted before backward.
 
-Multi-process (``accelerate launch`` / ``torchrun``, docs/scaling.md): each process draws its
-own micro-batches (the sampler shards them by rank); N is summed over processes and gradients
-are summed, so the update equals one process with the union of the batches (tested in
-tests/test_distributed.py). Metrics and records are gathered into one record of the whole
-step; only the main process writes the run folder. Teachers are never wrapped by accelerate:
-they are frozen and each process holds its own copy (or talks to a server).
+Multi-process (``accelerate launch`` / ``torchrun``, docs/scaling.md): distribution is by
+wrapping. The student is ``accelerator.prepare``d (DDP, or FSDP2 from accelerate's launch
+configuration), which averages gradients in ``backward``; each process draws its own
+micro-batches (the sampler shards them by rank), N is summed over processes, and each loss is
+scaled by the number of processes, so the update equals one process with the union of the
+batches (tested in tests/test_distributed.py). A process that must skip a micro-batch joins
+the engine's collectives with a zero-weighted backward. Metrics and records are gathered into
+one record of the whole step; only the main process writes the run folder. Teachers are never
+wrapped: they are frozen and each process holds its own copy (or talks to a server).
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ import torch
 from madopd.distill.config import DistillConfig
 from madopd.distill.data import TrainPool, check_pool_config
 from madopd.distill.distributed import (
-    allreduce_grads,
+    check_engine,
     check_launch,
     combine_stats,
     gather_objects,
+    is_sharded,
     merge_records,
     sum_floats,
 )
@@ -86,6 +90,9 @@ class Distiller(PhasesMixin, RecordsMixin):
                               f"{len(teachers)} teachers")
         self.teachers = teachers
         self.K = len(teachers)
+        for t in teachers:  # in-process teachers reuse their scoring contexts' keys/values
+            if hasattr(t, "enable_prefix_cache"):
+                t.enable_prefix_cache(cfg.score_cache_entries, cfg.score_cache_mib)
         if teachers and hasattr(student, "tokenizer"):
             from madopd.models.hf import check_same_vocab
 
@@ -113,6 +120,9 @@ class Distiller(PhasesMixin, RecordsMixin):
                               seed=cfg.seed, rank=self.accelerator.process_index,
                               world_size=self.accelerator.num_processes)
         check_pool_config(self.pool, cfg.on_policy_fraction)
+        if is_sharded(self.accelerator) and self.pool.full:
+            raise ConfigError("opad_mode 'full' under FSDP: episodes make a different number of "
+                              "student calls on each process; use DDP")
         self.rng = random.Random(derive_seed(cfg.seed, "distiller"))
         self._decode_tokens = TokenDecoder(student.tokenizer)
         self.step_count = 0
@@ -134,12 +144,16 @@ class Distiller(PhasesMixin, RecordsMixin):
         return divergence_for_task(kind)
 
     def _setup_accelerator(self) -> None:
+        """The engine: ``accelerator.prepare`` wraps the student (DDP / FSDP2 / nothing for one
+        process) with its optimizer and schedule; the student keeps its own module for
+        ``generate`` and forwards with gradients through the wrapper."""
         from accelerate import Accelerator
 
         cfg = self.config
         cpu = cfg.cpu or cfg.device == "cpu" or not torch.cuda.is_available()
         self.accelerator = acc = Accelerator(cpu=cpu)
         check_launch(acc.num_processes)
+        check_engine(acc)
         model = self.student.model
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -147,18 +161,18 @@ class Distiller(PhasesMixin, RecordsMixin):
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                 weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_lambda(acc.num_processes))
-        if acc.num_processes > 1:
-            # Not DDP-wrapped: the student's own methods (generate, logits_to_keep) stay
-            # reachable and a process may skip a backward (NaN/teacher-error policies) without
-            # hanging the others. Gradients are summed in _update (distributed.allreduce_grads);
-            # every process starts from the same weights (same checkpoint, checked below).
-            model.to(acc.device)
-            self.optimizer, self.scheduler = acc.prepare(opt, sched)
-        else:
-            model, self.optimizer, self.scheduler = acc.prepare(model, opt, sched)
-            self.student.model = model
+        # FSDP2 must see model and optimizer together (it swaps the parameters for shards)
+        engine, self.optimizer, self.scheduler = acc.prepare(model, opt, sched)
+        self.engine = engine
+        self.student.attach_engine(engine, acc.unwrap_model(engine), synced=is_sharded(acc))
         self.student.device = acc.device
-        self.params = params
+        self.params = [p for p in engine.parameters() if p.requires_grad]
+        if acc.num_processes > 1 and acc.is_main_process:
+            import sys
+
+            kind = "fsdp" if is_sharded(acc) else "ddp"
+            print(f"madopd: {acc.num_processes} processes, engine {kind} "
+                  f"({type(engine).__name__})", file=sys.stderr)
 
     def check_in_sync(self) -> None:
         """Raise when the processes hold different student weights (a no-op for one process).
@@ -168,8 +182,8 @@ class Distiller(PhasesMixin, RecordsMixin):
         """
         from madopd.distill.distributed import params_checksum
 
-        if self.accelerator.num_processes == 1:
-            return
+        if self.accelerator.num_processes == 1 or is_sharded(self.accelerator):
+            return  # sharded: each process holds its own slice; the engine keeps them apart
         sums = gather_objects(self.accelerator, params_checksum(self.params))
         if any(s != sums[0] for s in sums):
             raise ValueRangeError(f"step {self.step_count}: the {len(sums)} processes hold "
@@ -212,8 +226,9 @@ class Distiller(PhasesMixin, RecordsMixin):
         return record
 
     def _step(self) -> StepRecord:
-        """One step. Under several processes every branch that ends in a collective is taken
-        by all of them alike (see ``madopd.distill.distributed``)."""
+        """One step, top to bottom (module docstring). Under several processes the engine
+        averages gradients in backward; the two ``sum_floats`` give every process the same
+        denominator and the same skip decision."""
         cfg = self.config
         if cfg.method == "base":
             raise ConfigError("method 'base' is the untrained student: there is no training step "
@@ -226,9 +241,10 @@ class Distiller(PhasesMixin, RecordsMixin):
         step_counters: dict[str, float] = {}  # per step, not per process: never summed
         self.student.train() if hasattr(self.student, "train") else None
         self.optimizer.zero_grad(set_to_none=True)
-        micros: list[_Micro] = []
-        parts: list[dict[str, Any]] = []
         student_before = dict(getattr(self.student, "counters", {}) or {})
+
+        # phase 1: rollouts, debate, weights (no gradients)
+        micros: list[_Micro] = []
         local_skip = False
         try:
             for i in range(cfg.grad_accum):
@@ -236,12 +252,19 @@ class Distiller(PhasesMixin, RecordsMixin):
         except _SkipStep:
             local_skip = True
         denom, skipped = self._denominator(micros, local_skip)
+
+        # phase 2: teachers score, divergences, backward (one micro-batch of logits at a time)
+        parts: list[dict[str, Any]] = []
         if not skipped and denom > 0:
-            try:
-                for mb in micros:
-                    parts.append(self._micro_backward(mb, denom, timings, counters))
-            except _SkipStep:
-                local_skip = True
+            for i, mb in enumerate(micros):
+                with self._gradient_sync(last=i == len(micros) - 1):
+                    try:
+                        if local_skip:
+                            raise _SkipStep()
+                        parts.append(self._micro_backward(mb, denom, timings, counters))
+                    except _SkipStep:
+                        local_skip = True
+                        self._join_backward()
         loss = sum(p["loss"] for p in parts) if parts else float("nan")
         loss, n_skip = sum_floats(self.accelerator, [loss, float(local_skip)])
         if skipped or n_skip > 0:
@@ -249,6 +272,8 @@ class Distiller(PhasesMixin, RecordsMixin):
             step_counters["count/skipped_steps"] = 1.0
             self.optimizer.zero_grad(set_to_none=True)
             denom = 0.0
+
+        # update: clip, AdamW, schedule (NaN policy)
         for k, v in (getattr(self.student, "counters", {}) or {}).items():
             if "truncat" in k:  # prompts cut to fit the student's window (rollout or forward)
                 counters[f"count/student/{k}"] += v - student_before.get(k, 0)
@@ -259,6 +284,32 @@ class Distiller(PhasesMixin, RecordsMixin):
         if self.accelerator.num_processes > 1:
             record = self._gather_record(record, stats, micros, metrics)
         return record
+
+    def _gradient_sync(self, last: bool):
+        """Accumulate locally on all but the last micro-batch (the engine's ``no_sync``)."""
+        import contextlib
+
+        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.engine)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """``loss`` is this process's share of Σ/N; the engine averages gradients over the
+        processes, so × processes makes the update the sum (= one process, union batch)."""
+        if not loss.requires_grad:  # no response token: nothing was forwarded with gradients
+            self._join_backward()
+            return
+        self.accelerator.backward(loss * self.accelerator.num_processes)
+
+    def _join_backward(self) -> None:
+        """A zero-weighted forward + backward on one token: this process contributes nothing
+        but takes part in the engine's gradient collectives like the others (several
+        processes only; a non-finite student makes these zeros NaN, which the NaN policy of
+        ``_update`` then skips on every process alike)."""
+        if self.accelerator.num_processes == 1:
+            return
+        ids = torch.full((1, 1), int(self.student.pad_id), dtype=torch.long,
+                         device=self.accelerator.device)
+        out = self.engine(input_ids=ids, use_cache=False)
+        self.accelerator.backward(out.logits.float().sum() * 0.0)
 
     def _gather_record(self, record: StepRecord, stats: dict, micros: list[_Micro],
                        metrics: dict) -> StepRecord:
@@ -288,8 +339,9 @@ class Distiller(PhasesMixin, RecordsMixin):
         return n, n_skip > 0
 
     def _update(self, loss: float, denom: float, skipped: bool, timings, counters) -> dict:
-        """Sum gradients over processes, clip, step. ``loss``, ``denom`` and ``skipped`` are
-        global (equal on every process), so every process takes the same branch."""
+        """Clip and step (gradients are already summed by the engine). ``loss``, ``denom`` and
+        ``skipped`` are global (equal on every process), so every process takes the same
+        branch."""
         cfg = self.config
         t0 = time.perf_counter()
         metrics: dict[str, float] = {}
@@ -299,14 +351,13 @@ class Distiller(PhasesMixin, RecordsMixin):
             self.optimizer.zero_grad(set_to_none=True)
             timings["time/update"] += time.perf_counter() - t0
             return metrics
-        allreduce_grads(self.accelerator, self.params)
         gn = float("nan")
         if math.isfinite(loss):
-            if cfg.max_grad_norm is not None:
-                gn = float(self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm))
-            else:
-                grads = [p.grad.norm() for p in self.params if p.grad is not None]
-                gn = float(torch.norm(torch.stack(grads))) if grads else 0.0
+            # all parameters (accelerate matches them to the FSDP model); inf = measure only
+            norm = self.accelerator.clip_grad_norm_(
+                list(self.engine.parameters()),
+                cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf"))
+            gn = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             metrics["grad_norm"] = gn
         if not (math.isfinite(loss) and math.isfinite(gn)):
             self.optimizer.zero_grad(set_to_none=True)

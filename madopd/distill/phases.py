@@ -169,6 +169,8 @@ class PhasesMixin:
         for k, teacher in enumerate(self.teachers):
             contexts = [self.debate.score_context(s, tr, k)
                         for s, tr in zip(mb.states, mb.transcripts)]
+            pc = getattr(teacher, "prefix_cache", None)
+            before = dict(pc.counters) if pc is not None else {}
             try:
                 sc = teacher.score(contexts, mb.samples.response_ids, top_k=self.config.score_top_k)
             except TeacherError:
@@ -180,6 +182,8 @@ class PhasesMixin:
                 counters["count/dropped_teacher_scores"] += 1
                 continue
             counters["count/teacher_context_truncated"] += sum(sc.truncated or [])
+            for key, v in (pc.counters.items() if pc is not None else ()):
+                counters[f"count/score_cache/{key}"] += v - before[key]
             dists.append(sc.dists)
             alive.append(k)
             scores.append(sc)
@@ -214,6 +218,8 @@ class PhasesMixin:
             # skips the whole step and counts it (the divergences refuse non-finite input).
             counters["count/nonfinite_inputs"] += 1
             timings["time/loss"] += time.perf_counter() - t0
+            if self.accelerator.num_processes > 1:  # still join the engine's all-reduces
+                self._backward(logits.float().sum() * 0.0)
             return self._empty_part(mb, float("nan"))
         if use_teachers:
             dists = [d.to(dev) for d in dists]
@@ -250,8 +256,8 @@ class PhasesMixin:
         timings["time/loss"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        if torch.isfinite(loss):
-            self.accelerator.backward(loss)
+        if torch.isfinite(loss) or self.accelerator.num_processes > 1:  # NaN: see _update
+            self._backward(loss)
         timings["time/update"] += time.perf_counter() - t0
         return self._micro_record(mb, lengths, logits, loss_tok, per, alive, tok_w, dists,
                                   w_rec, float(loss.detach()))

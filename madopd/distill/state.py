@@ -50,8 +50,12 @@ def save_checkpoint(d: Any) -> Path:
     Several processes: all check they hold the same weights, the main process writes (the
     optimiser state is the same everywhere: same gradients, same steps), the others wait.
     """
+    from madopd.distill.distributed import is_sharded
+
     d.check_in_sync()
     acc = d.accelerator
+    # FSDP: every process takes part in gathering the full weights; only the main one keeps them
+    full = acc.get_state_dict(d.engine) if is_sharded(acc) else None
     if not acc.is_main_process:
         acc.wait_for_everyone()
         d._saved_step = d.step_count
@@ -63,13 +67,14 @@ def save_checkpoint(d: Any) -> Path:
         "optimizer": d.optimizer.state_dict(), "scheduler": d.scheduler.state_dict(),
         "rng": _rng_state(d), "sampler": d.pool.state_dict(),
         "num_processes": acc.num_processes,  # the sampler's position counts per-process batches
+        "sharded": full is not None,  # the optimizer state is this process's shard only
         "config": d.config.to_dict(), "teacher_names": list(d.teacher_names),
         "trainable": ({n: p.detach().cpu().clone() for n, p in model.named_parameters()
                        if p.requires_grad} if is_lora else None),
     }
 
     def write(tmp: Path) -> None:
-        d.student.save(tmp / "model")
+        d.student.save(tmp / "model", state_dict=full)
         write_state(tmp, state)
 
     try:
@@ -194,6 +199,12 @@ def load_checkpoint(d: Any, path: Any = None) -> int:
             f"{d.accelerator.num_processes}: the data order (each process takes every "
             f"{saved_procs}-th batch) cannot continue exactly; resume with {saved_procs} "
             "process(es)")
+    from madopd.distill.distributed import is_sharded
+
+    if state.get("sharded") or is_sharded(d.accelerator):
+        raise ConfigError(f"checkpoint {ckpt}: resuming an FSDP (sharded) run is not supported "
+                          "yet (each process's optimizer state is a shard); its model/ folder "
+                          "holds the full weights for evaluation or a new run")
     model = d.accelerator.unwrap_model(d.student.model)
     with torch.no_grad():
         if state.get("trainable") is not None:

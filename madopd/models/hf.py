@@ -59,6 +59,8 @@ class HFTeacher:
     """
 
     trainable = False
+    engine: Any = None  # the accelerate-wrapped model (DDP/FSDP) for forwards; see attach_engine
+    synced_generation = False  # generate until every process is done (sharded weights)
 
     def __init__(self, model_or_path: Any, tokenizer: Any = None, *, name: str | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -104,6 +106,7 @@ class HFTeacher:
         if self.pad_id is None:  # padding is masked out; any valid id works
             self.pad_id = self._tokenizer.eos_token_id or 0
         self.eos_ids = self._eos_ids()
+        self.prefix_cache = None  # enable_prefix_cache(); off by default outside a Distiller
         if owned and not self.trainable:
             self.model.requires_grad_(False)
             self.model.eval()
@@ -159,8 +162,58 @@ class HFTeacher:
         self.counters["tokens_scored"] += int(mask.sum())
         return torch.cat(chunks, 0), mask, truncated
 
+    def enable_prefix_cache(self, max_entries: int = 256, max_mib: float = 1024.0) -> None:
+        """Reuse the keys/values of scoring contexts across ``score`` calls
+        (``madopd.models.prefix_cache``); ``max_entries=0`` turns it off."""
+        from madopd.models.prefix_cache import PrefixKVCache
+
+        self.prefix_cache = PrefixKVCache(max_entries, max_mib) if max_entries else None
+
     def _forward_chunk(self, prompts: list[list[int]], conts: list[list[int]], T: int) -> torch.Tensor:
-        """Right-padded batch; positions len(P)+t-1 selected before the LM head. -> [b, T, V']."""
+        """Logits [b, T, V'] for one chunk; through the prefix cache when it is on and no
+        gradient is wanted (the student's own forward always runs in full)."""
+        cache = getattr(self, "prefix_cache", None)
+        if cache is None or torch.is_grad_enabled():
+            return self._forward_plain(prompts, conts, T)[0]
+        cache.check_version(self.model)
+        hits, kvs, misses = [], [], []
+        for b, p in enumerate(prompts):
+            kv = cache.get(tuple(p)) if len(p) > 1 else None
+            (hits if kv is not None else misses).append(b)
+            if kv is not None:
+                kvs.append(kv)
+        out: list[torch.Tensor | None] = [None] * len(prompts)
+        if misses:
+            logits, layers = self._forward_plain([prompts[b] for b in misses],
+                                                 [conts[b] for b in misses], T, keep_cache=True)
+            self._store_prefixes(cache, [prompts[b] for b in misses], layers)
+            for i, b in enumerate(misses):
+                out[b] = logits[i]
+        if hits:
+            logits = self._forward_cached([prompts[b] for b in hits], [conts[b] for b in hits],
+                                          kvs, T)
+            for i, b in enumerate(hits):
+                out[b] = logits[i]
+        return torch.stack(out, 0)
+
+    def _store_prefixes(self, cache: Any, prompts: list[list[int]], layers: Any) -> None:
+        from madopd.models.prefix_cache import rows_prefix
+
+        if layers is None:  # sliding-window / linear-attention caches cannot be cut
+            self.counters["prefix_cache_unsupported"] = \
+                self.counters.get("prefix_cache_unsupported", 0) + 1
+            return
+        for i, p in enumerate(prompts):
+            if len(p) > 1:
+                cache.put(tuple(p), rows_prefix(layers, i, len(p) - 1))
+
+    def _forward_plain(self, prompts: list[list[int]], conts: list[list[int]], T: int,
+                       keep_cache: bool = False) -> tuple[torch.Tensor, Any]:
+        """Right-padded batch; positions len(P)+t-1 selected before the LM head.
+
+        -> (logits [b, T, V'], per-layer keys/values [b, H, L, D] when ``keep_cache``)."""
+        from madopd.models.prefix_cache import layer_tensors, output_cache
+
         seqs = [p + c for p, c in zip(prompts, conts)]
         L = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), L), self.pad_id, dtype=torch.long)
@@ -173,14 +226,40 @@ class HFTeacher:
             # padded t >= len(c) point at position 0 and are masked out by the caller.
             keep[b, : len(c)] = torch.arange(len(p) - 1, len(p) + len(c) - 1)
         ids, attn, keep = ids.to(self.device), attn.to(self.device), keep.to(self.device)
-        out = self.model(input_ids=ids, attention_mask=attn, logits_to_keep=keep, use_cache=False)
+        module = self.engine if self.engine is not None else self.model
+        out = module(input_ids=ids, attention_mask=attn, logits_to_keep=keep, use_cache=keep_cache)
         logits = out.logits
         if logits.shape[:2] != (len(seqs), T):  # model ignored per-sample logits_to_keep
             self.counters["full_logits_fallback"] += 1
             logits = torch.gather(logits, 1, keep.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
         if self.vocab_columns:
             logits = logits[..., : self.vocab_columns]
-        return logits  # [b, T, V']
+        return logits, (layer_tensors(output_cache(out)) if keep_cache else None)  # [b, T, V']
+
+    def _forward_cached(self, prompts: list[list[int]], conts: list[list[int]],
+                        prefixes: list[Any], T: int) -> torch.Tensor:
+        """Suffix P[-1] + R[:-1] on top of the cached keys/values of P[:-1] -> [b, T, V'].
+
+        Cached rows are left-padded to the longest prefix Lp (masked); the suffix is
+        right-padded; position ids len(P)-1+t equal the uncached forward's."""
+        from madopd.models.prefix_cache import build_batch_cache, cache_kwarg
+
+        b = len(prompts)
+        cache, pad_mask, _ = build_batch_cache(prefixes)
+        ids = torch.full((b, T), self.pad_id, dtype=torch.long)
+        pos = torch.zeros(b, T, dtype=torch.long)
+        for r, (p, c) in enumerate(zip(prompts, conts)):
+            ids[r, : len(c)] = torch.tensor([p[-1], *c[:-1]])
+            pos[r] = torch.arange(len(p) - 1, len(p) - 1 + T)  # pads continue the count
+        # suffix pads are attended only by later pads (causality): their outputs are dropped
+        attn = torch.cat([pad_mask, torch.ones(b, T, dtype=torch.long)], 1)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device),
+                         position_ids=pos.to(self.device), use_cache=True,
+                         **{cache_kwarg(self.base_model): cache})
+        logits = out.logits  # [b, T, V]
+        if self.vocab_columns:
+            logits = logits[..., : self.vocab_columns]
+        return logits
 
     @torch.no_grad()
     def score(self, contexts: list[Chat] | list[list[int]], continuation_ids: list[list[int]], *,
@@ -222,6 +301,8 @@ class HFTeacher:
             fitted.append(p2)
         kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "use_cache": True,
                                   "pad_token_id": self.pad_id, "eos_token_id": sorted(self.eos_ids)}
+        if self.synced_generation:  # sharded weights: every forward is a collective
+            kwargs["synced_gpus"] = True
         if is_greedy(sampling):
             kwargs["do_sample"] = False
         else:  # top_k=0 explicitly: transformers' default would be 50
@@ -355,6 +436,17 @@ class HFStudent(HFTeacher):
         """Load what ``save`` wrote (full model or LoRA adapter)."""
         return cls(str(path), **kwargs)
 
+    def attach_engine(self, engine: Any, module: Any, *, synced: bool = False) -> None:
+        """Train through ``engine`` (``accelerator.prepare``'s DDP/FSDP wrapper, or the model
+        itself for one process); ``module`` (the unwrapped model) keeps ``generate``, saving
+        and the peft API. ``synced`` (FSDP): generation runs until every process is done and
+        each micro-batch is one forward, so all processes make the same collectives."""
+        self.model = module
+        self.engine = None if engine is module else engine
+        self.synced_generation = synced
+        if synced:
+            self.batch_size = 2**31 - 1
+
     @property
     def is_lora(self) -> bool:
         return hasattr(self.model, "peft_config")
@@ -387,13 +479,15 @@ class HFStudent(HFTeacher):
         logits, mask, _ = self._continuation_logits([list(p) for p in samples.prompt_ids], conts)
         return logits, mask.to(logits.device)
 
-    def save(self, path: str | Path, *, merged: bool = False) -> Path:
+    def save(self, path: str | Path, *, merged: bool = False,
+             state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Save in Hugging Face format (+ tokenizer). LoRA: the adapter at ``path``; with
         ``merged=True`` also a full merged model under ``path/merged`` (a deep copy is merged,
-        so training can continue; it briefly needs twice the model's memory)."""
+        so training can continue; it briefly needs twice the model's memory). ``state_dict``: the
+        full weights gathered from a sharded (FSDP) engine; None saves the module's own."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        self.model.save_pretrained(path, state_dict=state_dict)  # None: the module's own
         self._tokenizer.save_pretrained(path)
         if merged and self.is_lora:
             full = copy.deepcopy(self.model).merge_and_unload()
