@@ -39,7 +39,7 @@ from typing import Any
 from madopd.errors import ConfigError, DataError
 from madopd.tasks.toy_common import MERGED_TOKENS, TeacherSkill, world_skills
 
-ZOO_FORMAT = 1  # bump when training data or formats change: old caches are then ignored
+ZOO_FORMAT = 2  # 2: one split rule (toy_common.is_held_out), issue 13. Bump when training data or formats change: old caches are then ignored
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 from madopd.models._common import render_prompt_ids
 from madopd.models.tiny import DEFAULT_MERGED, TinySpec, build_tiny_model, count_parameters
 from madopd.tasks.toy_common import MERGED_TOKENS, TeacherSkill
+from madopd.types import State
 from madopd.zoo_data import (
     Example,
     make_debate,
@@ -35,28 +36,43 @@ def _tasks(settings: dict):
     from madopd.tasks.toy_code import ToyCodeTask
     from madopd.tasks.toy_tools import ToyToolsTask
 
+    # n_eval=1: the held-out side is fixed by toy_common.is_held_out whatever n_eval is, so
+    # asking for one held-out episode costs nothing and changes no training episode
     return ToyToolsTask(n_train=settings["tool_episodes"], n_eval=1, seed=0), ToyCodeTask()
+
+
+def training_states(settings: dict, rng: random.Random) -> tuple[dict[str, list[State]], tuple]:
+    """Every state one member's training examples are built from, per task, and the tasks.
+
+    Teachers: sloppy-policy tool states (``noisy_tool_states``) + the gold path of every training
+    episode, and every training code spec. Base student: the training episodes and code specs.
+    All of them come from the tasks' training sides (tests/test_zoo.py checks it).
+    """
+    tools, code = _tasks(settings)
+    if settings["role"] == "student":
+        return {"toy-tools": tools.train_states(), "toy-code": code.train_states()}, (tools, code)
+    states = noisy_tool_states(tools, settings["noisy_episodes"], rng) + tools.train_states()
+    return {"toy-tools": states, "toy-code": code.train_states()}, (tools, code)
 
 
 def build_examples(settings: dict, rng: random.Random) -> tuple[list[Example], list[Example]]:
     """(tool examples, code examples) for one member."""
-    tools, code = _tasks(settings)
+    states, (tools, code) = training_states(settings, rng)
     if settings["role"] == "student":
-        tool_ex = student_examples(tools, tools.train_states(), settings["skill"], rng, tools=tools)
+        tool_ex = student_examples(tools, states["toy-tools"], settings["skill"], rng, tools=tools)
         code_ex = []
         for _ in range(8):  # several draws of the random operation per code prompt
-            code_ex += student_examples(code, code.train_states(), settings["skill"], rng)
+            code_ex += student_examples(code, states["toy-code"], settings["skill"], rng)
         return tool_ex, code_ex
     skills = [TeacherSkill(**{**s, "known": {k: tuple(v) for k, v in s["known"].items()},
                               "confident_wrong": tuple(s["confident_wrong"]),
                               "stubborn": tuple(s["stubborn"])}) for s in settings["skills"]]
     k = settings["index"]
     debate = make_debate([s.name for s in skills])
-    states = noisy_tool_states(tools, settings["noisy_episodes"], rng) + tools.train_states()
-    tool_ex = [e for st in states for e in teacher_examples(skills, k, tools, st, rng, debate)]
+    tool_ex = [e for st in states["toy-tools"] for e in teacher_examples(skills, k, tools, st, rng, debate)]
     code_ex = []
     for _ in range(6):  # fresh random peers each pass: copying must be learned, not memorised
-        code_ex += [e for st in code.train_states()
+        code_ex += [e for st in states["toy-code"]
                     for e in teacher_examples(skills, k, code, st, rng, debate)]
     return tool_ex, code_ex
 

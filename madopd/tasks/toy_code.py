@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from madopd.errors import ConfigError
-from madopd.tasks.toy_common import FAMILIES, VAL_HI, VAL_LO, stable_hash
+from madopd.tasks.toy_common import EVAL_FRACTION, FAMILIES, VAL_HI, VAL_LO, is_held_out
 from madopd.types import State
 
 _ALLOWED = re.compile(r"^[0-9x+\-*/%(), a-z]{1,64}$")
@@ -57,12 +57,11 @@ def hidden_inputs(c: int) -> list[int]:
 class ToyCodeTask:
     """The code task of the toy world (implements ``madopd.tasks.base.Task``).
 
-    Items are (family, C) with C in [10, 99]; a fixed, seed-independent hash holds out
-    ``eval_fraction`` of every family's constants (never in ``train_states``).
+    Items are (family, C) with C in [10, 99]; ``toy_common.is_held_out`` (a fixed hash of the
+    item, the toy world's one split rule) holds out 30 % of them (never in ``train_states``).
     """
 
     families: tuple[str, ...] = ("add", "sub", "max", "min", "dst")
-    eval_fraction: float = field(default=0.3, metadata={"help": "held-out share of the constants"})
     batch_size: int = field(default=64, metadata={"help": "candidates per sandboxed script (1 = isolate)"})
     workers: int = field(default=1, metadata={"help": "concurrent sandbox processes"})
     per_candidate_seconds: float = field(default=0.5, metadata={"help": "time guard per candidate"})
@@ -74,8 +73,6 @@ class ToyCodeTask:
         for f in self.families:
             if f not in FAMILIES:
                 raise ConfigError(f"ToyCodeTask.families: unknown family {f!r}; valid: {sorted(FAMILIES)}")
-        if not 0.0 < self.eval_fraction < 1.0:
-            raise ConfigError(f"ToyCodeTask.eval_fraction must be in (0, 1), got {self.eval_fraction}")
         if self.batch_size < 1 or self.workers < 1:
             raise ConfigError("ToyCodeTask.batch_size and .workers must be >= 1")
         self.counters: Counter[str] = Counter()
@@ -83,8 +80,7 @@ class ToyCodeTask:
         for fam in self.families:
             for c in range(VAL_LO, VAL_HI + 1):
                 st = self.make_state(fam, c)
-                held = stable_hash(f"code:{fam}:{c}") % 1000 < 1000 * self.eval_fraction
-                (self._eval if held else self._train).append(st)
+                (self._eval if is_held_out("toy-code", f"{fam}:{c}") else self._train).append(st)
 
     # ----------------------------------------------------------------- states
     @staticmethod
@@ -97,6 +93,10 @@ class ToyCodeTask:
             reference=fam.code(c), family=family,
             meta={"c": c, "u": (c - VAL_LO) / (VAL_HI - VAL_LO + 1), "trap": c % 10 == 7,
                   "tests": tests})
+
+    @property
+    def eval_fraction(self) -> float:
+        return EVAL_FRACTION["toy-code"]
 
     def train_states(self) -> list[State]:
         return list(self._train)

@@ -235,3 +235,19 @@ def revise(own: tuple[str, int | None], peers: list[tuple[str, int | None]],
 def stable_hash(text: str) -> int:
     """A process-independent hash (Python's hash() is salted per process)."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+# The toy world's ONE split rule: each task's item space is cut once, by a hash of the item alone.
+# A caller that asks for n items takes the first n of a side, so a run that asks for 1 held-out
+# episode (zoo training) and one that asks for 250 (the demo) see the same sides (issue 13.1).
+EVAL_FRACTION = {"toy-tools": 0.2, "toy-code": 0.3}
+
+
+def is_held_out(task: str, item_key: str) -> bool:
+    """True when the item named ``item_key`` belongs to ``task``'s held-out side.
+
+    Depends only on (task, item); never on how many items a caller wants, nor on any seed.
+    """
+    if task not in EVAL_FRACTION:
+        raise ConfigError(f"is_held_out: unknown toy task {task!r}; valid: {sorted(EVAL_FRACTION)}")
+    return stable_hash(f"{task}:{item_key}") % 10_000 < int(10_000 * EVAL_FRACTION[task])

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from madopd.errors import ConfigError
 from madopd.tasks.base import Episode
-from madopd.tasks.toy_common import FAMILIES, KEYS, OPS, VAL_HI, VAL_LO, stable_hash
+from madopd.tasks.toy_common import FAMILIES, KEYS, OPS, VAL_HI, VAL_LO, is_held_out
 from madopd.types import Chat, State
 
 _GET = re.compile(r"^get ([a-z])$")
@@ -98,7 +98,7 @@ class ToyToolsTask:
 
     families: tuple[str, ...] = ("add", "sub", "max", "min", "dst")
     n_train: int = field(default=1500, metadata={"help": "training episodes"})
-    n_eval: int = field(default=250, metadata={"help": "held-out episodes (disjoint from training)"})
+    n_eval: int = field(default=250, metadata={"help": "held-out episodes (the first n of the fixed held-out side)"})
     max_steps: int = field(default=6, metadata={"help": "actions before an episode is cut off"})
     seed: int = field(default=0, metadata={"help": "world seed (episodes, hidden values)"})
     name: str = "toy-tools"
@@ -115,19 +115,25 @@ class ToyToolsTask:
         self.environment = ToolWorld(self.max_steps)
         rng = random.Random(self.seed)
         seen, self._train, self._eval = set(), [], []
-        while len(self._train) + len(self._eval) < self.n_train + self.n_eval:
+        # One fixed stream of distinct episodes; ``is_held_out`` (a hash of the episode alone)
+        # sends each to its side, and each side keeps its first n. The sides therefore do not
+        # depend on n_train / n_eval: a task built with n_eval=1 trains on exactly the episodes a
+        # task built with n_eval=250 trains on, and never on one of the latter's held-out ones.
+        while len(self._train) < self.n_train or len(self._eval) < self.n_eval:
             ep = self._sample(rng, len(seen))
-            sig = (ep.family, ep.meta["p"], ep.meta["q"], ep.meta["values"][ep.meta["p"]],
-                   ep.meta["values"][ep.meta["q"]])
+            sig = self.signature(ep)
             if sig in seen:
                 continue
             seen.add(sig)
-            # a fixed hash decides the split, so train and eval never share a question
-            held = stable_hash(repr(sig)) % (self.n_train + self.n_eval) < self.n_eval
-            if held and len(self._eval) < self.n_eval:
-                self._eval.append(ep)
-            elif not held and len(self._train) < self.n_train:
-                self._train.append(ep)
+            side = self._eval if is_held_out("toy-tools", repr(sig)) else self._train
+            if len(side) < (self.n_eval if side is self._eval else self.n_train):
+                side.append(ep)
+
+    @staticmethod
+    def signature(ep: Episode) -> tuple:
+        """What makes an episode one item: (family, keys asked, their hidden values)."""
+        m = ep.meta
+        return (ep.family, m["p"], m["q"], m["values"][m["p"]], m["values"][m["q"]])
 
     def _sample(self, rng: random.Random, i: int) -> Episode:
         fam = self.families[i % len(self.families)]
