@@ -54,6 +54,9 @@ class DistillConfig:
                                  default="hf")
     teacher_base_urls: list[str] | None = _help(
         "one OpenAI-compatible base URL per teacher for teacher_backend='vllm_server'", default=None)
+    teacher_tokenizers: list[str] | None = _help(
+        "vllm_server: one tokenizer folder (or hub id) per teacher. Needed for every teacher whose "
+        "served name is not a local folder: madopd never assumes the student's tokenizer", default=None)
     # vLLM-server requests (madopd.models.vllm_server): a server that trickles bytes cannot
     # hold a run forever, and a flaky one cannot retry forever.
     teacher_timeout: float = _help("vllm_server: seconds to connect and to wait for each read",
@@ -268,6 +271,10 @@ class DistillConfig:
             if not self.teacher_base_urls or len(self.teacher_base_urls) != len(self.teachers):
                 raise ConfigError("teacher_base_urls needs one URL per teacher for "
                                   "teacher_backend='vllm_server'")
+            if self.teacher_tokenizers is not None and \
+                    len(self.teacher_tokenizers) != len(self.teachers):
+                raise ConfigError(f"teacher_tokenizers has {len(self.teacher_tokenizers)} entries "
+                                  f"for {len(self.teachers)} teachers")
         for name in ("sampling", "debate_sampling"):
             s = getattr(self, name)
             if s.max_new_tokens < 1 or s.temperature < 0 or not 0 < s.top_p <= 1 or s.top_k < 0:

@@ -48,6 +48,19 @@ def load_student(cfg: DistillConfig) -> Any:
                          dtype=getattr(torch, cfg.dtype))
 
 
+def teacher_tokenizer(cfg: DistillConfig, i: int, path: str) -> str:
+    """The tokenizer of served teacher ``i``: ``teacher_tokenizers[i]``, else its own folder.
+    Never the student's by default: that would make check_same_vocab compare the student with
+    itself (issue 13, item 6)."""
+    if cfg.teacher_tokenizers is not None:
+        return cfg.teacher_tokenizers[i]
+    if Path(path).is_dir():
+        return path
+    raise ConfigError(f"field 'teachers[{i}]': {path!r} is a served model name, not a local "
+                      "folder, so its tokenizer is unknown; set teacher_tokenizers (one folder or "
+                      "hub id per teacher; the student's only if they share a vocabulary)")
+
+
 def teacher_names(cfg: DistillConfig) -> list[str]:
     paths = cfg.teachers[: cfg.effective_num_teachers]
     if cfg.teacher_names:
@@ -79,7 +92,7 @@ def load_teachers(cfg: DistillConfig) -> list[Any]:
         urls = cfg.teacher_base_urls[: len(paths)]
         out = []
         for i, (u, p, n) in enumerate(zip(urls, paths, names)):
-            tok = p if Path(p).is_dir() else cfg.student
+            tok = teacher_tokenizer(cfg, i, p)
             with model_load_errors(tok, f"teachers[{i}] (tokenizer)"):
                 out.append(VLLMServerTeacher(
                     u, p, tokenizer=tok, name=n, timeout=cfg.teacher_timeout,

@@ -149,7 +149,7 @@ def test_deadline_and_budget_come_from_the_config_and_the_eval_cli(tiny_dirs, mo
 
     cfg = DistillConfig(student=tiny_dirs["student"], teachers=["served-model"],
                         teacher_backend="vllm_server", teacher_base_urls=["http://127.0.0.1:9"],
-                        teacher_timeout=2.0, teacher_deadline=7.0, teacher_retries=1,
+                        teacher_tokenizers=[tiny_dirs["student"]], teacher_timeout=2.0, teacher_deadline=7.0, teacher_retries=1,
                         teacher_retry_budget=4)
     (t,) = load_teachers(cfg)
     assert (t.timeout, t.deadline, t.retries, t.retry_budget) == (2.0, 7.0, 1, 4)
@@ -166,3 +166,20 @@ def test_deadline_and_budget_come_from_the_config_and_the_eval_cli(tiny_dirs, mo
                               "--request-deadline", "9", "--retries", "2", "--retry-budget", "5"])
     m = ev.load_model(args)
     assert (m.timeout, m.deadline, m.retries, m.retry_budget) == (3.0, 9.0, 2, 5)
+
+
+def test_a_served_teacher_never_borrows_the_students_tokenizer(tiny_dirs):
+    # A served model name is not a folder: its tokenizer must be named, or the vocabulary check
+    # would compare the student with itself.
+    from madopd.distill import DistillConfig
+    from madopd.distill.loading import load_teachers
+    from madopd.errors import ConfigError
+
+    kw = dict(student=tiny_dirs["student"], teachers=["served-model"],
+              teacher_backend="vllm_server", teacher_base_urls=["http://127.0.0.1:9"])
+    with pytest.raises(ConfigError, match=r"teachers\[0\].*teacher_tokenizers"):
+        load_teachers(DistillConfig(**kw))
+    with pytest.raises(ConfigError, match="teacher_tokenizers has 2 entries for 1 teachers"):
+        DistillConfig(**kw, teacher_tokenizers=["a", "b"])
+    (t,) = load_teachers(DistillConfig(**kw, teacher_tokenizers=[tiny_dirs["teacher_a"]]))
+    assert t.tokenizer.name_or_path == tiny_dirs["teacher_a"]
