@@ -43,6 +43,13 @@ def test_each_preset_runs_three_steps(tiny_dirs, method):
     if method == "mt_seqkd":  # teachers wrote the responses: one-hot source weights
         assert all(sorted(w) == [0.0, 1.0] for w in recs[0].weights)
         assert recs[0].metrics["samples/on_policy"] == 0
+        # the teachers' text is not scored as the student's accuracy (issue 13, item 6)
+        assert "accuracy/train" not in recs[0].metrics
+        assert recs[0].metrics["count/teacher_samples_verified"] == 2
+        assert 0.0 <= recs[0].metrics["accuracy/teacher_samples"] <= 1.0
+        assert recs[0].correct == [None, None]
+    elif cfg.verify_train:  # on-policy: the student's own samples are verified
+        assert "accuracy/train" in recs[0].metrics and None not in recs[0].correct
 
 
 def test_presets_differ_only_in_the_table_columns():

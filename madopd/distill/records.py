@@ -181,7 +181,10 @@ class RecordsMixin:
             if st["live"]:
                 m["n_eff"] = st["neff_sum"] / st["live"]
         if st["verified"]:
-            m["accuracy/train"] = st["correct_sum"] / st["n"]
+            m["accuracy/train"] = st["correct_sum"] / st["verified"]  # student samples only
+        if c.get("count/teacher_samples_verified"):
+            m["accuracy/teacher_samples"] = (c["count/teacher_samples_correct"]
+                                             / c["count/teacher_samples_verified"])
         return {k: float(v) for k, v in m.items()}
 
     def _build_record(self, step, loss, micros, parts, metrics, timings, counters
@@ -202,8 +205,20 @@ class RecordsMixin:
                                   for row in mb.weights.tolist()])
         correct: list[float | None] = [None] * B
         if cfg.verify_train:
-            texts = [t for s in samples for t in s.texts]
-            correct = [float(self.task.verify(st, t)) for st, t in zip(states, texts)]
+            # accuracy/train is the STUDENT's: a teacher-written (off-policy, MT-SeqKD) sample
+            # is verified apart and reported as accuracy/teacher_samples.
+            correct = []
+            for mb in micros:
+                for st, t in zip(mb.states, mb.samples.texts):
+                    c = float(self.task.verify(st, t))
+                    if mb.on_policy:
+                        correct.append(c)
+                    else:
+                        correct.append(None)
+                        counters["count/teacher_samples_verified"] = \
+                            counters.get("count/teacher_samples_verified", 0) + 1
+                        counters["count/teacher_samples_correct"] = \
+                            counters.get("count/teacher_samples_correct", 0) + c
         base = dict(metrics)
         base["loss"] = loss
         base["lr"] = float(self.scheduler.get_last_lr()[0])
