@@ -11,7 +11,9 @@ further under the same name does not hit stale entries). Reuse is valid for sing
 tasks and teacher-forced OPAD; full-rollout OPAD states contain the student's own earlier
 actions, so they are new each time (they simply miss). With a *sampled* debate a cache fixes
 one debate per state — equivalent to a fixed dataset of debates; clear the cache or change
-the debate seed to draw new ones.
+the debate seed to draw new ones. Sampled debates run one state at a time with a seed derived
+from the key, so a transcript never depends on its batch-mates (``_debate_each``), and the
+Distiller joins the training seed to the debate seed (``distill.loop.debate_sampling``).
 
 Transcripts with failed turns (teacher errors under 'drop_teacher') are never cached.
 Force decoding (teacher scoring) is never cached: it depends on the student's tokens.
@@ -139,7 +141,7 @@ class DebateCache:
         unique: dict[str, int] = {}
         for i in todo:
             unique.setdefault(keys[i], i)
-        fresh = debate.run([states[i] for i in unique.values()]) if unique else []
+        fresh = _debate_each(debate, [states[i] for i in unique.values()], list(unique))
         by_key = dict(zip(unique.keys(), fresh))
         not_stored = 0
         new_rows = []
@@ -165,6 +167,41 @@ class DebateCache:
     def hit_rate(self) -> float:
         n = self.counters["cache_hits"] + self.counters["cache_misses"]
         return self.counters["cache_hits"] / n if n else 0.0
+
+
+def is_sampled(protocol: Any) -> bool:
+    """True when the debate's turns are sampled (not argmax), so they depend on an RNG stream."""
+    s = protocol.sampling
+    return not s.greedy and s.temperature > 0
+
+
+def _debate_each(debate: Any, states: list[State], keys: list[str]) -> list[Transcript]:
+    """Transcripts for ``states`` that depend only on what their cache keys hash.
+
+    Greedy turns are a function of the state: one batch. Sampled turns share one RNG stream
+    per batch, so a state's transcript would depend on its batch-mates and the key would lie
+    (issue 13, item 5). They are debated one state at a time, each with a seed derived from
+    its key (which holds the protocol's seed): the same state gives the same transcript in
+    any batch, and another protocol seed gives another one. Slower, and counted nowhere
+    because nothing is lost; use greedy turns where speed matters.
+    """
+    if not states:
+        return []
+    if not is_sampled(debate.protocol):
+        return debate.run(states)
+    from madopd.opad import derive_seed
+
+    base = debate.protocol
+    out = []
+    try:
+        for state, key in zip(states, keys):
+            seed = derive_seed("debate", key)
+            debate.protocol = dataclasses.replace(
+                base, sampling=dataclasses.replace(base.sampling, seed=seed))
+            out.extend(debate.run([state]))
+    finally:
+        debate.protocol = base
+    return out
 
 
 def _append_locked(path: Path, text: str) -> None:

@@ -127,3 +127,41 @@ def test_distiller_reports_the_hit_rate(tiny_dirs):
     assert r2.metrics["cache/hit_rate"] == 1.0 and r2.metrics["count/cache_hits"] == 4
     first = {sid: transcript_to_dict(t) for sid, t in zip(r1.state_ids, r1.transcripts)}
     assert {sid: transcript_to_dict(t) for sid, t in zip(r2.state_ids, r2.transcripts)} == first
+
+
+def test_a_sampled_debate_does_not_depend_on_its_batch_mates(tiny_dirs):
+    # The key hashes the state and the setup (seed included), so the transcript must be a
+    # function of those alone: the same state debated beside other states, in another order,
+    # gives the same transcript; another protocol seed gives another one (issue 13, item 5).
+    from madopd.debate import Debate, DebateProtocol
+    from madopd.models.hf import HFTeacher
+    from madopd.types import Sampling
+
+    teachers = [HFTeacher(tiny_dirs["teacher_a"], name="A"), HFTeacher(tiny_dirs["teacher_b"], name="B")]
+    states = [State(id=f"s{i}", messages=[{"role": "user", "content": f"question {i}"}])
+              for i in range(3)]
+
+    def debate(seed):
+        return Debate(teachers, DebateProtocol(rounds=1, sampling=Sampling(
+            temperature=1.0, max_new_tokens=6, seed=seed)))
+
+    d = debate(0)
+    first, _ = DebateCache().get_or_run(d, [states[0], states[1]])
+    again, _ = DebateCache().get_or_run(d, [states[2], states[1], states[0]])
+    assert [m.text for m in first[0].messages] == [m.text for m in again[2].messages]
+    assert [m.text for m in first[1].messages] == [m.text for m in again[1].messages]
+    other, _ = DebateCache().get_or_run(debate(1), [states[0]])
+    assert [m.text for m in other[0].messages] != [m.text for m in first[0].messages]
+
+
+def test_sampled_debates_join_the_training_seed():
+    from madopd.distill import DistillConfig
+    from madopd.distill.loop import debate_sampling
+
+    def cfg(seed, **s):
+        return DistillConfig(student="s", teachers=["a", "b"], seed=seed,
+                             debate_sampling={"seed": 0, **s})
+
+    assert debate_sampling(cfg(1)).seed != debate_sampling(cfg(2)).seed
+    assert debate_sampling(cfg(1)).seed == debate_sampling(cfg(1)).seed
+    assert debate_sampling(cfg(1, greedy=True)).seed == 0  # greedy turns: the seed is unused

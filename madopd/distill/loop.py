@@ -29,6 +29,7 @@ wrapped: they are frozen and each process holds its own copy (or talks to a serv
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -56,6 +57,15 @@ from madopd.types import Sampling, StepRecord
 
 PHASES = ("rollout", "debate", "score", "loss", "update")
 TEMPLATES_BY_KIND = {"agentic": "tool_use", "code": "code", "general": "general"}
+
+
+def debate_sampling(cfg: DistillConfig) -> Sampling:
+    """The teachers' debate decoding. A sampled debate's seed joins the training seed, so
+    training seeds draw different debates (issue 13, item 5); greedy turns need no seed."""
+    s = cfg.debate_sampling
+    if s.greedy or s.temperature <= 0:
+        return s
+    return dataclasses.replace(s, seed=derive_seed(cfg.seed, s.seed, "debate"))
 
 
 class Distiller(PhasesMixin, RecordsMixin):
@@ -100,7 +110,7 @@ class Distiller(PhasesMixin, RecordsMixin):
         if debate_protocol is None:
             debate_protocol = DebateProtocol(
                 rounds=cfg.rounds, templates=TEMPLATES_BY_KIND.get(task.kind, "general"),
-                sampling=cfg.debate_sampling,
+                sampling=debate_sampling(cfg),
                 on_teacher_error="drop_teacher" if cfg.on_teacher_error == "drop_teacher" else "raise",
                 on_missing_confidence=cfg.on_missing, confidence_fallback=cfg.confidence_fallback)
         elif debate_protocol.rounds != cfg.rounds:
