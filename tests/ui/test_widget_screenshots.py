@@ -167,9 +167,9 @@ def _interactions(pg) -> None:
     """The new controls respond: log-y and smoothing, the lens's shared scale, the finder's keys."""
     dash = pg.locator(".madopd-dashboard")
     n_lines = dash.locator("polyline").count()
-    first = dash.locator(".madopd-chart-wrap").first.locator(".madopd-ytick").all_inner_texts()
+    first = dash.locator(".madopd-chart-wrap").first.locator(".madopd-ytick").all_text_contents()
     dash.locator(".madopd-log").check()
-    assert dash.locator(".madopd-chart-wrap").first.locator(".madopd-ytick").all_inner_texts() != first
+    assert dash.locator(".madopd-chart-wrap").first.locator(".madopd-ytick").all_text_contents() != first
     dash.locator(".madopd-smooth").evaluate(
         "el => { el.value = '0.6'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
     assert dash.locator("polyline").count() > n_lines  # raw curves stay faint behind the EMA
