@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from madopd._proc import pid_alive
 from madopd.errors import DataError, RunInUseError
 
 CHECKSUMS = "SHA256SUMS"
@@ -142,16 +143,6 @@ def first_nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
 _HELD: dict[str, int] = {}  # resolved run folder -> fd of its lock (this process is the writer)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _read_pid(fd: int) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         os.lseek(fd, 0, os.SEEK_SET)
@@ -181,7 +172,7 @@ def acquire_run_lock(root: Path) -> int | None:
         pid = _read_pid(fd)
         os.close(fd)
         who = f"PID {pid}" if pid is not None else "a process that has not written its PID yet"
-        state = "" if pid is None or _pid_alive(pid) else \
+        state = "" if pid is None or pid_alive(pid) else \
             " (not running: a child process it forked may still hold the lock)"
         raise RunInUseError(f"run folder {root} is being written by {who}{state} (lock file "
                             f"{path}); wait for it to finish or stop it, then resume") from None

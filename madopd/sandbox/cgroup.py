@@ -28,6 +28,8 @@ import signal
 import time
 from dataclasses import dataclass
 
+from madopd._proc import pid_alive
+
 ROOT = "/sys/fs/cgroup"
 PARENT = "madopd-sandbox"
 _SEQ = itertools.count()
@@ -125,16 +127,6 @@ def _kill_and_remove(path: str, rounds: int = 200) -> int:
     raise RuntimeError(f"sandbox cgroup {path} could not be removed: {_procs(path)} survive SIGKILL")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_stale(backend: Backend) -> int:
     """Remove groups left by host processes that no longer exist; returns how many."""
     from madopd.sandbox import _count
@@ -143,7 +135,7 @@ def sweep_stale(backend: Backend) -> int:
     for parent in {backend.memory_dir, backend.pids_dir}:
         for name in os.listdir(parent):
             parts = name.split("-")
-            if len(parts) == 4 and parts[0] == "run" and parts[1].isdigit() and not _alive(int(parts[1])):
+            if len(parts) == 4 and parts[0] == "run" and parts[1].isdigit() and not pid_alive(int(parts[1])):
                 _kill_and_remove(os.path.join(parent, name))
                 swept += 1
     if swept:
