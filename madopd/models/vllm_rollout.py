@@ -173,7 +173,9 @@ class VLLMColocatedRollout:
         t0 = time.perf_counter()
         weights = list(merged_state_dict(self.student.model).items())
         # the worker's in-place reload: the model's loader on checkpoint-format tensors, then
-        # the platform's post-load processing again (the CPU backend repacks linear weights)
+        # the platform's post-load processing again (the CPU backend repacks linear weights).
+        # vLLM logs "RotaryEmbedding: Failed to load weights": its cos/sin cache is not in any
+        # checkpoint and is put back unchanged (computed from the config, not trained)
         self.llm.collective_rpc("reload_weights",
                                 kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
