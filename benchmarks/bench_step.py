@@ -1,7 +1,7 @@
 """Step-time breakdown of OPD vs MT-OPD vs MAD-OPD on the same tiny models (CPU).
 
     python benchmarks/bench_step.py [--steps 6] [--rounds 3] [--batch 8]
-    $VLLM_VENV/bin/python benchmarks/bench_step.py --rollouts [--threads 2]   # HF vs vLLM
+    OMP_WAIT_POLICY=PASSIVE $VLLM_VENV/bin/python benchmarks/bench_step.py --rollouts --threads 2
 
 Prints the median time per phase (rollout, debate, score, loss, update) of each method, and
 the step time as a ratio against the OPD step measured in the same process. MAD-OPD runs
@@ -17,12 +17,15 @@ from other processes affects them alike.
 ``--rollouts`` (issue 14, items 1 and 4) times the rollout phase on its two backends in one
 process: HF ``generate`` and the colocated vLLM engine (``madopd.models.vllm_rollout``), same
 prompts, same sampling, interleaved rounds, on the toy student and at SmolLM2-135M size (the
-pulled model, else a random model of its shape), with the weight-sync time per step.
+pulled model, else a random model of its shape), with the weight-sync time per step. Run it
+with ``OMP_WAIT_POLICY=PASSIVE`` (as .ci/run does): spinning OpenMP threads on shared cores
+made both backends 10-30x slower in one measurement here, vLLM's many small kernels more so.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -216,7 +219,8 @@ def time_rollouts(student_dir: str, label: str, args) -> float:
     n_params = sum(p.numel() for p in student.model.parameters()) / 1e6
     print(f"\n== rollouts: {label} ({n_params:.1f}M "
           f"params), batch {args.batch} x {args.tokens} new tokens, T=1, {args.rounds} rounds, "
-          f"torch threads {torch.get_num_threads()} (loaded) ==")
+          f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')} (loaded) ==")
     for k in secs:
         print(f"{k:<16} {med[k]:8.3f} s/batch  {toks[k] / sum(secs[k]):8.1f} tokens/s")
     ratio = med["HF generate"] / med["vLLM colocated"]
