@@ -10,6 +10,7 @@ One optimizer step::
         teacher_k.score(debate.score_context(state, transcript | None, k), response ids)
         student.response_logits -> Σ_k w_k D(p_k ‖ q) per token (Eq. 8) -> Σ / N -> backward
     clip, AdamW step, schedule step (skipped and counted on NaN)
+    rollout_backend 'vllm_colocated': the engine reloads the updated weights (rollout sync)
 
 Loss normalisation (the same for every method): ``token`` = Σ of per-token losses over ALL
 micro-batches / number of tokens in the accumulated batch, so 2 micro-batches of B/2 give the
