@@ -10,6 +10,8 @@
 #    not pulled" from a skip into a failure, so a broken setup cannot pass as green.
 # 4. the venv's pytest -m vllm tests/models/test_vllm_rollout.py: vllm.LLM inside the test
 #    process (colocated student rollouts, weight sync); MADOPD_VLLM_COLOCATED_REQUIRED=1.
+# 5. the venv's pytest on the default-run model/distill/debate/confidence tests (madopd on
+#    transformers 5.19).
 # 3. Every process started here carries MADOPD_VLLM_RUN_ID=<this run>; on exit (success,
 #    failure, interrupt) any of them still alive (a server orphaned by a killed pytest) is
 #    stopped. The tests themselves stop their server by process group (serve_vllm).
@@ -74,4 +76,10 @@ MADOPD_VLLM_COLOCATED_REQUIRED=1 timeout --signal=INT --kill-after=60 \
   "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider -m vllm tests/models/test_vllm_rollout.py &
 wait $!
 echo "extra_vllm: colocated tests took $(( $(date +%s) - t1 )) s"
+# madopd under the venv's transformers 5.19 (issue 14: the colocated engine's process): the
+# default-run model, distillation, debate and confidence tests (~1-2 min)
+t2=$(date +%s)
+"$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/models tests/test_distill.py \
+  tests/test_debate.py tests/test_confidence.py
+echo "extra_vllm: madopd on the venv's transformers took $(( $(date +%s) - t2 )) s"
 echo "extra_vllm: tests took $(( $(date +%s) - t0 )) s (total $(( $(date +%s) - start )) s)"
