@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# CI extra: the tests marked `vllm` (a real vLLM CPU server on a tiny local checkpoint).
-# 1. .ci/setup_vllm.sh creates the separate venv (idempotent; ~5 min on a fresh machine).
-# 2. pytest -m vllm: the command-line -m replaces the default-run -m of pyproject's addopts.
-#    MADOPD_VLLM_REQUIRED=1 turns "no vLLM interpreter" from a skip into a failure, so a broken
-#    setup cannot pass as green.
+# CI extra: the tests marked `vllm` (real vLLM CPU servers; a colocated vLLM engine).
+# 1. .ci/setup_vllm.sh creates the separate venv (idempotent; ~5 min on a fresh machine) and
+#    installs madopd into it (transformers 5.19 there).
+# 2. .ci/setup_real.sh + `madopd models pull`: the real SmolLM2-135M-Instruct, served by vLLM
+#    in tests/models/test_vllm_real.py (shares $MADOPD_MODELS_DIR with .ci/extra_real.sh).
+# 3. pytest -m vllm tests/models (this env): servers on the tiny checkpoint and on SmolLM2.
+#    The command-line -m replaces the default-run -m of pyproject's addopts.
+#    MADOPD_VLLM_REQUIRED=1 / MADOPD_VLLM_REAL_REQUIRED=1 turn "no vLLM interpreter" / "model
+#    not pulled" from a skip into a failure, so a broken setup cannot pass as green.
+# 4. the venv's pytest -m vllm tests/models/test_vllm_rollout.py: vllm.LLM inside the test
+#    process (colocated student rollouts, weight sync); MADOPD_VLLM_COLOCATED_REQUIRED=1.
+# 5. the venv's pytest on the default-run model/distill/debate/confidence tests (madopd on
+#    transformers 5.19).
 # 3. Every process started here carries MADOPD_VLLM_RUN_ID=<this run>; on exit (success,
 #    failure, interrupt) any of them still alive (a server orphaned by a killed pytest) is
 #    stopped. The tests themselves stop their server by process group (serve_vllm).
@@ -13,6 +21,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 VENV="${MADOPD_VLLM_VENV:-$PWD/.venv-vllm}"
 export MADOPD_VLLM_VENV="$VENV" MADOPD_VLLM_PYTHON="$VENV/bin/python" MADOPD_VLLM_REQUIRED=1
+export MADOPD_VLLM_REAL_REQUIRED=1 MADOPD_MODELS_DIR="${MADOPD_MODELS_DIR:-$PWD/.cache-models}"
+export HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE TOKENIZERS_PARALLELISM=false
 export MADOPD_VLLM_RUN_ID="extra_vllm.$$.$(date +%s%N)"
 
 # PIDs of live processes whose environment holds this run's id (one grep over /proc; -z:
@@ -48,6 +58,8 @@ trap 'exit 143' TERM
 
 start=$(date +%s)
 bash .ci/setup_vllm.sh
+bash .ci/setup_real.sh
+python -m madopd.cli models pull smollm2-135m-instruct
 echo "extra_vllm: setup took $(( $(date +%s) - start )) s"
 
 t0=$(date +%s)
@@ -57,4 +69,17 @@ t0=$(date +%s)
 timeout --signal=INT --kill-after=60 "${MADOPD_VLLM_TEST_TIMEOUT:-1800}" \
   python -m pytest -q -rs -m vllm tests/models &
 wait $!
+t1=$(date +%s)
+echo "extra_vllm: server tests took $(( t1 - t0 )) s"
+MADOPD_VLLM_COLOCATED_REQUIRED=1 timeout --signal=INT --kill-after=60 \
+  "${MADOPD_VLLM_TEST_TIMEOUT:-1800}" \
+  "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider -m vllm tests/models/test_vllm_rollout.py &
+wait $!
+echo "extra_vllm: colocated tests took $(( $(date +%s) - t1 )) s"
+# madopd under the venv's transformers 5.19 (issue 14: the colocated engine's process): the
+# default-run model, distillation, debate and confidence tests (~1-2 min)
+t2=$(date +%s)
+"$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests/models tests/test_distill.py \
+  tests/test_debate.py tests/test_confidence.py
+echo "extra_vllm: madopd on the venv's transformers took $(( $(date +%s) - t2 )) s"
 echo "extra_vllm: tests took $(( $(date +%s) - t0 )) s (total $(( $(date +%s) - start )) s)"

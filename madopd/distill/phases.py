@@ -129,7 +129,7 @@ class PhasesMixin:
         on_policy = cfg.on_policy_fraction >= 1.0 or self.rng.random() < cfg.on_policy_fraction
         source = None
         if self.pool.full:
-            runs = rollout_episodes(self.student, items, self.task.environment, sampling,
+            runs = rollout_episodes(self.sampler, items, self.task.environment, sampling,
                                     cfg.opad_max_steps, counters)
             states = [s for r in runs for s in r.states]
             samples = Samples([p for r in runs for p in r.prompt_ids],
@@ -138,7 +138,7 @@ class PhasesMixin:
                               [t for r in runs for t in r.truncated])
         elif on_policy:
             states = items
-            samples = self.student.rollout(states, sampling)
+            samples = self.sampler.rollout(states, sampling)  # HF generate or vLLM
         else:
             states = items
             samples, source = self._teacher_samples(states, sampling, counters)

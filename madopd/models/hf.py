@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +35,17 @@ from madopd.models._common import (
     validate_truncation,
 )
 from madopd.types import Chat, Samples, Sampling, Scores, State
+
+
+@functools.cache
+def per_sample_logits_to_keep() -> bool:
+    """Whether this transformers reads a 2-D ``logits_to_keep`` as per-sample positions
+    (``slice_logits_to_keep``, transformers >= 5.20); older versions would index every
+    sample's hidden states with every row of it."""
+    import transformers.modeling_utils as mu
+
+    return hasattr(mu, "slice_logits_to_keep")
+
 
 # Sampling in transformers draws from torch's global RNG. Debates call teachers from threads,
 # so sampled generation is serialised: a seeded call then sees only its own RNG stream.
@@ -227,9 +239,12 @@ class HFTeacher:
             keep[b, : len(c)] = torch.arange(len(p) - 1, len(p) + len(c) - 1)
         ids, attn, keep = ids.to(self.device), attn.to(self.device), keep.to(self.device)
         module = self.engine if self.engine is not None else self.model
-        out = module(input_ids=ids, attention_mask=attn, logits_to_keep=keep, use_cache=keep_cache)
+        # transformers < 5.20 (the vLLM venv's 5.19) indexes hidden[:, keep] with a 2-D keep,
+        # giving [b, b, T, V]: there, project every position and gather (counted below)
+        out = module(input_ids=ids, attention_mask=attn, use_cache=keep_cache,
+                     logits_to_keep=keep if per_sample_logits_to_keep() else 0)
         logits = out.logits
-        if logits.shape[:2] != (len(seqs), T):  # model ignored per-sample logits_to_keep
+        if logits.ndim != 3 or logits.shape[:2] != (len(seqs), T):  # all positions projected
             self.counters["full_logits_fallback"] += 1
             logits = torch.gather(logits, 1, keep.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
         if self.vocab_columns:

@@ -71,6 +71,55 @@ def vllm_server(vllm_model_dir, tmp_path_factory):
         yield url, vllm_model_dir
 
 
+REAL_MODEL = "smollm2-135m-instruct"
+
+
+def real_model_folder() -> str | None:
+    """SmolLM2-135M-Instruct's verified cache folder, or None when it has not been pulled.
+
+    Never converts or installs here: pulling is `python -m madopd models pull` (CI:
+    .ci/extra_vllm.sh does it through .ci/setup_real.sh), so a test run does not spend 30-110 s
+    de-quantizing by surprise."""
+    from madopd.models.catalogue import CHECKSUMS, folder_of, verify_folder
+
+    folder = folder_of(REAL_MODEL)
+    if not (folder / CHECKSUMS).is_file() or verify_folder(folder):
+        return None
+    return str(folder)
+
+
+def skip_or_fail(why: str, required_env: str) -> None:
+    """Skip (counted by pytest -rs), or fail when ``$required_env`` is 1 (CI: a missing
+    prerequisite must not pass as green)."""
+    if os.environ.get(required_env) == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def vllm_real_server(tmp_path_factory):
+    """Yield (base_url, folder) of a vLLM server on the REAL SmolLM2-135M-Instruct (fp32).
+
+    Skipped when the venv or the model is missing; ``MADOPD_VLLM_REAL_REQUIRED=1`` (set by
+    .ci/extra_vllm.sh) turns a missing model into a failure. Context 2048: enough for a
+    one-round debate with the `general` templates."""
+    from madopd.models.vllm_server import serve_vllm
+
+    python = vllm_python()
+    if not python.exists():
+        skip_or_fail(f"no vLLM interpreter at {python}: run .ci/setup_vllm.sh or set "
+                     "MADOPD_VLLM_PYTHON", "MADOPD_VLLM_REQUIRED")
+    folder = real_model_folder()
+    if folder is None:
+        skip_or_fail(f"{REAL_MODEL} is not pulled: python -m madopd models pull {REAL_MODEL} "
+                     "(needs .ci/setup_real.sh's packages)", "MADOPD_VLLM_REAL_REQUIRED")
+    log = tmp_path_factory.mktemp("vllm_real_log") / "server.log"
+    with _term_as_interrupt(), serve_vllm(
+            folder, python=python, log_path=log, max_model_len=2048,
+            startup_timeout=env_seconds("MADOPD_VLLM_STARTUP_TIMEOUT", 300)) as url:
+        yield url, folder
+
+
 @contextlib.contextmanager
 def _term_as_interrupt():
     """SIGTERM -> KeyboardInterrupt while the server runs: pytest then tears the fixture down
