@@ -100,7 +100,6 @@ def is_sharded(accelerator: Any) -> bool:
 
 
 CPU_FSDP_VAR = "MADOPD_CPU_FSDP"
-FSDP_EXPERIMENTAL_VAR = "MADOPD_FSDP_EXPERIMENTAL"
 
 
 def check_engine(accelerator: Any) -> None:
@@ -131,10 +130,6 @@ def check_engine(accelerator: Any) -> None:
     if sharded and not accelerator.is_fsdp2:
         raise ConfigError("FSDP1 is not supported: the student generates its rollouts with its "
                           "own module, which FSDP1 leaves flattened; use --fsdp_version 2")
-    if sharded and os.environ.get(FSDP_EXPERIMENTAL_VAR, "") != "1":
-        raise ConfigError(
-            "FSDP: the student's FSDP2 path is not finished (the 2-process CPU check hangs, "
-            f"docs/scaling.md); use DDP, or set {FSDP_EXPERIMENTAL_VAR}=1 to try it")
     accelerator.madopd_sharded = sharded
 
 
