@@ -267,7 +267,8 @@ def test_check_launch_detects_the_single_process_cpu_launch(monkeypatch):
 
 
 def test_fsdp_on_cpu_is_refused_unless_asked_for(monkeypatch):
-    """accelerate turns --use_fsdp into DDP on CPU: madopd says so instead of training DDP."""
+    """accelerate turns --use_fsdp (and --use_deepspeed) into DDP on CPU: madopd says so
+    instead of training DDP; FSDP2 runs with MADOPD_CPU_FSDP=1."""
     from accelerate.utils import DistributedType
 
     class State:
@@ -291,6 +292,11 @@ def test_fsdp_on_cpu_is_refused_unless_asked_for(monkeypatch):
     assert acc.distributed_type == DistributedType.FSDP and acc.is_fsdp2
     monkeypatch.setenv("FSDP_VERSION", "1")
     with pytest.raises(ConfigError, match="FSDP1"):
+        check_engine(Acc())
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # would silently be DDP on CPU
+    with pytest.raises(ConfigError, match="DeepSpeed"):
         check_engine(Acc())
 
 
