@@ -415,3 +415,53 @@ def test_resume_refuses_another_number_of_processes(tmp_path, tiny_dirs):
     write_checksums(ckpt)  # a consistent checkpoint of 2 processes, not a corrupt one
     with pytest.raises(ConfigError, match="2 process"):
         Distiller.from_config(cfg, make_task()).resume(ckpt)
+
+
+def test_resume_refuses_a_checkpoint_of_the_other_engine(tmp_path, tiny_dirs):
+    """A sharded (FSDP2) run keys Adam's moments by parameter name, a replicated one by index:
+    a checkpoint resumes only under the engine that wrote it, with a message saying so."""
+    from distill_helpers import make_cfg, make_task
+
+    from madopd.distill import Distiller
+    from madopd.distill.state_io import read_state, write_state
+    from madopd.integrity import write_checksums
+    from madopd.runs import RunStore
+
+    cfg = make_cfg(tiny_dirs, "opd", max_steps=1, record_topk=0)
+    d = Distiller.from_config(cfg, make_task(), store=RunStore(tmp_path / "run", cfg.to_dict()))
+    d.train(1, progress=False)
+    ckpt = latest_checkpoint(tmp_path / "run")
+    state = read_state(ckpt)
+    assert state["sharded"] is False
+    state["sharded"] = True
+    write_state(ckpt, state)
+    write_checksums(ckpt)
+    with pytest.raises(ConfigError, match=r"FSDP \(sharded\) run, this run is replicated"):
+        Distiller.from_config(cfg, make_task()).resume(ckpt)
+
+
+def test_retie_and_local_checks_without_processes(tiny_dirs):
+    """Gathered copies of tied embeddings become one tensor again (so save_pretrained writes
+    the key once, as a one-process run does); the finiteness verdict of one process is its
+    own when nothing is sharded; a NaN is named."""
+    from transformers import AutoModelForCausalLM
+
+    from madopd.distill.sharded import first_nonfinite_everywhere, local, retie
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dirs["student"])
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    assert sd["lm_head.weight"] is not sd["model.embed_tokens.weight"]
+    sd = retie(model, sd)
+    assert sd["lm_head.weight"] is sd["model.embed_tokens.weight"]
+    assert len({id(v) for v in sd.values()}) == len(sd) - 1  # only the tied pair is shared
+
+    class One:
+        num_processes = 1
+
+    named = list(model.named_parameters())
+    assert first_nonfinite_everywhere(One(), named, sharded=True) is None
+    bad = dict(named)["model.norm.weight"].detach().clone()
+    bad[0] = float("nan")
+    assert first_nonfinite_everywhere(One(), [*named, ("x", bad)], sharded=False) == "x"
+    assert local(bad) is bad
