@@ -13,6 +13,7 @@ rank-0-only writes and resume.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -63,6 +64,9 @@ def _config(tmp_path: Path, tiny_dirs, batch_size: int, name: str, **extra) -> P
     return path
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -73,6 +77,7 @@ def _free_port() -> int:
 # needs MADOPD_CPU_FSDP=1, or accelerate would silently use DDP (distributed.check_engine)
 FSDP = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
         "--fsdp_transformer_layer_cls_to_wrap", "Qwen3DecoderLayer"]
+_ENGINES = {"ddp": {}, "fsdp": {"launcher": FSDP, "env_extra": {CPU_FSDP_VAR: "1"}}}
 
 
 def _launch(tmp_path: Path, args: list[str], launcher: str | list[str] = "--multi_gpu",
@@ -86,7 +91,10 @@ def _launch(tmp_path: Path, args: list[str], launcher: str | list[str] = "--mult
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "HF_HOME": str(tmp_path / "hf_home"),  # no user accelerate config file applies
-           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "", **(env_extra or {})}
+           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "",
+           # a script's own folder comes first on sys.path: import this checkout's madopd
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           **(env_extra or {})}
     launcher = [launcher] if isinstance(launcher, str) else list(launcher)
     head = ["-m", module, "train", "--no-progress"] if module == "madopd.cli" else [module]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", "2",
@@ -154,23 +162,20 @@ def _assert_same_run(single: Path, multi: Path, steps: list[int], records: list[
 
 # ------------------------------------------------------------------------- end to end (launch)
 
-# FSDP2 is left out: the same check hangs under FSDP (not found in time; docs/scaling.md), so
-# check_engine refuses FSDP unless MADOPD_FSDP_EXPERIMENTAL=1.
-@pytest.mark.parametrize("engine", ["ddp"])
+# FSDP2 (~80 s here, loaded) runs with the slow tests (.ci/extra_demo.sh)
+@pytest.mark.parametrize("engine", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
 def test_two_processes_equal_one_process_with_the_union_batch(tmp_path, tiny_dirs, capsys,
                                                               engine):
-    """2 processes × batch 2 == 1 process × batch 4 under DDP (the engine averages, the loss
-    is scaled by the processes): metrics, records and weights (4 steps; the 4th has 2 + 1
-    states)."""
+    """2 processes × batch 2 == 1 process × batch 4 under DDP and FSDP2 (the engine averages,
+    the loss is scaled by the processes): metrics, records and weights (4 steps; the 4th has
+    2 + 1 states; FSDP: the checkpoints hold the gathered full weights, tied embeddings once)."""
     one = tmp_path / "one"
     assert main(["train", "--config", str(_config(tmp_path, tiny_dirs, 4, "c4.json")),
                  "--out", str(one), "--no-progress"]) == 0
     capsys.readouterr()
     two = tmp_path / "two"
-    launch = {"ddp": {}, "fsdp": {"launcher": FSDP, "env_extra": {
-        CPU_FSDP_VAR: "1", "MADOPD_FSDP_EXPERIMENTAL": "1"}}}[engine]
     proc = _launch(tmp_path, ["--config", str(_config(tmp_path, tiny_dirs, 2, "c2.json")),
-                              "--out", str(two)], **launch)
+                              "--out", str(two)], **_ENGINES[engine])
     assert f"engine {engine}" in proc.stderr
     results = _result_lines(proc.stdout)
     assert len(results) == 1 and results[0]["processes"] == 2 and results[0]["step"] == 4
@@ -184,9 +189,14 @@ def test_two_processes_equal_one_process_with_the_union_batch(tmp_path, tiny_dir
 
 
 @pytest.mark.slow
-def test_two_processes_resume_across_an_epoch_and_sparse_records(tmp_path, tiny_dirs, capsys):
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_two_processes_resume_across_an_epoch_and_sparse_records(tmp_path, tiny_dirs, capsys,
+                                                                 engine):
     """Stop after 3 steps, resume under 2 processes to step 5 (the 15 states end an epoch at
-    step 4); records every 2nd step: unrecorded steps still carry the gathered metrics."""
+    step 4); records every 2nd step: unrecorded steps still carry the gathered metrics.
+    FSDP2: the checkpoint's full weights and parameter-keyed Adam moments are gathered by both
+    processes and cut into shards again on resume; a wrong moment (or a fresh optimizer)
+    shows in step 4-5's loss, grad_norm and weights."""
     extra = {"max_steps": 5, "record_every": 2}
     one = tmp_path / "one"
     c4 = _config(tmp_path, tiny_dirs, 4, "c4.json",
@@ -196,14 +206,36 @@ def test_two_processes_resume_across_an_epoch_and_sparse_records(tmp_path, tiny_
     two = tmp_path / "two"
     c2 = _config(tmp_path, tiny_dirs, 2, "c2.json",  # both processes append to one file
                  debate_cache_path=str(tmp_path / "two.jsonl"), **extra)
-    first = _launch(tmp_path, ["--config", str(c2), "--out", str(two), "--steps", "3"])
+    first = _launch(tmp_path, ["--config", str(c2), "--out", str(two), "--steps", "3"],
+                    **_ENGINES[engine])
     assert _result_lines(first.stdout)[0]["step"] == 3
-    second = _launch(tmp_path, ["--resume", "--out", str(two)])
+    second = _launch(tmp_path, ["--resume", "--out", str(two)], **_ENGINES[engine])
     assert len(_result_lines(second.stdout)) == 1
     assert second.stderr.count("resumed") == 1 and _result_lines(second.stdout)[0]["step"] == 5
     _assert_same_run(one, two, [1, 2, 3, 4, 5], [2, 4])
     rows = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
     assert len({r["key"] for r in rows}) == 15  # every training state debated, none lost
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_a_fault_on_one_process_skips_the_step_on_every_process(tmp_path, tiny_dirs, engine):
+    """Process 1 alone: a teacher error at step 2 (skip_step) and NaN logits at step 3. Both
+    processes skip both steps (counted once), neither updates, nobody hangs (the launch has a
+    timeout) and the full weights stay equal on both; steps 1 and 4 update."""
+    cfg = _config(tmp_path, tiny_dirs, 2, "c.json", method="mt_opd", rounds=0,
+                  weighting="uniform", on_teacher_error="skip_step", checkpoint_every=0)
+    script = str(Path(__file__).with_name("multiproc_faults.py"))
+    proc = _launch(tmp_path, [str(cfg)], module=script, **_ENGINES[engine])
+    rows = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith('{"step"')]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:  # the processes never drift apart
+        assert r["digests"][1] == pytest.approx(r["digests"][0], rel=1e-6)
+    d = [r["digests"][0] for r in rows]
+    assert [r["skipped"] for r in rows] == [0, 1, 0, 0] and rows[1]["teacher_errors"] == 1
+    assert [r["nan_skips"] for r in rows] == [0, 0, 1, 0] and math.isnan(rows[2]["loss"])
+    assert d[1] == d[0] and d[2] == d[0]  # no update at all (exactly the same weights)
+    assert d[3] != pytest.approx(d[2], rel=1e-6)  # a finite step 4 updates again
 
 
 @pytest.mark.slow
@@ -235,7 +267,8 @@ def test_check_launch_detects_the_single_process_cpu_launch(monkeypatch):
 
 
 def test_fsdp_on_cpu_is_refused_unless_asked_for(monkeypatch):
-    """accelerate turns --use_fsdp into DDP on CPU: madopd says so instead of training DDP."""
+    """accelerate turns --use_fsdp (and --use_deepspeed) into DDP on CPU: madopd says so
+    instead of training DDP; FSDP2 runs with MADOPD_CPU_FSDP=1."""
     from accelerate.utils import DistributedType
 
     class State:
@@ -254,14 +287,16 @@ def test_fsdp_on_cpu_is_refused_unless_asked_for(monkeypatch):
     with pytest.raises(ConfigError, match="silently wrap the student in DDP"):
         check_engine(Acc())
     monkeypatch.setenv(CPU_FSDP_VAR, "1")
-    with pytest.raises(ConfigError, match="not finished"):
-        check_engine(Acc())
-    monkeypatch.setenv("MADOPD_FSDP_EXPERIMENTAL", "1")
     acc = Acc()
     check_engine(acc)
     assert acc.distributed_type == DistributedType.FSDP and acc.is_fsdp2
     monkeypatch.setenv("FSDP_VERSION", "1")
     with pytest.raises(ConfigError, match="FSDP1"):
+        check_engine(Acc())
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # would silently be DDP on CPU
+    with pytest.raises(ConfigError, match="DeepSpeed"):
         check_engine(Acc())
 
 
@@ -380,3 +415,53 @@ def test_resume_refuses_another_number_of_processes(tmp_path, tiny_dirs):
     write_checksums(ckpt)  # a consistent checkpoint of 2 processes, not a corrupt one
     with pytest.raises(ConfigError, match="2 process"):
         Distiller.from_config(cfg, make_task()).resume(ckpt)
+
+
+def test_resume_refuses_a_checkpoint_of_the_other_engine(tmp_path, tiny_dirs):
+    """A sharded (FSDP2) run keys Adam's moments by parameter name, a replicated one by index:
+    a checkpoint resumes only under the engine that wrote it, with a message saying so."""
+    from distill_helpers import make_cfg, make_task
+
+    from madopd.distill import Distiller
+    from madopd.distill.state_io import read_state, write_state
+    from madopd.integrity import write_checksums
+    from madopd.runs import RunStore
+
+    cfg = make_cfg(tiny_dirs, "opd", max_steps=1, record_topk=0)
+    d = Distiller.from_config(cfg, make_task(), store=RunStore(tmp_path / "run", cfg.to_dict()))
+    d.train(1, progress=False)
+    ckpt = latest_checkpoint(tmp_path / "run")
+    state = read_state(ckpt)
+    assert state["sharded"] is False
+    state["sharded"] = True
+    write_state(ckpt, state)
+    write_checksums(ckpt)
+    with pytest.raises(ConfigError, match=r"FSDP \(sharded\) run, this run is replicated"):
+        Distiller.from_config(cfg, make_task()).resume(ckpt)
+
+
+def test_retie_and_local_checks_without_processes(tiny_dirs):
+    """Gathered copies of tied embeddings become one tensor again (so save_pretrained writes
+    the key once, as a one-process run does); the finiteness verdict of one process is its
+    own when nothing is sharded; a NaN is named."""
+    from transformers import AutoModelForCausalLM
+
+    from madopd.distill.sharded import first_nonfinite_everywhere, local, retie
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dirs["student"])
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    assert sd["lm_head.weight"] is not sd["model.embed_tokens.weight"]
+    sd = retie(model, sd)
+    assert sd["lm_head.weight"] is sd["model.embed_tokens.weight"]
+    assert len({id(v) for v in sd.values()}) == len(sd) - 1  # only the tied pair is shared
+
+    class One:
+        num_processes = 1
+
+    named = list(model.named_parameters())
+    assert first_nonfinite_everywhere(One(), named, sharded=True) is None
+    bad = dict(named)["model.norm.weight"].detach().clone()
+    bad[0] = float("nan")
+    assert first_nonfinite_everywhere(One(), [*named, ("x", bad)], sharded=False) == "x"
+    assert local(bad) is bad

@@ -100,7 +100,6 @@ def is_sharded(accelerator: Any) -> bool:
 
 
 CPU_FSDP_VAR = "MADOPD_CPU_FSDP"
-FSDP_EXPERIMENTAL_VAR = "MADOPD_FSDP_EXPERIMENTAL"
 
 
 def check_engine(accelerator: Any) -> None:
@@ -111,7 +110,7 @@ def check_engine(accelerator: Any) -> None:
     which sets accelerate's state to FSDP with the plugin read from the same launch
     configuration, so accelerate's own FSDP2 preparation runs on the gloo backend (how the
     FSDP path is tested on CPU). FSDP1 (whose inner module cannot generate without gathering
-    its flat parameters) and DeepSpeed (not installed or tested here) are refused.
+    its flat parameters) and DeepSpeed (see below) are refused.
     """
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
@@ -124,17 +123,20 @@ def check_engine(accelerator: Any) -> None:
                 "to shard it with FSDP2 on the gloo backend")
         accelerator.state.distributed_type = DistributedType.FSDP
         accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise ConfigError("DeepSpeed: not supported yet (not installed or tested); use DDP or "
-                          "FSDP2 (accelerate launch --use_fsdp --fsdp_version 2)")
+    wants_ds = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if accelerator.distributed_type == DistributedType.DEEPSPEED or wants_ds:
+        # on CPU (Accelerator(cpu=True)) --use_deepspeed silently becomes DDP, like --use_fsdp;
+        # deepspeed 0.19.8 installs with torch 2.13 and prepares on CPU, but accelerate 1.15
+        # then reports num_processes=1 and process_index=0 on EVERY process (measured, 2 gloo
+        # processes): each would draw rank 0's batches and scale its loss for one process
+        raise ConfigError("DeepSpeed: not supported (on CPU accelerate reports one process "
+                          "under DeepSpeed, so data sharding and the loss scale would be wrong; "
+                          "not tested on GPUs); use DDP or FSDP2 (accelerate launch --use_fsdp "
+                          "--fsdp_version 2)")
     sharded = accelerator.distributed_type == DistributedType.FSDP
     if sharded and not accelerator.is_fsdp2:
         raise ConfigError("FSDP1 is not supported: the student generates its rollouts with its "
                           "own module, which FSDP1 leaves flattened; use --fsdp_version 2")
-    if sharded and os.environ.get(FSDP_EXPERIMENTAL_VAR, "") != "1":
-        raise ConfigError(
-            "FSDP: the student's FSDP2 path is not finished (the 2-process CPU check hangs, "
-            f"docs/scaling.md); use DDP, or set {FSDP_EXPERIMENTAL_VAR}=1 to try it")
     accelerator.madopd_sharded = sharded
 
 

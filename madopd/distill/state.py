@@ -47,30 +47,48 @@ def _set_rng_state(d: Any, state: dict[str, Any]) -> None:
 def save_checkpoint(d: Any) -> Path:
     """Write checkpoints/step_NNNNNN atomically via the Distiller's RunStore.
 
-    Several processes: all check they hold the same weights, the main process writes (the
-    optimiser state is the same everywhere: same gradients, same steps), the others wait.
+    Several processes: every process takes part in what needs collectives (the weight check;
+    under FSDP the gathering of the full tensors, ``sharded.gather_full_state``) and in the
+    finiteness decision, then the main process writes (the replicated optimiser state is the
+    same everywhere: same gradients, same steps) while the others wait.
     """
-    from madopd.distill.distributed import is_sharded
+    from madopd.distill.distributed import gather_objects, is_sharded
+    from madopd.distill.sharded import gather_full_state
 
     d.check_in_sync()
     acc = d.accelerator
-    # FSDP: every process takes part in gathering the full weights; only the main one keeps them
-    full = acc.get_state_dict(d.engine) if is_sharded(acc) else None
+    sharded = is_sharded(acc)
+    model = d.accelerator.unwrap_model(d.student.model)
+    if sharded:  # every process gathers; rank 0 keeps full CPU tensors, the others {}
+        full, optim = gather_full_state(d.engine, d.optimizer)
+        weights = list(full.items())
+    else:
+        full, optim = None, d.optimizer.state_dict()
+        weights = list(model.named_parameters())
+    bad = _first_bad(weights, optim) if acc.is_main_process else None
+    if acc.num_processes > 1:  # rank 0 decides what it would write; everyone follows
+        bad = gather_objects(acc, bad)[0]
+    if bad is not None:
+        refuse_nonfinite(d, bad)
     if not acc.is_main_process:
         acc.wait_for_everyone()
         d._saved_step = d.step_count
         return d.store.ckpt_dir / f"step_{d.step_count:06d}"
     is_lora = bool(getattr(d.student, "is_lora", False))
-    model = d.accelerator.unwrap_model(d.student.model)
+    trainable = None
+    if is_lora:
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        trainable = ({n: full[n] for n in names} if sharded else
+                     {n: p.detach().cpu().clone() for n, p in model.named_parameters()
+                      if p.requires_grad})
     state = {
         "step": d.step_count, "nan_streak": d.nan_streak,
-        "optimizer": d.optimizer.state_dict(), "scheduler": d.scheduler.state_dict(),
+        "optimizer": optim, "scheduler": d.scheduler.state_dict(),
         "rng": _rng_state(d), "sampler": d.pool.state_dict(),
         "num_processes": acc.num_processes,  # the sampler's position counts per-process batches
-        "sharded": full is not None,  # the optimizer state is this process's shard only
+        "sharded": sharded,  # the optimizer state is keyed by parameter name (DCP's format)
         "config": d.config.to_dict(), "teacher_names": list(d.teacher_names),
-        "trainable": ({n: p.detach().cpu().clone() for n, p in model.named_parameters()
-                       if p.requires_grad} if is_lora else None),
+        "trainable": trainable,
     }
 
     def write(tmp: Path) -> None:
@@ -78,7 +96,6 @@ def save_checkpoint(d: Any) -> Path:
         write_state(tmp, state)
 
     try:
-        refuse_nonfinite(d, model)
         path = d.store.save_checkpoint(d.step_count, write)
         d.store.prune(d.config.keep_checkpoints)
     finally:
@@ -87,17 +104,20 @@ def save_checkpoint(d: Any) -> Path:
     return path
 
 
-def refuse_nonfinite(d: Any, model: torch.nn.Module) -> None:
-    """Raise ValueRangeError (counted) when a parameter or optimiser tensor is NaN/inf: such a
-    state is never checkpointed, so ``latest`` only ever names a finite one."""
-    named = list(model.named_parameters())
-    for i, st in enumerate(d.optimizer.state_dict().get("state", {}).values()):
-        named += [(f"optimizer state {i}.{k}", v) for k, v in st.items() if torch.is_tensor(v)]
-    bad = integrity.first_nonfinite(named)
-    if bad is None:
-        return
+def _first_bad(weights: list[tuple[str, Any]], optim: dict[str, Any]) -> str | None:
+    """The first NaN/inf tensor among the weights and optimiser state about to be written."""
+    named = list(weights)
+    for i, (key, st) in enumerate(optim.get("state", {}).items()):
+        tag = key if isinstance(key, str) else i
+        named += [(f"optimizer state {tag}.{k}", v) for k, v in st.items() if torch.is_tensor(v)]
+    return integrity.first_nonfinite(named)
+
+
+def refuse_nonfinite(d: Any, bad: str) -> None:
+    """Raise ValueRangeError (counted) because tensor ``bad`` is NaN/inf: such a state is never
+    checkpointed, so ``latest`` only ever names a finite one. Raised on every process."""
     latest = d.store.latest_checkpoint() if d.store is not None else None
-    if d.store is not None:
+    if d.store is not None and d.accelerator.is_main_process:
         d.store.count("count/run/nonfinite_checkpoints_refused")
         d.store.log_event("nonfinite_checkpoint_refused", step=d.step_count, tensor=bad)
     kept = f"latest stays at {latest.name}" if latest else "no checkpoint was written before"
@@ -110,8 +130,12 @@ def check_finite_after_step(d: Any, record: Any) -> None:
     ``count/nonfinite_params`` and stop with ValueRangeError. The update is already applied,
     so it cannot be skipped like a NaN loss (``max_nan_skips``); ``latest`` keeps naming the
     last finite checkpoint, to resume from with a lower lr."""
+    from madopd.distill.distributed import is_sharded
+    from madopd.distill.sharded import first_nonfinite_everywhere
+
     named = [(n, p) for n, p in d.student.model.named_parameters() if p.requires_grad]
-    bad = integrity.first_nonfinite(named)
+    # sharded: local slices on every process + one gather (an op on a DTensor is a collective)
+    bad = first_nonfinite_everywhere(d.accelerator, named, is_sharded(d.accelerator))
     if bad is None:
         return
     record.metrics["count/nonfinite_params"] = 1.0
@@ -163,8 +187,8 @@ def _resolve(d: Any, path: Any) -> tuple[Path, dict[str, Any]]:
     raise DataError("no checkpoint verifies (every one is corrupt)", path=str(path))
 
 
-def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
-    """Copy HF-format weights (all *.safetensors shards) into ``model`` in place."""
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """HF-format weights of a checkpoint (all *.safetensors shards) as one state dict."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -178,16 +202,45 @@ def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
         except (SafetensorError, OSError) as exc:
             raise DataError(f"unreadable weights ({exc}); the file is truncated or corrupt",
                             path=str(f)) from None
+    return sd
+
+
+def _check_missing(model: torch.nn.Module, sd: dict[str, torch.Tensor], missing: list[str],
+                   folder: Path) -> None:
+    """Missing keys are allowed only for tied parameters (they share storage with a loaded
+    one; FSDP2 keeps the tie: one parameter under two names)."""
+    from madopd.distill.sharded import local
+
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {local(params[n]).data_ptr() for n in sd if n in params}
+    bad = [n for n in missing if n not in params or local(params[n]).data_ptr() not in loaded]
+    if bad:
+        raise DataError(f"checkpoint weights miss parameters {bad[:5]}", path=str(folder))
+
+
+def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Copy HF-format weights into ``model`` in place."""
+    sd = _read_weights(folder)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected:
         raise DataError(f"checkpoint weights do not fit the student: unexpected {unexpected[:5]}",
                         path=str(folder))
-    # Missing keys are allowed only for tied parameters (they share storage with a loaded one).
-    params = dict(model.named_parameters(remove_duplicate=False))
-    loaded_ptrs = {params[n].data_ptr() for n in sd if n in params}
-    bad = [n for n in missing if n not in params or params[n].data_ptr() not in loaded_ptrs]
-    if bad:
-        raise DataError(f"checkpoint weights miss parameters {bad[:5]}", path=str(folder))
+    _check_missing(model, sd, missing, folder)
+
+
+def _load_sharded(d: Any, ckpt: Path, state: dict[str, Any]) -> None:
+    """FSDP2: every process reads the full tensors and keeps its slice (``sharded.py``)."""
+    from madopd.distill.sharded import load_full_state
+
+    model = d.accelerator.unwrap_model(d.student.model)
+    sd = state["trainable"] if state.get("trainable") is not None else _read_weights(ckpt / "model")
+    try:
+        missing = load_full_state(d.engine, d.optimizer, sd, state["optimizer"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise DataError(f"checkpoint state does not fit the sharded student: {exc}",
+                        path=str(ckpt)) from None
+    if state.get("trainable") is None:
+        _check_missing(model, sd, missing, ckpt / "model")
 
 
 def load_checkpoint(d: Any, path: Any = None) -> int:
@@ -201,21 +254,28 @@ def load_checkpoint(d: Any, path: Any = None) -> int:
             "process(es)")
     from madopd.distill.distributed import is_sharded
 
-    if state.get("sharded") or is_sharded(d.accelerator):
-        raise ConfigError(f"checkpoint {ckpt}: resuming an FSDP (sharded) run is not supported "
-                          "yet (each process's optimizer state is a shard); its model/ folder "
-                          "holds the full weights for evaluation or a new run")
-    model = d.accelerator.unwrap_model(d.student.model)
-    with torch.no_grad():
-        if state.get("trainable") is not None:
-            params = dict(model.named_parameters())
-            for n, t in state["trainable"].items():
-                if n not in params:
-                    raise DataError(f"checkpoint parameter {n!r} not in the student", path=str(ckpt))
-                params[n].copy_(t.to(params[n].device, params[n].dtype))
-        else:
-            _load_model_weights(model, ckpt / "model")
-    d.optimizer.load_state_dict(state["optimizer"])
+    sharded = is_sharded(d.accelerator)
+    if bool(state.get("sharded")) != sharded:
+        kind = {True: "FSDP (sharded)", False: "replicated (one process or DDP)"}
+        raise ConfigError(f"checkpoint {ckpt} was written by a {kind[bool(state.get('sharded'))]}"
+                          f" run, this run is {kind[sharded]}: the optimizer state is keyed "
+                          "differently; resume with the same engine (its model/ folder holds "
+                          "the full weights for evaluation or a new run)")
+    if sharded:
+        _load_sharded(d, ckpt, state)
+    else:
+        model = d.accelerator.unwrap_model(d.student.model)
+        with torch.no_grad():
+            if state.get("trainable") is not None:
+                params = dict(model.named_parameters())
+                for n, t in state["trainable"].items():
+                    if n not in params:
+                        raise DataError(f"checkpoint parameter {n!r} not in the student",
+                                        path=str(ckpt))
+                    params[n].copy_(t.to(params[n].device, params[n].dtype))
+            else:
+                _load_model_weights(model, ckpt / "model")
+        d.optimizer.load_state_dict(state["optimizer"])
     d.scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(d, state["rng"])
     d.pool.load_state_dict(state["sampler"])
