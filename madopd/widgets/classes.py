@@ -294,7 +294,24 @@ class LiveDashboard(MadopdWidget):
         self._thread.start()
         return self._thread
 
+    async def wait(self, poll: float = 0.1) -> list[StepRecord]:
+        """``records = await dash.wait()``: ``join()`` that keeps the kernel responsive.
+
+        A cell blocked in ``join()`` holds the kernel's shell: the browser's "pause" (a comm
+        message) is handled only after the cell ends, i.e. after training, so pause does nothing
+        (e.g. under "Run All"). While a cell *awaits*, ipykernel (>= 7) dispatches comm messages
+        concurrently, so the pause flag arrives within milliseconds and the training thread
+        stops at the next step boundary.
+        """
+        import asyncio
+
+        while self._thread is not None and self._thread.is_alive():
+            await asyncio.sleep(poll)
+        return self.join()
+
     def join(self, timeout: float | None = None) -> list[StepRecord]:
+        """Block until training ends; the kernel handles no widget message meanwhile (see
+        ``wait``); re-raises the training thread's error."""
         if self._thread is not None:
             self._thread.join(timeout)
         if self._error is not None:
