@@ -27,7 +27,7 @@ function render({ model, el }) {
   const vmax = {};
   for (const c of P.numeric) vmax[c] = quantile(P.rows.map((r) => r[c]), 0.99);
   const constant = new Set(P.constant || []);  // flat columns (decided in Python: failures.constant_columns)
-  const flatTip = `spread over the rows below ${Math.round(100 * (P.flat_rel ?? 0.02))} % of the values (or float noise): not shaded`;
+  const flatTip = `spread over the rows below ${Math.round(100 * (P.flat_rel ?? 0.05))} % of the values (or float noise): not shaded`;
   const label = (c) => (P.labels && P.labels[c]) || c;
   let current = [];
   const root = h("div", { class: "madopd madopd-failures" });

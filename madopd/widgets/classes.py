@@ -255,6 +255,13 @@ class LiveDashboard(MadopdWidget):
         self.records: list[StepRecord] = []
         self.paused_seconds = 0.0  # time the training thread spent waiting on "pause"
         super().__init__(payload=copy.deepcopy(self._data), **kw)
+        self.on_msg(self._on_frontend_msg)
+
+    def _on_frontend_msg(self, _widget, content, _buffers) -> None:
+        """The pause button's ``{"event": "pause", "paused": bool}`` (a custom message: see
+        widgets/dashboard.js for why it is not a trait sync)."""
+        if isinstance(content, dict) and content.get("event") == "pause":
+            self.paused = bool(content.get("paused"))
 
     def on_step(self, record: StepRecord) -> bool:
         """Distiller callback: fold the record in, re-score the probe, honour pause/stop."""

@@ -44,11 +44,12 @@ TIPS = {"loss": "mean per-token loss of the sample",
 
 
 # A column is "flat" (not shaded) when its spread is below float noise or below FLAT_REL of its
-# magnitude: the sequential scale runs 0..p99, so a column like 0.6931, 0.6932, 0.6934 would
-# otherwise come out uniformly dark, a contrast the data does not have. 2 % is about one step
-# of the 9-stop scale's smallest visible change, and the values print with 3 decimals anyway.
+# magnitude: the sequential scale runs 0..p99, so a column like 0.6931, 0.6932, 0.6934 (or
+# weight entropies 1.066..1.099, all near-uniform) would otherwise come out uniformly dark, a
+# contrast the data does not have. The scale has 9 stops over its range, one stop ~ 12 %: a
+# spread under 5 % is less than half a stop, no visible step, only a dark column.
 FLAT_ABS = 1e-6
-FLAT_REL = 0.02
+FLAT_REL = 0.05
 
 
 def column_spread(rows: list[dict], c: str) -> tuple[float, float] | None:

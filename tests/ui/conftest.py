@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,9 @@ def lab(tmp_path_factory):
 
     install_lab_defaults(base / "config")
     env["IPYTHONDIR"] = str(base / "ipython")
+    # The kernels import the checkout under test (not whatever `pip install -e` points at).
+    repo = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
     env["MADOPD_SMOKE"] = "1"
     port = _free_port()
     log = open(base / "lab.log", "w")

@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 from labui import run_all, start_session, stop_sessions, wait, write_notebook
 
 pytestmark = pytest.mark.ui
 
+REPO = Path(__file__).resolve().parents[2]
 STEPS = 14
 CELLS = [
     "import json, sys, threading, time, torch\n"
@@ -33,6 +35,7 @@ CELLS = [
     f"cfg = zoo.config('mad_opd', rounds=2, batch_size=8, max_steps={STEPS}, lr=3e-3)\n"
     "d = Distiller.from_config(cfg, tools, debate_protocol=zoo.debate_protocol(2))\n"
     "dash = LiveDashboard(d.teacher_names, every=10, total_steps=cfg.max_steps)\n"
+    "import madopd; print('MADOPD', madopd.__file__)\n"
     "LOG = {'steps': [], 'paused': []}\n"
     "def dump():\n"
     "    with open('pause_log.json', 'w') as f: json.dump(LOG, f)\n"
@@ -83,6 +86,9 @@ def test_pause_takes_effect_at_the_next_step_boundary(lab, browser):
         while _shown_step(pg) < 3:  # let a few steps go by: the thread is mid-step now
             assert time.time() < deadline, "training never reached step 3"
             time.sleep(0.2)
+        # the last cell is still running (awaiting dash.wait()): the kernel is busy, as under Run All
+        assert pg.locator(".jp-Notebook-ExecutionIndicator[data-status='busy']").count() == 1
+        assert "Traceback" not in pg.locator(".jp-Notebook").inner_text()
         click = pg.evaluate(CLICK_JS)
         shown = int(STATUS_STEP.search(click["status"]).group(1))
         wait(pg, ".madopd-dashboard .madopd-status:has-text('paused after step')", 60)
@@ -110,6 +116,9 @@ def test_pause_takes_effect_at_the_next_step_boundary(lab, browser):
         while len(_log(lab["root"])["steps"]) <= n_paused:
             assert time.time() < deadline, "training did not resume"
             time.sleep(0.2)
+        text = pg.locator(".jp-Notebook").inner_text()
+        assert "Traceback" not in text and "Error" not in text, text[-3000:]
+        assert f"MADOPD {REPO / 'madopd' / '__init__.py'}" in text  # the checkout under test
         assert errors == []
     finally:
         pg.close()

@@ -142,6 +142,17 @@ def test_widgets_in_jupyterlab(lab, page):
     page.locator(".madopd-dashboard .madopd-pause").click()
     assert page.locator(".madopd-dashboard .madopd-pause").inner_text() == "resume"
 
+    # --- failure finder: a near-constant column (weight entropies 1.066..1.099) is not shaded,
+    # a varying one is
+    from madopd.widgets.failures import failures_payload
+
+    assert failures_payload(example_run(2))["constant"] == ["w_entropy"]
+    finder = page.locator(".madopd-failures")
+    bg = "els => els.map(e => e.style.background)"
+    assert set(finder.locator('tbody td[data-col="w_entropy"]').evaluate_all(bg)) == {""}
+    assert "" not in finder.locator('tbody td[data-col="loss"]').evaluate_all(bg)
+    assert "not shaded" in finder.locator('tbody td[data-col="w_entropy"]').first.get_attribute("title")
+
     # --- failure finder: clicking a row reaches the kernel and drives the board
     row = page.locator(".madopd-failures tbody tr").first
     step, sample = int(row.get_attribute("data-step")), int(row.get_attribute("data-sample"))

@@ -57,6 +57,20 @@ def test_callback_honours_pause_and_stop():
     assert len(d.payload["probe"]["rows"]) == 3
 
 
+def test_pause_button_message_sets_the_trait():
+    """The front end's pause/resume arrive as custom messages; anything else is ignored."""
+    from madopd.widgets import LiveDashboard
+
+    d = LiveDashboard(example_run(1)[0].teacher_names)
+    d._handle_custom_msg({"event": "pause", "paused": True}, [])
+    assert d.paused is True
+    d._handle_custom_msg({"event": "other", "paused": False}, [])
+    d._handle_custom_msg("pause", [])
+    assert d.paused is True
+    d._handle_custom_msg({"event": "pause", "paused": False}, [])
+    assert d.paused is False
+
+
 class _FakeDistiller:
     """``train`` calls the callbacks once per record, like ``Distiller.train``."""
 

@@ -73,7 +73,9 @@ def _rows(col_values):
     ([0.6931472, 0.6931472 + 3e-7, 0.6931472 - 2e-7], True),   # float noise around ln 2
     ([0.6931, 0.6932, 0.6934], True),                           # spread 0.04 % of the size
     ([1e-7, 0.0, 5e-7], True),                                  # noise around zero
-    ([100.0, 101.0, 100.5], True),                              # 1 % spread: below 2 %
+    ([100.0, 101.0, 100.5], True),                              # 1 % spread
+    ([1.0657, 1.0831, 1.0986], True),                           # 3 %: entropies near log 3
+    ([1.0, 1.08, 1.04], False),                                 # 8 %: more than half a stop
     ([0.5, 0.6, 0.7], False),                                   # a real spread
     ([0.0, 0.0, 0.01], False),                                  # small values that differ
     ([None, None, None], True),                                 # nothing known
