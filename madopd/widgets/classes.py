@@ -233,9 +233,10 @@ class LiveDashboard(MadopdWidget):
     """Training curves fed by ``Distiller.train(callbacks=[dashboard])``, with pause/resume.
 
     ``probe(step) -> (tokens, values)`` (see ``make_probe``) is re-scored every ``every`` steps
-    into the step × token ribbon. Pausing blocks the callback between steps; the browser can
-    only flip ``paused`` while the kernel is free, so use ``start(distiller, steps)`` (training
-    in a background thread) for interactive pause/resume, then ``join()``.
+    into the step × token ribbon. Pausing blocks the callback between steps. The browser's
+    pause reaches the kernel only while no cell blocks it, so train with
+    ``start(distiller, steps)`` (a background thread) and wait with ``await dash.wait()`` (the
+    kernel keeps handling the button meanwhile), not ``join()``.
     """
 
     _esm = assets.bundle("dashboard.js")

@@ -5,7 +5,8 @@ thread) while the last cell awaits ``dash.wait()`` (notebook 03 under "Run All")
 time and the number of finished steps into a JSON file. The browser clicks "pause" while
 training runs, reading the step the dashboard shows at that instant. Then: the click reaches
 the kernel within a second, the training thread stops at the next step boundary (at most one
-more step than the dashboard showed), stays paused, and resumes on the second click.
+more step than the dashboard showed), stays paused, and resumes on the second click (which a
+trait sync would never deliver while the cell awaits: see widgets/dashboard.js).
 """
 
 from __future__ import annotations
