@@ -76,7 +76,8 @@ function render({ model, el }) {
   function draw() {
     const rows = viewRows(P.rows, st);
     const sel = model.get("selected") || {};
-    count.textContent = `${rows.length} of ${P.rows.length} samples` + (P.skipped_samples ? ` (${P.skipped_samples} skipped samples excluded)` : "");
+    count.textContent = `${rows.length} of ${P.rows.length} samples` + (P.skipped_samples ? ` (${P.skipped_samples} skipped samples excluded)` : "") +
+      (constant.size ? ` · not shaded (nearly constant): ${[...constant].map(label).join(", ")}` : "");
     current = rows;
     const head = h("tr", {}, P.columns.map((c) => h("th", { "data-col": c, title: (P.tips && P.tips[c]) || c, onclick: () => {
       st.desc = st.sortBy === c ? !st.desc : true; st.sortBy = c; draw();

@@ -128,6 +128,13 @@ def failures_payload(records: Sequence[StepRecord], references: dict | None = No
             "teacher_names": list(records[0].teacher_names) if records else []}
 
 
+def flat_note(flat) -> str:
+    """The static table says which columns it leaves unshaded (and why), never silently."""
+    names = [LABELS.get(c, c) for c in NUMERIC if c in set(flat)]
+    return (f"; not shaded (spread under {round(100 * FLAT_REL)} % of the values): "
+            f"{esc(', '.join(names))}") if names else ""
+
+
 def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int = 50) -> str:
     """The table sorted by ``sort_by`` (descending), numeric cells shaded per column (p99 clip)."""
     rows = sorted(payload["rows"], key=lambda r: (r[sort_by] is None, -(r[sort_by] or 0)))
@@ -166,7 +173,8 @@ def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int 
             'color:var(--jp-ui-font-color1, #222)">'
             f"<div>Failure-case finder (static render): {len(rows)} samples, sorted by "
             f"{esc(sort_by)} (descending){f'; {more} more not shown' if more else ''}; "
-            f"{payload['skipped_samples']} skipped samples excluded.</div>"
+            f"{payload['skipped_samples']} skipped samples excluded"
+            f"{flat_note(const)}.</div>"
             f'<table style="border-collapse:collapse"><tr>{head}</tr>{"".join(body)}</table></div>')
 
 

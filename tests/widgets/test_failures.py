@@ -113,6 +113,7 @@ def test_flat_column_plain_in_html_and_lightest_in_png(recs):
     assert len(loss_cells) == len(div_cells) == 5
     assert all("background" not in s for s in loss_cells)
     assert all("background" in s for s in div_cells)
+    assert "not shaded (spread under 5 % of the values): loss" in html
     _, _, px = decode(render_failures_png(p, max_rows=5))
     col = lambda c: png.MARGIN + NUMERIC.index(c) * (png.CELL_W + png.GAP) + 2
     for i in range(5):
