@@ -91,7 +91,8 @@ def test_every_widget_light_and_dark(lab, browser, shots):
         pg = browser.new_page(viewport={"width": 1280, "height": 2000})
         pg.on("pageerror", lambda e: errors.append(str(e)))
         try:
-            run_all(pg, lab["url"], "ui_shots.ipynb", ".madopd-playground .madopd-pg-panel", 240)
+            # the first cell trains (about a minute on an idle 2-core box; much longer loaded)
+            run_all(pg, lab["url"], "ui_shots.ipynb", ".madopd-playground .madopd-pg-panel", 1200)
             wait(pg, ".madopd-dashboard .madopd-ytick", 30)
             time.sleep(1.5)  # the playground's first frames
             assert pg.evaluate("() => document.body.dataset.jpThemeLight") == \
