@@ -1,4 +1,4 @@
-"""`madopd` command line: demo | train | eval | zoo | models.
+"""`madopd` command line: demo | train | eval | zoo | showcase | models | notebooks.
 
 Each subcommand lives in ``madopd/commands/<name>.py`` with two functions:
 ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code). Imports are lazy so
@@ -22,6 +22,7 @@ COMMANDS = {
     "zoo": "build or inspect the toy world's cached teachers and student",
     "showcase": "a one-minute tour of the divergences on a toy distribution",
     "models": "real pretrained checkpoints that install offline: list | pull NAME",
+    "notebooks": "JupyterLab ready for the notebooks (saved widget state): status | setup",
 }
 
 

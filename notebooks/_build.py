@@ -287,12 +287,14 @@ dash
 dash.start(distiller, steps=cfg.max_steps)  # returns at once: training runs in a thread
 """),
     md("""
-While it trains, the kernel is free: the dashboard above updates, and **pause** really pauses
-the training thread between steps (the callback waits on the synced `paused` trait). Run the next
-cell when you want the records (it waits for the end of training).
+While it trains, the dashboard above updates, and **pause** really pauses the training thread at
+the next step boundary (the callback waits on the synced `paused` trait). The next cell waits for
+the end of training with `await dash.wait()`: an awaiting cell leaves the kernel free to receive
+the pause button's message (a cell blocked in `dash.join()` would hold it until training ends,
+so under "Run All" pause would do nothing).
 """),
     code("""
-records = dash.join()
+records = await dash.wait()  # not dash.join(): the pause button keeps working meanwhile
 print(len(records), "steps; last loss", round(records[-1].loss, 4), "| paused for", round(dash.paused_seconds, 1), "s")
 print("held-out success after:", distiller.evaluate(limit=40, batch_size=256)["episode_success"])
 import json

@@ -1,8 +1,8 @@
 // Live training dashboard: line charts (loss, divergence quantiles, weights, n_eff) with axes,
 // legends, hover readouts, smoothing and log toggles; progress and ETA; a step x token probe
-// ribbon; redrawn whenever the kernel updates `payload`. The pause button flips the synced
-// `paused` trait; the Python callback waits at the next step boundary and reports the step in
-// `paused_at`.
+// ribbon; redrawn whenever the kernel updates `payload`. The pause button asks the kernel to flip
+// the `paused` trait (a custom message); the Python callback waits at the next step boundary and
+// reports the step in `paused_at`.
 import { quantile } from "./divmath.js";
 import { h, fmt, seqColor, tokenSpan, legend, teacherLegend } from "./common.js";
 import { lineChart } from "./chart.js";
@@ -29,10 +29,15 @@ function render({ model, el }) {
   const root = h("div", { class: "madopd madopd-dashboard" });
   el.append(root);
   let smooth = 0, logY = false;
+  // Pause/resume travel as a custom comm message, not as a trait sync: ipywidgets sends a
+  // model's next sync only after the kernel reports "idle" for the previous one, and ipykernel
+  // (>= 7) handles comm messages during an awaiting cell (`await dash.wait()`) without any
+  // status message, so a synced "resume" after a synced "pause" would wait forever. The kernel
+  // sets `paused` and syncs it back.
   const btn = h("button", { class: "madopd-btn madopd-pause", onclick: () => {
     const now = !model.get("paused");
-    model.set("paused", now);
-    model.save_changes();
+    model.set("paused", now);  // shown at once; the kernel's echo confirms it
+    model.send({ event: "pause", paused: now });
     sync();
   } });
   const status = h("span", { class: "madopd-small madopd-status" });

@@ -26,7 +26,8 @@ function render({ model, el }) {
   const st = { sortBy: "loss", desc: true, text: "", onlyWrong: false, onlyMissing: false, onlyConfWrong: false };
   const vmax = {};
   for (const c of P.numeric) vmax[c] = quantile(P.rows.map((r) => r[c]), 0.99);
-  const constant = new Set(P.constant || []);
+  const constant = new Set(P.constant || []);  // flat columns (decided in Python: failures.constant_columns)
+  const flatTip = `spread over the rows below ${Math.round(100 * (P.flat_rel ?? 0.05))} % of the values (or float noise): not shaded`;
   const label = (c) => (P.labels && P.labels[c]) || c;
   let current = [];
   const root = h("div", { class: "madopd madopd-failures" });
@@ -75,7 +76,8 @@ function render({ model, el }) {
   function draw() {
     const rows = viewRows(P.rows, st);
     const sel = model.get("selected") || {};
-    count.textContent = `${rows.length} of ${P.rows.length} samples` + (P.skipped_samples ? ` (${P.skipped_samples} skipped samples excluded)` : "");
+    count.textContent = `${rows.length} of ${P.rows.length} samples` + (P.skipped_samples ? ` (${P.skipped_samples} skipped samples excluded)` : "") +
+      (constant.size ? ` · not shaded (nearly constant): ${[...constant].map(label).join(", ")}` : "");
     current = rows;
     const head = h("tr", {}, P.columns.map((c) => h("th", { "data-col": c, title: (P.tips && P.tips[c]) || c, onclick: () => {
       st.desc = st.sortBy === c ? !st.desc : true; st.sortBy = c; draw();
@@ -91,7 +93,7 @@ function render({ model, el }) {
         } else if (c === "conf_wrong") {
           tr.append(h("td", { "data-col": c }, v ? "⚠ yes" : ""));
         } else if (P.numeric.includes(c) && v !== null && v !== undefined && constant.has(c)) {
-          tr.append(h("td", { "data-col": c, title: "the same in every row: not shaded" }, fmt(v)));
+          tr.append(h("td", { "data-col": c, title: flatTip }, fmt(v)));
         } else if (P.numeric.includes(c) && v !== null && v !== undefined) {
           const bg = seqColor(v, vmax[c]);
           tr.append(h("td", { "data-col": c, style: { background: bg, color: textColor(bg) } }, fmt(v)));

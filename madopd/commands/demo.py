@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"madopd demo: {one_line(e)}", file=sys.stderr)
         return 2
     runs = f"{args.out}/runs"
-    print(f"\nOpen the notebooks on this run: pip install 'madopd[notebooks]' && jupyter lab notebooks/\n"
+    print(f"\nOpen the notebooks on this run: pip install 'madopd[notebooks]' && "
+          f"python -m madopd notebooks setup && jupyter lab notebooks/\n"
           f"  then in 04_failure_cases.ipynb set run_dir to a folder under {runs}/ (MAD-OPD rows have "
           f"the debates), or in Python:\n"
           f"  from madopd.runs import load_run; from madopd.widgets import FailureFinder\n"

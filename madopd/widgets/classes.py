@@ -233,9 +233,10 @@ class LiveDashboard(MadopdWidget):
     """Training curves fed by ``Distiller.train(callbacks=[dashboard])``, with pause/resume.
 
     ``probe(step) -> (tokens, values)`` (see ``make_probe``) is re-scored every ``every`` steps
-    into the step × token ribbon. Pausing blocks the callback between steps; the browser can
-    only flip ``paused`` while the kernel is free, so use ``start(distiller, steps)`` (training
-    in a background thread) for interactive pause/resume, then ``join()``.
+    into the step × token ribbon. Pausing blocks the callback between steps. The browser's
+    pause reaches the kernel only while no cell blocks it, so train with
+    ``start(distiller, steps)`` (a background thread) and wait with ``await dash.wait()`` (the
+    kernel keeps handling the button meanwhile), not ``join()``.
     """
 
     _esm = assets.bundle("dashboard.js")
@@ -255,6 +256,13 @@ class LiveDashboard(MadopdWidget):
         self.records: list[StepRecord] = []
         self.paused_seconds = 0.0  # time the training thread spent waiting on "pause"
         super().__init__(payload=copy.deepcopy(self._data), **kw)
+        self.on_msg(self._on_frontend_msg)
+
+    def _on_frontend_msg(self, _widget, content, _buffers) -> None:
+        """The pause button's ``{"event": "pause", "paused": bool}`` (a custom message: see
+        widgets/dashboard.js for why it is not a trait sync)."""
+        if isinstance(content, dict) and content.get("event") == "pause":
+            self.paused = bool(content.get("paused"))
 
     def on_step(self, record: StepRecord) -> bool:
         """Distiller callback: fold the record in, re-score the probe, honour pause/stop."""
@@ -294,7 +302,24 @@ class LiveDashboard(MadopdWidget):
         self._thread.start()
         return self._thread
 
+    async def wait(self, poll: float = 0.1) -> list[StepRecord]:
+        """``records = await dash.wait()``: ``join()`` that keeps the kernel responsive.
+
+        A cell blocked in ``join()`` holds the kernel's shell: the browser's "pause" (a comm
+        message) is handled only after the cell ends, i.e. after training, so pause does nothing
+        (e.g. under "Run All"). While a cell *awaits*, ipykernel (>= 7) dispatches comm messages
+        concurrently, so the pause flag arrives within milliseconds and the training thread
+        stops at the next step boundary.
+        """
+        import asyncio
+
+        while self._thread is not None and self._thread.is_alive():
+            await asyncio.sleep(poll)
+        return self.join()
+
     def join(self, timeout: float | None = None) -> list[StepRecord]:
+        """Block until training ends; the kernel handles no widget message meanwhile (see
+        ``wait``); re-raises the training thread's error."""
         if self._thread is not None:
             self._thread.join(timeout)
         if self._error is not None:

@@ -41,7 +41,10 @@ WIDGET_MANAGER = "@jupyter-widgets/jupyterlab-manager"
 
 
 def enable_saved_widget_state(settings_dir: str | Path | None = None) -> Path:
-    """Make JupyterLab save widget state into the notebook (its ``saveState`` setting).
+    """Make JupyterLab save widget state into the notebook (its ``saveState`` *user* setting).
+
+    madopd's install already sets the *default* (``madopd.widgets.labsetup``, ``madopd notebooks
+    setup``); this writes the user's own setting instead, which overrides any default.
 
     Without it, a notebook executed in Lab and reopened later (kernel gone) shows "Error
     displaying widget: model not found" for every widget; with it, Lab restores the widgets from

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from madopd.types import StepRecord
 from madopd.widgets.board import norm_answer
-from madopd.widgets.style import clip_max, esc, fmt, seq_color, text_color
+from madopd.widgets.style import SEQUENTIAL, clip_max, esc, fmt, seq_color, text_color
 
 COLUMNS = ("step", "sample", "state_id", "family", "loss", "div_mean", "div_spread", "disagree",
            "w_entropy", "max_conf", "correct", "missing", "conf_wrong", "response")
@@ -43,14 +43,34 @@ TIPS = {"loss": "mean per-token loss of the sample",
         "response": "the student's sampled answer (hover for the full text)"}
 
 
-def constant_columns(rows: list[dict]) -> list[str]:
-    """Numeric columns whose value is the same in every row: not shaded (no false contrast)."""
+# A column is "flat" (not shaded) when its spread is below float noise or below FLAT_REL of its
+# magnitude: the sequential scale runs 0..p99, so a column like 0.6931, 0.6932, 0.6934 (or
+# weight entropies 1.066..1.099, all near-uniform) would otherwise come out uniformly dark, a
+# contrast the data does not have. The scale has 9 stops over its range, one stop ~ 12 %: a
+# spread under 5 % is less than half a stop, no visible step, only a dark column.
+FLAT_ABS = 1e-6
+FLAT_REL = 0.05
+
+
+def column_spread(rows: list[dict], c: str) -> tuple[float, float] | None:
+    """(max − min, max |v|) of column ``c`` over the rows where it is known; None if none is."""
+    vals = [float(r[c]) for r in rows if r.get(c) is not None and math.isfinite(r[c])]
+    if not vals:
+        return None
+    return max(vals) - min(vals), max(abs(v) for v in vals)
+
+
+def constant_columns(rows: list[dict], *, rel: float = FLAT_REL, tol: float = FLAT_ABS) -> list[str]:
+    """Numeric columns whose spread is ≤ ``tol + rel · max|v|`` (constant up to float noise or
+    to ``rel`` of their size): shown as plain numbers, never shaded (no false contrast)."""
     out = []
     for c in NUMERIC:
-        vals = {round(r[c], 9) for r in rows if r[c] is not None}
-        if len(vals) <= 1:
+        sp = column_spread(rows, c)
+        if sp is None or sp[0] <= tol + rel * sp[1]:
             out.append(c)
     return out
+
+
 PREVIEW_CHARS = 160
 
 
@@ -104,15 +124,22 @@ def failures_payload(records: Sequence[StepRecord], references: dict | None = No
     skipped = sum(sum(bool(s) for s in r.skipped) for r in records)
     return {"kind": "failures", "version": 1, "columns": list(COLUMNS), "numeric": list(NUMERIC),
             "rows": rows, "skipped_samples": skipped, "labels": LABELS, "tips": TIPS,
-            "constant": constant_columns(rows),
+            "constant": constant_columns(rows), "flat_rel": FLAT_REL,
             "teacher_names": list(records[0].teacher_names) if records else []}
+
+
+def flat_note(flat) -> str:
+    """The static table says which columns it leaves unshaded (and why), never silently."""
+    names = [LABELS.get(c, c) for c in NUMERIC if c in set(flat)]
+    return (f"; not shaded (spread under {round(100 * FLAT_REL)} % of the values): "
+            f"{esc(', '.join(names))}") if names else ""
 
 
 def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int = 50) -> str:
     """The table sorted by ``sort_by`` (descending), numeric cells shaded per column (p99 clip)."""
     rows = sorted(payload["rows"], key=lambda r: (r[sort_by] is None, -(r[sort_by] or 0)))
     vmax = {c: clip_max([r[c] for r in payload["rows"]]) for c in NUMERIC}
-    const = set(constant_columns(payload["rows"]))
+    const = set(payload.get("constant", constant_columns(payload["rows"])))
     head = "".join(f'<th title="{esc(TIPS.get(c, ""))}" style="border:1px solid #ddd;padding:2px 4px;'
                    f'background:var(--jp-layout-color2, #f4f4f4)">{esc(LABELS.get(c, c))}</th>'
                    for c in COLUMNS)
@@ -126,7 +153,7 @@ def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int 
                 txt = {1: "✓", 0: "✗"}.get(v, "–" if v is None else fmt(v, 2))
             elif c == "conf_wrong":
                 txt = "⚠ yes" if v else ""
-            elif c in NUMERIC and v is not None and c in const:
+            elif c in NUMERIC and v is not None and c in const:  # flat: no false contrast
                 style += ";text-align:right"
                 txt = fmt(v)
             elif c in NUMERIC and v is not None:
@@ -146,13 +173,15 @@ def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int 
             'color:var(--jp-ui-font-color1, #222)">'
             f"<div>Failure-case finder (static render): {len(rows)} samples, sorted by "
             f"{esc(sort_by)} (descending){f'; {more} more not shown' if more else ''}; "
-            f"{payload['skipped_samples']} skipped samples excluded.</div>"
+            f"{payload['skipped_samples']} skipped samples excluded"
+            f"{flat_note(const)}.</div>"
             f'<table style="border-collapse:collapse"><tr>{head}</tr>{"".join(body)}</table></div>')
 
 
 def render_failures_png(payload: dict, *, sort_by: str = "loss", max_rows: int = 50) -> bytes:
     """PNG of the table's numeric shading (colours only): rows in the HTML's order, one cell per
-    NUMERIC column, the same per-column scale and p99 clip (grey: value missing)."""
+    NUMERIC column, the same per-column scale and p99 clip (grey: value missing; a flat column,
+    see ``constant_columns``, in the scale's lightest colour)."""
     from madopd.widgets import png
 
     rows = sorted(payload["rows"], key=lambda r: (r[sort_by] is None, -(r[sort_by] or 0)))
@@ -160,7 +189,9 @@ def render_failures_png(payload: dict, *, sort_by: str = "loss", max_rows: int =
     n = min(len(rows), max_rows)
     cv = png.Canvas(2 * png.MARGIN + len(NUMERIC) * (png.CELL_W + png.GAP),
                     2 * png.MARGIN + png.rows_height(n) + 1)
-    for i, r in enumerate(rows[:n]):
+    flat = set(payload.get("constant", constant_columns(payload["rows"])))
+    for i, r in enumerate(rows[:n]):  # a flat column is drawn in the scale's lightest colour
         png.heat_row(cv, png.MARGIN, png.MARGIN + png.rows_height(i),
-                     [seq_color(r[c], vmax[c]) for c in NUMERIC])
+                     [SEQUENTIAL[0] if c in flat and r[c] is not None else seq_color(r[c], vmax[c])
+                      for c in NUMERIC])
     return cv.to_png()

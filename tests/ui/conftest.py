@@ -2,6 +2,7 @@
 
 JupyterLab runs on 127.0.0.1 (free port, empty token/password, --allow-root) with isolated
 JUPYTER_CONFIG_DIR / JUPYTER_DATA_DIR / JUPYTER_RUNTIME_DIR under tmp, and is stopped by PID.
+Its config dir holds madopd's JupyterLab defaults (saved widget state), as after an install.
 Chromium is the system one (``apt-get install chromium``); ``playwright install`` is never run.
 """
 
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +49,15 @@ def lab(tmp_path_factory):
     labcfg.mkdir(parents=True)
     (labcfg / "page_config.json").write_text(json.dumps({"disabledExtensions": {
         "@jupyterlab/apputils-extension:announcements": True}}))
+    # What a regular `pip install madopd` (data file) or `madopd notebooks setup` provides: the
+    # default-setting drop-in that makes Lab save widget state (madopd.widgets.labsetup).
+    from madopd.widgets.labsetup import install_lab_defaults
+
+    install_lab_defaults(base / "config")
     env["IPYTHONDIR"] = str(base / "ipython")
+    # The kernels import the checkout under test (not whatever `pip install -e` points at).
+    repo = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
     env["MADOPD_SMOKE"] = "1"
     port = _free_port()
     log = open(base / "lab.log", "w")

@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.request
 from pathlib import Path
 
-import nbformat
 import pytest
+from labui import api, run_all, start_session, wait, write_notebook
 
 pytestmark = pytest.mark.ui
 
@@ -70,27 +69,9 @@ CONTRAST_JS = """
 """
 
 
-def _post(url: str, path: str, body: dict, method: str = "POST") -> None:
-    req = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        assert r.status in (200, 201, 204)
-
-
 def _set_theme(url: str, theme: str) -> None:
-    _post(url, "/lab/api/settings/@jupyterlab/apputils-extension:themes",
-          {"raw": json.dumps({"theme": theme})}, method="PUT")
-
-
-def _wait(page, selector: str, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if page.locator(".jp-Dialog .jp-mod-accept").count():
-            page.click(".jp-Dialog .jp-mod-accept")
-        if page.locator(selector).count():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {selector}")
+    api(url, "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+        {"raw": json.dumps({"theme": theme})}, method="PUT")
 
 
 @pytest.fixture()
@@ -101,32 +82,18 @@ def shots(tmp_path) -> Path:
 
 
 def test_every_widget_light_and_dark(lab, browser, shots):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(lab["root"] / "ui_shots.ipynb"))
+    write_notebook(lab["root"], "ui_shots.ipynb", CELLS)
     errors: list[str] = []
     results = {}
     for theme, theme_name in THEMES.items():
         _set_theme(lab["url"], theme_name)
-        _post(lab["url"], "/api/sessions", {"path": "ui_shots.ipynb", "type": "notebook",
-                                            "name": "ui_shots.ipynb", "kernel": {"name": "python3"}})
+        start_session(lab["url"], "ui_shots.ipynb")
         pg = browser.new_page(viewport={"width": 1280, "height": 2000})
         pg.on("pageerror", lambda e: errors.append(str(e)))
         try:
-            pg.goto(f"{lab['url']}/lab/tree/ui_shots.ipynb?reset")  # only this notebook open
-            for attempt in range(3):
-                _wait(pg, ".jp-Notebook-ExecutionIndicator[data-status='idle']", 90)
-                time.sleep(2)
-                pg.get_by_role("menuitem", name="Run", exact=True).click()
-                pg.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-                try:
-                    _wait(pg, ".madopd-playground .madopd-pg-panel", 240)
-                    break
-                except AssertionError:
-                    if attempt == 2:
-                        raise
-            _wait(pg, ".madopd-dashboard .madopd-ytick", 30)
+            # the first cell trains (about a minute on an idle 2-core box; much longer loaded)
+            run_all(pg, lab["url"], "ui_shots.ipynb", ".madopd-playground .madopd-pg-panel", 1200)
+            wait(pg, ".madopd-dashboard .madopd-ytick", 30)
             time.sleep(1.5)  # the playground's first frames
             assert pg.evaluate("() => document.body.dataset.jpThemeLight") == \
                 ("true" if theme == "light" else "false")
@@ -194,52 +161,6 @@ def _interactions(pg) -> None:
     assert "student" in detail and "reference" in detail and "A" in detail
 
 
-def test_reopened_notebook_renders_widgets_from_saved_state(lab, browser, tmp_path):
-    """With Lab's saveState on (madopd.widgets.export.enable_saved_widget_state), a saved notebook
-    reopened without its kernel shows the widgets again, not "model not found"."""
-    from madopd.widgets.export import WIDGET_MANAGER, enable_saved_widget_state
-
-    path = enable_saved_widget_state(tmp_path)
-    assert json.loads(path.read_text())["saveState"] is True
-    _post(lab["url"], f"/lab/api/settings/{WIDGET_MANAGER}:plugin",
-          {"raw": path.read_text()}, method="PUT")
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(
-        "from madopd.widgets.examples import example_record\n"
-        "from madopd.widgets import DebateBoard\n"
-        "DebateBoard(record=example_record(), sample=1)")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb_path = lab["root"] / "ui_reopen.ipynb"
-    nbformat.write(nb, str(nb_path))
-    _post(lab["url"], "/api/sessions", {"path": "ui_reopen.ipynb", "type": "notebook",
-                                        "name": "ui_reopen.ipynb", "kernel": {"name": "python3"}})
-    pg = browser.new_page(viewport={"width": 1200, "height": 1200})
-    try:
-        pg.goto(f"{lab['url']}/lab/tree/ui_reopen.ipynb?reset")
-        _wait(pg, ".jp-Notebook-ExecutionIndicator[data-status='idle']", 90)
-        time.sleep(2)
-        pg.get_by_role("menuitem", name="Run", exact=True).click()
-        pg.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        _wait(pg, ".madopd-debate .madopd-cell", 90)
-        pg.locator(".jp-Notebook").first.click()
-        pg.keyboard.press("Control+s")
-        deadline = time.time() + 30
-        while "widgets" not in nbformat.read(str(nb_path), as_version=4).metadata:
-            assert time.time() < deadline, "JupyterLab did not save the widget state"
-            time.sleep(0.5)
-        with urllib.request.urlopen(f"{lab['url']}/api/sessions", timeout=30) as r:
-            for s in json.loads(r.read()):
-                if s["path"].endswith("ui_reopen.ipynb"):
-                    urllib.request.urlopen(urllib.request.Request(
-                        f"{lab['url']}/api/sessions/{s['id']}", method="DELETE"), timeout=30)
-        pg.reload()
-        _wait(pg, ".madopd-debate .madopd-cell", 90)
-        assert "model not found" not in pg.locator("body").inner_text()
-    finally:
-        pg.close()
-        _post(lab["url"], f"/lab/api/settings/{WIDGET_MANAGER}:plugin", {"raw": "{}"}, method="PUT")
-
-
 def test_untrusted_gallery_keeps_its_charts(lab, browser):
     """A fresh clone's notebooks are untrusted: Lab sanitises their HTML and drops inline SVG.
     The gallery's charts are SVG images, which survive (and load)."""
@@ -250,7 +171,7 @@ def test_untrusted_gallery_keeps_its_charts(lab, browser):
     pg = browser.new_page(viewport={"width": 1300, "height": 1600})
     try:
         pg.goto(f"{lab['url']}/lab/tree/gallery_copy.ipynb?reset")
-        _wait(pg, ".jp-OutputArea-output .madopd-static", 90)
+        wait(pg, ".jp-OutputArea-output .madopd-static", 90)
         imgs = pg.locator('.jp-OutputArea-output img[src^="data:image/svg+xml"]')
         deadline = time.time() + 30
         while imgs.count() < 8 and time.time() < deadline:

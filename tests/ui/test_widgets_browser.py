@@ -9,12 +9,10 @@ the β / τ sliders changes the values as the Python math predicts.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 
-import nbformat
 import pytest
+from labui import run_all, start_session, write_notebook
 
 from madopd.widgets import divmath
 from madopd.widgets.board import debate_payload
@@ -49,11 +47,7 @@ def _rgb(hex_color: str) -> str:
 
 @pytest.fixture()
 def page(lab, browser, tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, str(lab["root"] / "ui_widgets.ipynb"))
+    write_notebook(lab["root"], "ui_widgets.ipynb", CELLS)
     pg = browser.new_page(viewport={"width": 1500, "height": 2400})
     events = {"dialogs": [], "errors": []}
     pg.on("dialog", lambda d: (events["dialogs"].append(d.message), d.dismiss()))
@@ -64,43 +58,9 @@ def page(lab, browser, tmp_path):
     pg.close()
 
 
-def _start_kernel(url: str, path: str) -> None:
-    """Create the notebook's session through the REST API, so Lab attaches to a running kernel."""
-    body = json.dumps({"path": path, "type": "notebook", "name": path,
-                       "kernel": {"name": "python3"}}).encode()
-    req = urllib.request.Request(f"{url}/api/sessions", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        assert r.status in (200, 201)
-
-
-def _wait(page, selector: str, timeout: float) -> None:
-    """Wait for ``selector``, accepting a "Select Kernel" dialog if Lab shows one anyway."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if page.locator(".jp-Dialog .jp-mod-accept").count():
-            page.click(".jp-Dialog .jp-mod-accept")
-        if page.locator(selector).count():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {selector}")
-
-
 def _open_and_run(page, url):
-    _start_kernel(url, "ui_widgets.ipynb")
-    page.goto(f"{url}/lab/tree/ui_widgets.ipynb?reset")  # a fresh workspace: only this notebook open
-    for attempt in range(3):  # Lab may still be (re)connecting the kernel: retry "Run All"
-        _wait(page, ".jp-Notebook-ExecutionIndicator[data-status='idle']", 60)
-        time.sleep(2)
-        _wait(page, ".jp-Notebook-ExecutionIndicator[data-status='idle']", 60)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        try:
-            _wait(page, ".madopd-decomposition .madopd-seg", 60)
-            return
-        except AssertionError:
-            if attempt == 2:
-                raise
+    start_session(url, "ui_widgets.ipynb")
+    run_all(page, url, "ui_widgets.ipynb", ".madopd-decomposition .madopd-seg", 60)
 
 
 def _run_cell(page, index: int, expect: str) -> str:
@@ -181,6 +141,17 @@ def test_widgets_in_jupyterlab(lab, page):
     assert page.locator(".madopd-dashboard polyline").count() == 1 + 4 + K + 1
     page.locator(".madopd-dashboard .madopd-pause").click()
     assert page.locator(".madopd-dashboard .madopd-pause").inner_text() == "resume"
+
+    # --- failure finder: a near-constant column (weight entropies 1.066..1.099) is not shaded,
+    # a varying one is
+    from madopd.widgets.failures import failures_payload
+
+    assert failures_payload(example_run(2))["constant"] == ["w_entropy"]
+    finder = page.locator(".madopd-failures")
+    bg = "els => els.map(e => e.style.background)"
+    assert set(finder.locator('tbody td[data-col="w_entropy"]').evaluate_all(bg)) == {""}
+    assert "" not in finder.locator('tbody td[data-col="loss"]').evaluate_all(bg)
+    assert "not shaded" in finder.locator('tbody td[data-col="w_entropy"]').first.get_attribute("title")
 
     # --- failure finder: clicking a row reaches the kernel and drives the board
     row = page.locator(".madopd-failures tbody tr").first

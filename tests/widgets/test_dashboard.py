@@ -57,6 +57,77 @@ def test_callback_honours_pause_and_stop():
     assert len(d.payload["probe"]["rows"]) == 3
 
 
+def test_pause_button_message_sets_the_trait():
+    """The front end's pause/resume arrive as custom messages; anything else is ignored."""
+    from madopd.widgets import LiveDashboard
+
+    d = LiveDashboard(example_run(1)[0].teacher_names)
+    d._handle_custom_msg({"event": "pause", "paused": True}, [])
+    assert d.paused is True
+    d._handle_custom_msg({"event": "other", "paused": False}, [])
+    d._handle_custom_msg("pause", [])
+    assert d.paused is True
+    d._handle_custom_msg({"event": "pause", "paused": False}, [])
+    assert d.paused is False
+
+
+class _FakeDistiller:
+    """``train`` calls the callbacks once per record, like ``Distiller.train``."""
+
+    def __init__(self, recs, fail=False):
+        self.recs, self.fail = recs, fail
+
+    def train(self, steps, callbacks=(), progress=False):
+        out = []
+        for r in self.recs[:steps]:
+            out.append(r)
+            if any(cb(r) is False for cb in callbacks):
+                break
+        if self.fail:
+            raise RuntimeError("boom in the training thread")
+        return out
+
+
+def test_awaiting_wait_lets_the_event_loop_flip_pause():
+    """While a coroutine awaits ``wait()``, other work on the same event loop runs (as ipykernel
+    runs comm handlers while a cell awaits): here it pauses the training thread, which then
+    stops at the next callback; ``join()`` in its place would block the loop throughout."""
+    import asyncio
+
+    from madopd.widgets import LiveDashboard
+
+    recs = example_run(6)
+    d = LiveDashboard(recs[0].teacher_names)
+
+    async def main():
+        d.paused = True  # set before start: the thread waits after its first step
+        d.start(_FakeDistiller(recs), 6)
+        waiter = asyncio.ensure_future(d.wait(poll=0.02))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if d.paused_at >= 0:
+                break
+        assert d.paused_at == recs[0].step and not waiter.done()  # the loop stayed responsive
+        d.paused = False  # the "resume" click, handled on the loop while wait() is pending
+        return await asyncio.wait_for(waiter, 10)
+
+    got = asyncio.run(main())
+    assert [r.step for r in got] == [r.step for r in recs]
+    assert d.paused_seconds > 0
+
+
+def test_wait_reraises_the_training_error():
+    import asyncio
+
+    from madopd.widgets import LiveDashboard
+
+    recs = example_run(2)
+    d = LiveDashboard(recs[0].teacher_names)
+    d.start(_FakeDistiller(recs, fail=True), 2)
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(d.wait(poll=0.01))
+
+
 def test_static_charts_have_axes_titles_and_last_values():
     from madopd.widgets.dashboard import nice_ticks
 

@@ -58,3 +58,66 @@ def test_selection_drives_the_board(recs):
     finder.selected = {"step": 2, "sample": 1}
     assert finder.selected_record() == (recs[2], 1)
     assert board.payload["state_id"] == recs[2].state_ids[1]
+
+
+def _rows(col_values):
+    """Minimal finder rows: every NUMERIC column 0..n-1 (clearly varying) except the given ones."""
+    from madopd.widgets.failures import NUMERIC
+
+    n = len(next(iter(col_values.values())))
+    return [{c: col_values[c][i] if c in col_values else float(i) for c in NUMERIC}
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("values,flat", [
+    ([0.6931472, 0.6931472 + 3e-7, 0.6931472 - 2e-7], True),   # float noise around ln 2
+    ([0.6931, 0.6932, 0.6934], True),                           # spread 0.04 % of the size
+    ([1e-7, 0.0, 5e-7], True),                                  # noise around zero
+    ([100.0, 101.0, 100.5], True),                              # 1 % spread
+    ([1.0657, 1.0831, 1.0986], True),                           # 3 %: entropies near log 3
+    ([1.0, 1.08, 1.04], False),                                 # 8 %: more than half a stop
+    ([0.5, 0.6, 0.7], False),                                   # a real spread
+    ([0.0, 0.0, 0.01], False),                                  # small values that differ
+    ([None, None, None], True),                                 # nothing known
+    ([0.3, None, 0.3], True),
+])
+def test_flat_columns_are_not_shaded(values, flat):
+    from madopd.widgets.failures import constant_columns
+
+    rows = _rows({"loss": values})
+    got = constant_columns(rows)
+    assert ("loss" in got) is flat
+    assert "div_mean" not in got  # 0, 1, 2: varies
+
+
+def test_flat_column_plain_in_html_and_lightest_in_png(recs):
+    """A near-constant loss column prints as plain numbers (no background) in the static table
+    and in the scale's lightest colour in the PNG; a varying column stays shaded."""
+    import re
+
+    from test_png import decode
+
+    from madopd.widgets import png
+    from madopd.widgets.failures import NUMERIC, constant_columns, render_failures_png
+    from madopd.widgets.style import SEQUENTIAL
+
+    p = failures_payload(recs)
+    assert "loss" not in p["constant"] and "div_mean" not in p["constant"]  # example data varies
+    for i, row in enumerate(p["rows"]):
+        row["loss"] = 0.693147 + 1e-6 * (i % 3)
+    p["constant"] = constant_columns(p["rows"])
+    assert "loss" in p["constant"] and "div_mean" not in p["constant"]
+    html = render_failures_html(p, max_rows=5)
+    loss_cells = re.findall(r'<td data-col="loss" style="([^"]*)"', html)
+    div_cells = re.findall(r'<td data-col="div_mean" style="([^"]*)"', html)
+    assert len(loss_cells) == len(div_cells) == 5
+    assert all("background" not in s for s in loss_cells)
+    assert all("background" in s for s in div_cells)
+    assert "not shaded (spread under 5 % of the values): loss" in html
+    _, _, px = decode(render_failures_png(p, max_rows=5))
+    col = lambda c: png.MARGIN + NUMERIC.index(c) * (png.CELL_W + png.GAP) + 2
+    for i in range(5):
+        y = png.MARGIN + png.rows_height(i) + 2
+        assert px[y][col("loss")] == png.rgb(SEQUENTIAL[0])
+    assert len({px[png.MARGIN + png.rows_height(i) + 2][col("div_mean")] for i in range(5)}) > 1
+
