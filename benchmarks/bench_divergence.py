@@ -170,7 +170,8 @@ def bench_case(args, kind, K):
     ratios = [c / t for c, t in zip(clone_ts, res["chunked"]["t"])]  # per repeat, side by side
     for impl in res:
         res[impl]["t"] = statistics.median(res[impl]["t"])
-    path = "compiled" if stats.get("count/divergence_kernel_compiled") else "eager"
+    path = ("cpp" if stats.get("count/divergence_kernel_cpp") else "inductor") \
+        if stats.get("count/divergence_kernel_compiled") else "eager"
     return res, statistics.median(ratios), loss_err, grad_err, first_t, path
 
 
@@ -186,11 +187,14 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk (auto)")
     ap.add_argument("--kernel", default="auto", choices=("auto", "compiled", "eager"),
                     help="madopd.divergence.KernelPolicy.mode")
+    ap.add_argument("--cpu-kernel", default="cpp", choices=("cpp", "inductor"),
+                    help="madopd.divergence.KernelPolicy.cpu_kernel (the fused kernel on CPU)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    D.set_kernel_policy(mode=args.kernel)
+    D.set_kernel_policy(mode=args.kernel, cpu_kernel=args.cpu_kernel)
     print(f"N={args.tokens} tokens x V={args.vocab} vocab, float32, threads={args.threads}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, kernel={args.kernel}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, kernel={args.kernel}/"
+          f"{args.cpu_kernel}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
           f"torch {torch.__version__}")
     print(f"one [N, V] fp32 tensor = {args.tokens * args.vocab * 4 / 2**20:.0f} MiB")
