@@ -13,13 +13,12 @@ import math
 
 import pytest
 import torch
+from reference import per_token64
 
 from madopd import _divergence_cpp as cpp
 from madopd import _divergence_fused as fused
 from madopd import divergence as D
 from madopd.errors import ConfigError, ValueRangeError
-
-from reference import per_token64
 
 V = 2500
 
