@@ -102,11 +102,11 @@ def peak_extra_bytes(fn) -> int:
 
 
 # ----------------------------------------------------------------------------- cases
-def naive_loss(z, teachers, w, kind, beta):
-    s = F.log_softmax(z.float(), -1)  # [N, V] kept for backward
+def naive_loss(z, teachers, w, kind, beta, dtype=torch.float32):
+    s = F.log_softmax(z.to(dtype), -1)  # [N, V] kept for backward
     total = 0.0
     for k, t in enumerate(teachers):
-        tl = F.log_softmax(t.float(), -1)
+        tl = F.log_softmax(t.to(dtype), -1)
         if kind == "fkl":  # KL(p‖q): kl_div(input=log q, target=log p)
             d = F.kl_div(s, tl, log_target=True, reduction="none").sum(-1)
         elif kind == "rkl":
@@ -187,6 +187,11 @@ def bench_case(args, kind, K, real=None):
         res[impl]["t"] = statistics.median(res[impl]["t"])
     path = ("cpp" if stats.get("count/divergence_kernel_cpp") else "inductor") \
         if stats.get("count/divergence_kernel_compiled") else "eager"
+    if real is not None:  # real logits are peaky: say which fp32 value is nearer float64
+        with torch.no_grad():
+            ref = float(naive_loss(z0, teachers, w.double(), kind, beta, torch.float64))
+        res["ref64"] = {impl: abs(res[impl]["loss"] - ref) / abs(ref) for impl in
+                        ("naive", "chunked")}
     return res, statistics.median(ratios), loss_err, grad_err, first_t, path
 
 
@@ -260,7 +265,9 @@ def main(argv=None) -> int:
             print(f"{kind:5} {K:>2} {path:8} {chunk:>5} | {first_t:6.1f} | {n['t']:8.3f} "
                   f"{c['t']:8.3f} {t_ratio:7.2f} | {n['mem'] / 2**20:9.0f} "
                   f"{c['mem'] / 2**20:9.0f} {m_ratio:9.3f} | {bw:7.1%} | {loss_err:8.1e} "
-                  f"{grad_err:8.1e}", flush=True)
+                  f"{grad_err:8.1e}" + (f" | vs float64: naive {res['ref64']['naive']:.1e} "
+                                         f"ours {res['ref64']['chunked']:.1e} (relative)"
+                                         if "ref64" in res else ""), flush=True)
     print(f"worst copy-bandwidth fraction {worst_bw:.1%} (target >= 50%), worst memory ratio "
           f"{worst_m:.3f} (target <= 0.25); '1st s' = first call incl. compile; load average "
           f"now {os.getloadavg()[0]:.1f}")

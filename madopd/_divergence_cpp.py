@@ -20,6 +20,14 @@ Same formulas and the same 0·log 0 = 0 selections as ``fused_dense``; the input
 their own dtype (float32, bfloat16, float16) and computed in float32; the gradient is
 stored in the student's dtype.
 
+Subnormals: on x86 the kernel's threads flush subnormal floats to zero (MXCSR FTZ + DAZ, set
+on entry and restored on exit). Real LM logits put many log-probs below -87, where exp is
+subnormal, and every operation on a subnormal costs ~100 cycles: measured 12.2 vs 2.3 ns per
+logit (fkl) and 25.0 vs 2.9 (jsd) on logits N(0, 15²), single thread. The only visible
+effect: a probability below 1.2e-38 counts as 0 (the float32 torch paths underflow to 0
+below 1.4e-45), so forward KL is +inf only where the teacher's probability is >= 1.2e-38
+on a token the student gives exactly 0 (contributions of such tokens are < 1e-36 otherwise).
+
 Built with inductor's own C++ toolchain (``CppPythonBindingsCodeCache``: the same compiler,
 flags, vector headers (at::vec + Sleef) and on-disk cache as compiled kernels), so it needs
 exactly what ``torch.compile`` on CPU needs: a C++ compiler. Failures are the caller's to
@@ -42,6 +50,16 @@ _PRELUDE = r"""
 #include <omp.h>
 #include <cmath>
 #include <limits>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+// flush subnormal results and operands to zero (MXCSR FTZ | DAZ) in this thread; returns
+// the previous control word for restore_fp
+static inline unsigned flush_subnormals() { unsigned c = _mm_getcsr(); _mm_setcsr(c | 0x8040u); return c; }
+static inline void restore_fp(unsigned c) { _mm_setcsr(c); }
+#else
+static inline unsigned flush_subnormals() { return 0u; }
+static inline void restore_fp(unsigned) {}
+#endif
 using Vec = at::vec::Vectorized<float>;
 static constexpr int64_t W = Vec::size();
 static constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
@@ -108,7 +126,10 @@ extern "C" void kernel(const ZT* z, {teacher_args}, const float* coef, ZT* out,
     // JSD constants: log β, log(1-β), the gradient factor (1-β or 1/β)
     const float lb = std::log(beta), l1b = std::log1p(-beta), gk = {gk};
     const int64_t nb = (V + B - 1) / B, per = (J + 1) * (V + nb);  // scratch floats per thread
-    #pragma omp parallel for schedule(static) num_threads(n_threads)
+    #pragma omp parallel num_threads(n_threads)
+    {{
+    const unsigned fp_mode = flush_subnormals();
+    #pragma omp for schedule(static)
     for (int64_t r = 0; r < n_rows; ++r) {{
         // thread-private rows: e (exps) and f (block scales) of the student, then each teacher
         float* ez = scratch + omp_get_thread_num() * per;
@@ -143,6 +164,8 @@ extern "C" void kernel(const ZT* z, {teacher_args}, const float* coef, ZT* out,
 {finish}
         }}
 {second}
+    }}
+    restore_fp(fp_mode);
     }}
 }}
 """
