@@ -233,6 +233,8 @@ def compiled_kernel(kind, beta, inv_tau, cd, n_teachers, with_grad, device_type,
                            f"(counted as kernel 'cpp_failed')")
         if fn is not None:
             return fn, ckey, True
+        if _POLICY.on_compile_error == "raise":  # an earlier failure, policy changed since
+            raise _FAILED[ckey]
         if plan is not None:
             count(plan, "cpp_failed")
     fn, key = _inductor_kernel(kind, beta, inv_tau, cd, n_teachers, with_grad, device_type)
