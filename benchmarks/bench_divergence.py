@@ -2,13 +2,23 @@
 
     python benchmarks/bench_divergence.py                     # 2,048 tokens x 32,000 vocab
     python benchmarks/bench_divergence.py --tokens 512 --vocab 151936 --kinds jsd --threads 2
+    python benchmarks/bench_divergence.py --real              # SmolLM2 logits, V = 49,152
+    python benchmarks/bench_divergence.py --cpu-kernel inductor   # torch.compile's kernel
+
+``--real`` replaces the random logits (N(0, 2²)) by real ones: SmolLM2-135M-Instruct under 3
+personas as the teachers and its ``shrink_layers`` family student, one no-grad forward over
+8 short real conversations, made once per process (benchmarks/_real_logits.py); it prints
+one line and exits 0 when the model is not pulled (``python -m madopd models pull
+smollm2-135m-instruct``).
 
 For each divergence kind and K teachers (K = 1, and K = 3 with target="sum", Eq. 8) it runs
 forward + backward w.r.t. the student logits [N, V] (float32) with
 
 * naive:   log_softmax over the whole [N, V] for student and teachers, ``F.kl_div`` terms
            (JSD via a logsumexp mixture, as the official code does), autograd backward;
-* chunked: ``madopd.divergence`` (analytic per-chunk gradient, one [N, V] gradient buffer),
+* chunked: ``madopd.divergence`` (analytic per-chunk gradient, one [N, V] gradient buffer;
+           the path column says which kernel ran: cpp = the C++ row kernel, inductor =
+           torch.compile's, eager = op-by-op),
 
 in the same process, alternating the two, and prints RATIOS chunked / naive.
 
@@ -92,11 +102,11 @@ def peak_extra_bytes(fn) -> int:
 
 
 # ----------------------------------------------------------------------------- cases
-def naive_loss(z, teachers, w, kind, beta):
-    s = F.log_softmax(z.float(), -1)  # [N, V] kept for backward
+def naive_loss(z, teachers, w, kind, beta, dtype=torch.float32):
+    s = F.log_softmax(z.to(dtype), -1)  # [N, V] kept for backward
     total = 0.0
     for k, t in enumerate(teachers):
-        tl = F.log_softmax(t.float(), -1)
+        tl = F.log_softmax(t.to(dtype), -1)
         if kind == "fkl":  # KL(p‖q): kl_div(input=log q, target=log p)
             d = F.kl_div(s, tl, log_target=True, reduction="none").sum(-1)
         elif kind == "rkl":
@@ -134,11 +144,16 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def bench_case(args, kind, K):
+def bench_case(args, kind, K, real=None):
+    """One row of the table; ``real`` = (student logits, teacher logits list) or None for
+    random logits (N(0, 2^2), seed 0)."""
     g = torch.Generator().manual_seed(0)
     N, V = args.tokens, args.vocab
-    z0 = torch.randn(N, V, generator=g) * 2
-    teachers = [torch.randn(N, V, generator=g) * 2 for _ in range(K)]
+    if real is None:
+        z0 = torch.randn(N, V, generator=g) * 2
+        teachers = [torch.randn(N, V, generator=g) * 2 for _ in range(K)]
+    else:
+        z0, teachers = real[0], real[1][:K]
     w = torch.softmax(torch.randn(K, generator=g), -1)
     beta = 0.5
     res = {"naive": {"t": []}, "chunked": {"t": []}}
@@ -170,14 +185,39 @@ def bench_case(args, kind, K):
     ratios = [c / t for c, t in zip(clone_ts, res["chunked"]["t"])]  # per repeat, side by side
     for impl in res:
         res[impl]["t"] = statistics.median(res[impl]["t"])
-    path = "compiled" if stats.get("count/divergence_kernel_compiled") else "eager"
+    path = ("cpp" if stats.get("count/divergence_kernel_cpp") else "inductor") \
+        if stats.get("count/divergence_kernel_compiled") else "eager"
+    if real is not None:  # real logits are peaky: say which fp32 value is nearer float64
+        with torch.no_grad():
+            ref = float(naive_loss(z0, teachers, w.double(), kind, beta, torch.float64))
+        res["ref64"] = {impl: abs(res[impl]["loss"] - ref) / abs(ref) for impl in
+                        ("naive", "chunked")}
     return res, statistics.median(ratios), loss_err, grad_err, first_t, path
+
+
+def _real_data(args, K):
+    """(student, teachers) real logits (set args.tokens / args.vocab), or None with one line
+    saying why when the teacher model is not pulled."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_real_logits", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_real_logits.py"))
+    real = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real)
+    if not real.cached():
+        print(f"bench_divergence --real: skipped: {real.TEACHER} is not pulled (run `python -m "
+              f"madopd models pull {real.TEACHER}`)")
+        return None
+    z, ts, note = real.load(args.tokens or 512, K)
+    print(note)
+    args.tokens, args.vocab = z.shape
+    return z, ts
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=2048)
-    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--tokens", type=int, default=None, help="rows (default 2,048; --real 512)")
+    ap.add_argument("--vocab", type=int, default=32000, help="ignored with --real")
     ap.add_argument("--kinds", default="fkl,rkl,jsd,njsd")
     ap.add_argument("--teachers", default="1,3", help="comma-separated K values")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads (see docstring)")
@@ -186,11 +226,25 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk (auto)")
     ap.add_argument("--kernel", default="auto", choices=("auto", "compiled", "eager"),
                     help="madopd.divergence.KernelPolicy.mode")
+    ap.add_argument("--real", action="store_true",
+                    help="real logits at V = 49,152: SmolLM2-135M-Instruct teachers (personas) "
+                         "and its shrink_layers student (benchmarks/_real_logits.py); --tokens "
+                         "caps the rows (default 512 here); skipped when the model is not pulled")
+    ap.add_argument("--cpu-kernel", default="cpp", choices=("cpp", "inductor"),
+                    help="madopd.divergence.KernelPolicy.cpu_kernel (the fused kernel on CPU)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    D.set_kernel_policy(mode=args.kernel)
+    D.set_kernel_policy(mode=args.kernel, cpu_kernel=args.cpu_kernel)
+    teacher_counts = [int(k) for k in args.teachers.split(",")]
+    real = None
+    if args.real:
+        real = _real_data(args, max(teacher_counts))
+        if real is None:
+            return 0
+    args.tokens = args.tokens or 2048
     print(f"N={args.tokens} tokens x V={args.vocab} vocab, float32, threads={args.threads}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, kernel={args.kernel}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, kernel={args.kernel}/"
+          f"{args.cpu_kernel}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, "
           f"torch {torch.__version__}")
     print(f"one [N, V] fp32 tensor = {args.tokens * args.vocab * 4 / 2**20:.0f} MiB")
@@ -200,10 +254,10 @@ def main(argv=None) -> int:
     print(head)
     print("-" * len(head))
     worst_bw, worst_m, worst_err = math.inf, 0.0, 0.0
-    for K in [int(k) for k in args.teachers.split(",")]:
+    for K in teacher_counts:
         for kind in args.kinds.split(","):
             chunk = args.chunk_size or D.auto_chunk_size(args.vocab, K, args.tokens)
-            res, bw, loss_err, grad_err, first_t, path = bench_case(args, kind, K)
+            res, bw, loss_err, grad_err, first_t, path = bench_case(args, kind, K, real)
             n, c = res["naive"], res["chunked"]
             t_ratio, m_ratio = c["t"] / n["t"], c["mem"] / n["mem"]
             worst_bw, worst_m = min(worst_bw, bw), max(worst_m, m_ratio)
@@ -211,7 +265,9 @@ def main(argv=None) -> int:
             print(f"{kind:5} {K:>2} {path:8} {chunk:>5} | {first_t:6.1f} | {n['t']:8.3f} "
                   f"{c['t']:8.3f} {t_ratio:7.2f} | {n['mem'] / 2**20:9.0f} "
                   f"{c['mem'] / 2**20:9.0f} {m_ratio:9.3f} | {bw:7.1%} | {loss_err:8.1e} "
-                  f"{grad_err:8.1e}", flush=True)
+                  f"{grad_err:8.1e}" + (f" | vs float64: naive {res['ref64']['naive']:.1e} "
+                                         f"ours {res['ref64']['chunked']:.1e} (relative)"
+                                         if "ref64" in res else ""), flush=True)
     print(f"worst copy-bandwidth fraction {worst_bw:.1%} (target >= 50%), worst memory ratio "
           f"{worst_m:.3f} (target <= 0.25); '1st s' = first call incl. compile; load average "
           f"now {os.getloadavg()[0]:.1f}")

@@ -178,12 +178,15 @@ def _run_fused(plan: Plan, coef, grad_sink) -> torch.Tensor:
     M, J = plan.M, len(plan.targets)
     dev = plan.z.device
     need = grad_sink is not None
-    fn, key = None, None
+    fn, key, is_cpp = None, None, False
+    dtypes = (plan.z.dtype, tuple(t.x.dtype for t in plan.targets))
     try:
-        fn, key = fused.compiled_kernel(plan.kind, plan.beta, 1.0 / plan.temperature, plan.cd,
-                                        J, need, dev.type)
+        fn, key, is_cpp = fused.compiled_kernel(plan.kind, plan.beta, 1.0 / plan.temperature,
+                                                plan.cd, J, need, dev.type, dtypes, plan)
     except Exception as err:  # noqa: BLE001 -- a cached earlier failure, or no compiler
         raise _CompileError(key or (plan.kind,), err) from err
+    if is_cpp:
+        fused.count(plan, "cpp")
     values = torch.empty(M, J, dtype=plan.cd, device=dev)
     flags = []
     direct = getattr(grad_sink, "direct", None)

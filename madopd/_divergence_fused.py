@@ -31,17 +31,22 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from madopd import _divergence_cpp as _cpp
 from madopd.errors import ConfigError
 
 MODES = ("auto", "compiled", "eager")
 ON_ERROR = ("fallback", "raise")
+CPU_KERNELS = ("cpp", "inductor")
 # auto compiles only calls that read at least this many logits (student + teachers): below it
 # a first compile (~5-20 s per kind, measured loaded) costs more than it can save in a run,
 # and the tiny-model tests and demos stay compile-free. 2^24 = 16.8M logits (64 MiB fp32),
 # e.g. 2,048 tokens x 32,000 vocab with one teacher is 131M.
 DEFAULT_MIN_LOGITS = 1 << 24
 
-RUNS: Counter = Counter()  # "compiled" / "eager" / "compile_failed": chunk loops per path
+# chunk loops per path: "compiled" (a fused kernel: "cpp" or inductor's), "eager",
+# "compile_failed"; and "cpp" / "cpp_failed" (the C++ row kernel ran / failed to build and
+# inductor's kernel ran instead)
+RUNS: Counter = Counter()
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,12 @@ class KernelPolicy:
     on_compile_error: str = field(default="fallback", metadata={
         "help": "'fallback': run op-by-op, count 'compile_failed' and warn once; 'raise': a "
                 "ConfigError naming the compiler's error"})
+    cpu_kernel: str = field(default="cpp", metadata={
+        "help": "the fused kernel on CPU with float32 compute: 'cpp', the hand-written row "
+                "kernel (_divergence_cpp, built with inductor's C++ toolchain; if it fails to "
+                "build, counted as 'cpp_failed', warned once, and inductor's kernel runs), or "
+                "'inductor', torch.compile of fused_dense. float64 compute and accelerators "
+                "always use torch.compile"})
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -65,6 +76,9 @@ class KernelPolicy:
         if self.on_compile_error not in ON_ERROR:
             raise ConfigError(f"KernelPolicy.on_compile_error must be one of {ON_ERROR}, got "
                               f"{self.on_compile_error!r}")
+        if self.cpu_kernel not in CPU_KERNELS:
+            raise ConfigError(f"KernelPolicy.cpu_kernel must be one of {CPU_KERNELS}, got "
+                              f"{self.cpu_kernel!r}")
         if isinstance(self.min_logits, bool) or not isinstance(self.min_logits, int) \
                 or self.min_logits < 0:
             raise ConfigError(f"KernelPolicy.min_logits must be an int >= 0, got "
@@ -196,8 +210,38 @@ _COMPILED: dict = {}
 _FAILED: dict = {}
 
 
-def compiled_kernel(kind, beta, inv_tau, cd, n_teachers, with_grad, device_type):
-    """The torch.compile'd fused kernel for one configuration (cached), or raises."""
+def compiled_kernel(kind, beta, inv_tau, cd, n_teachers, with_grad, device_type, dtypes=None,
+                    plan=None):
+    """The fused kernel for one configuration (cached), or raises: the C++ row kernel when
+    the policy and ``dtypes`` = (student dtype, teacher dtypes) allow it, else torch.compile'd
+    :func:`fused_dense`. Returns (fn, key, is_cpp)."""
+    if dtypes is not None and _POLICY.cpu_kernel == "cpp" and _cpp.supported(
+            cd, dtypes[0], dtypes[1], device_type):
+        ckey = ("cpp", kind, beta, inv_tau, n_teachers, with_grad, dtypes[0], dtypes[1][0])
+        fn = _COMPILED.get(ckey)
+        if fn is None and ckey not in _FAILED:
+            try:
+                fn = _cpp.build(kind, beta, inv_tau, n_teachers, with_grad, dtypes[0],
+                                dtypes[1][0])
+                _COMPILED[ckey] = fn
+            except Exception as err:  # noqa: BLE001 -- compiler failures have many types
+                _FAILED[ckey] = err
+                if _POLICY.on_compile_error == "raise":
+                    raise
+                _warn_once(ckey, f"madopd.divergence: the C++ row kernel failed to build "
+                           f"({type(err).__name__}); inductor's fused kernel runs instead "
+                           f"(counted as kernel 'cpp_failed')")
+        if fn is not None:
+            return fn, ckey, True
+        if _POLICY.on_compile_error == "raise":  # an earlier failure, policy changed since
+            raise _FAILED[ckey]
+        if plan is not None:
+            count(plan, "cpp_failed")
+    fn, key = _inductor_kernel(kind, beta, inv_tau, cd, n_teachers, with_grad, device_type)
+    return fn, key, False
+
+
+def _inductor_kernel(kind, beta, inv_tau, cd, n_teachers, with_grad, device_type):
     key = (kind, beta, inv_tau, cd, n_teachers, with_grad, device_type)
     if key in _FAILED:
         raise _FAILED[key]
@@ -244,11 +288,14 @@ def handle_compile_error(plan, key, err: Exception) -> None:
                           f"{str(err).splitlines()[0] if str(err) else ''}); set "
                           f"KernelPolicy(on_compile_error='fallback') or mode='eager'") from err
     count(plan, "compile_failed")
+    _warn_once(key, f"madopd.divergence: torch.compile failed ({type(err).__name__}); the "
+               f"op-by-op path runs instead (counted as kernel 'compile_failed')")
+
+
+def _warn_once(key, msg: str) -> None:
     if key not in _WARNED:
         _WARNED.add(key)
-        warnings.warn(f"madopd.divergence: torch.compile failed ({type(err).__name__}); the "
-                      f"op-by-op path runs instead (counted as kernel 'compile_failed')",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 
 def reset() -> None:

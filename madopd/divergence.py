@@ -30,17 +30,22 @@ Common keyword arguments of every divergence:
   requires grad, so the backward only rescales it, or not at all for a plain
   ``loss.backward()`` of a scalar reduction) plus O(chunk_size·V) temporaries.
 * ``stats``: a dict that gets counters: which kernel ran ("count/divergence_kernel_compiled",
-  "..._eager", "..._compile_failed"), tail floors, and "count/divergence_infinite".
+  "..._eager", "..._compile_failed"; "..._cpp" when the compiled one was the C++ row kernel,
+  "..._cpp_failed" when that failed to build and inductor's ran), tail floors, and
+  "count/divergence_infinite".
 * ``tail_floor``: top-k teachers carry a tail bucket on both sides (student tail =
   1 - Σ q[ids], computed exactly as a logsumexp outside the ids). Bucket masses below this
   floor (rounding: top-k log-probs summing to ~1) are raised to it, so reverse KL stays
   finite; ``stats`` (a dict) counts how often ("count/divergence_*_tail_floored").
 
-Kernels: dense teachers run a fused per-chunk kernel compiled by ``torch.compile`` (one
-pass over the logits for value and gradient) when the call is large enough, op-by-op torch
-otherwise; :class:`KernelPolicy` (``set_kernel_policy`` / ``kernel_policy``, environment
-``MADOPD_DIVERGENCE_KERNEL``) chooses, and a compiler failure is counted and warned about or
-raised, never silent. Both paths compute the same formulas (tested equal).
+Kernels: dense teachers run a fused kernel (value and gradient from one read of the logits)
+when the call is large enough, op-by-op torch otherwise. The fused kernel is, on CPU with
+float32 compute, a hand-written C++ row kernel (``_divergence_cpp``, built once with
+inductor's C++ toolchain), else ``torch.compile`` of the chunk function (float64, GPUs, or
+``cpu_kernel="inductor"``). :class:`KernelPolicy` (``set_kernel_policy`` / ``kernel_policy``,
+environment ``MADOPD_DIVERGENCE_KERNEL``) chooses, and a compiler failure is counted and
+warned about or raised, never silent. All paths compute the same formulas (tested equal and
+against a float64 reference).
 
 Numerics: computed in float32 (float64 if an input is float64) whatever the input dtype,
 read element by element (bf16/fp16 are never copied whole); values are clamped at 0
@@ -106,7 +111,8 @@ kernel_policy = fused.policy  # with kernel_policy(mode="compiled"): ...
 
 def kernel_runs() -> dict:
     """How many chunk loops ran on each path in this process: {"compiled", "eager",
-    "compile_failed"} (per call, also in ``stats`` as "count/divergence_kernel_*")."""
+    "compile_failed", and among "compiled": "cpp" / "cpp_failed"} (per call, also in
+    ``stats`` as "count/divergence_kernel_*")."""
     return dict(fused.RUNS)
 
 
