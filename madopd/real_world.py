@@ -307,7 +307,11 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
     for row in ROWS:  # row-major: a row's seeds share the teachers' scoring-context caches
         caches: dict[str, Any] = {}
         for seed in profile.seeds:
-            res = run_real_job(row, seed, profile, student, task, teachers, out, caches)
+            if row == "Base" and results:  # no training, greedy eval: the same for every seed
+                res = dict(results[0], seed=seed, reused_from_seed=results[0]["seed"],
+                           seconds=0.0, cpu_seconds=0.0)
+            else:
+                res = run_real_job(row, seed, profile, student, task, teachers, out, caches)
             results.append(res)
             log(f"  {row:<8} seed {seed}: acc {100 * sum(res['accuracy']) / len(res['accuracy']):5.1f} %, "
                 f"ref NLL {sum(res['ref_nll']) / len(res['ref_nll']):.3f} ({res['seconds']:.0f} s "
