@@ -278,7 +278,7 @@ def format_real_table(summary: dict, title: str) -> str:
 
 
 def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-real",
-                  log=print) -> dict[str, Any]:
+                  log=print, threads: int | None = None) -> dict[str, Any]:
     from madopd.errors import ConfigError
     from madopd.models.catalogue import resolve_model_path
     from madopd.tasks.real_calls import RealCallsTask
@@ -286,6 +286,10 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
     if profile_name not in REAL_PROFILES:
         raise ConfigError(f"real demo profile {profile_name!r} is unknown; valid: {sorted(REAL_PROFILES)}")
     profile = REAL_PROFILES[profile_name]
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads: expected >= 1, got {threads}")
+        profile = dataclasses.replace(profile, threads=int(threads))
     torch.set_num_threads(profile.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
