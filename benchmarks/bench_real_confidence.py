@@ -4,6 +4,7 @@ One round, K = 1 (round-1 turns only), greedy, on the first state of each real-c
 (8 prompts); per preset: the share of turns with a readable tag, then the share with a
 confidence from any stated source under ``confidence_fallback='forced_tag'``. Prints JSON.
 Usage: python benchmarks/bench_real_confidence.py [--model smollm2-135m-instruct] [--n 8]
+       [--chat-template plain] [--presets general,compact]
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--chat-template", default=None,
+                    help="'plain' for base models without one (gemma3-270m)")
+    ap.add_argument("--presets", default=None, help="comma-separated subset of the presets")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from madopd.debate import TEMPLATES, Debate, DebateProtocol
@@ -28,7 +32,7 @@ def main() -> None:
     from madopd.tasks.real_calls import RealCallsTask
     from madopd.types import Sampling
 
-    teacher = HFTeacher(a.model, name="T1")
+    teacher = HFTeacher(a.model, name="T1", chat_template=a.chat_template)
     task = RealCallsTask()
     by_family: dict[str, object] = {}
     for s in task.train_states():
@@ -36,7 +40,7 @@ def main() -> None:
     states = list(by_family.values())[: a.n]
     out = {"model": a.model, "n_prompts": len(states), "max_new_tokens": a.max_new_tokens,
            "note": "4-bit quantized weights; loaded shared CPU", "presets": {}}
-    for preset in TEMPLATES:
+    for preset in (a.presets.split(",") if a.presets else TEMPLATES):
         proto = DebateProtocol(rounds=1, templates=preset, confidence_fallback="forced_tag",
                                sampling=Sampling(greedy=True, max_new_tokens=a.max_new_tokens))
         d = Debate([teacher], proto)

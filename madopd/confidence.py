@@ -13,8 +13,15 @@ to turns without a readable tag, and counted per source (``debate/confidence_fro
                      renormalised over the digit tokens. The numeric mass of the first token is
                      reported: SmolLM2-135M puts ~97 % on "N" (it copies the instruction's
                      placeholder), so turns whose numeric mass is < 0.5 are counted
-                     (``debate/forced_tag_low_mass``); ``max_non_numeric`` < 1 turns them into
-                     missing confidences instead.
+                     (``debate/forced_tag_low_mass``; ``debate/forced_ask_low_mass`` for the next
+                     source); ``max_non_numeric`` < 1 turns them into missing confidences.
+``"forced_ask"``     the turn's chat, the reply as an assistant message, then a user turn
+                     ``ASK`` ("How likely is it that your answer above is correct? Reply with
+                     one integer from 0 to 100 ...") and the generation prompt; the number is
+                     read from the first reply token the same way. The question names the
+                     scale and shows no placeholder (numeric mass and spread per source:
+                     docs/real-models.md); it is a belief *reported when asked*, after the
+                     fact, not the model's own tag.
 ``"answer_logprob"`` 100 · exp(mean log p(reply tokens | the turn's chat)) under the teacher
                      itself: how sure the teacher was of its own words (a fluency-flavoured
                      signal, not a stated belief).
@@ -38,19 +45,22 @@ import torch
 
 from madopd.errors import ConfigError
 
-FALLBACKS = ("none", "forced_tag", "answer_logprob")
-SOURCES = ("tag", "forced_tag", "answer_logprob")
+FALLBACKS = ("none", "forced_tag", "forced_ask", "answer_logprob")
+SOURCES = ("tag", "forced_tag", "forced_ask", "answer_logprob")
+FORCED = ("forced_tag", "forced_ask")  # read from the next-token distribution over digits
 PREFIX = "\n<<CONFIDENCE="
+ASK = ("How likely is it that your answer above is correct? Reply with one integer from 0 to "
+       "100, your probability in percent, and nothing else.")
 
 
 def check_fallback(name: str, teachers: list[Any]) -> str:
     """Validate a fallback name and that every teacher can run it (in-process backends)."""
     if name not in FALLBACKS:
         raise ConfigError(f"confidence_fallback: expected one of {FALLBACKS}, got {name!r}")
-    if name == "forced_tag":
+    if name in FORCED:
         for k, t in enumerate(teachers):
             if not (hasattr(t, "model") and hasattr(t, "tokenizer")):
-                raise ConfigError(f"confidence_fallback='forced_tag': teacher {k} "
+                raise ConfigError(f"confidence_fallback={name!r}: teacher {k} "
                                   f"({getattr(t, 'name', '?')!r}) has no in-process model; use "
                                   "'answer_logprob' or 'none' for this backend")
     if name == "answer_logprob":
@@ -93,36 +103,65 @@ def number_distribution(p1: torch.Tensor, p2: torch.Tensor, p3_zero: float) -> t
     return out
 
 
-@torch.no_grad()
-def forced_tag_confidence(teacher: Any, chat: list[dict], reply: str,
-                          max_non_numeric: float = 1.0) -> tuple[float | None, float]:
-    """E[N] of the forced ``<<CONFIDENCE=`` continuation of ``reply``.  -> (value | None, mass).
+def forced_ids(teacher: Any, chat: list[dict], reply: str, source: str = "forced_tag") -> list[int]:
+    """Token ids after which the next token starts the number (see the module docstring).
 
-    ``mass`` is the numeric probability mass of the first token after the prefix. Three forward
-    passes: the prefix (with a KV cache), the ten digits as a batch of ten one-token steps, and
-    "0" after "10".
+    ``forced_tag``: the turn's chat + the reply (tags stripped) + ``"\\n<<CONFIDENCE="``, as the
+    assistant's own continuation. ``forced_ask``: the turn's chat, the reply as an assistant
+    message, then a user turn ``ASK`` and the generation prompt (the model answers the
+    question with its first token).
     """
     from madopd.models._common import render_prompt_ids
     from madopd.weighting import strip_confidence
 
     tok = teacher.tokenizer
-    model = teacher.model
+    if source == "forced_tag":
+        return render_prompt_ids(tok, chat) + list(tok(strip_confidence(reply) + PREFIX,
+                                                       add_special_tokens=False)["input_ids"])
+    if source == "forced_ask":
+        return render_prompt_ids(tok, list(chat) + [
+            {"role": "assistant", "content": strip_confidence(reply)},
+            {"role": "user", "content": ASK}])
+    raise ConfigError(f"forced_ids: source must be 'forced_tag' or 'forced_ask', got {source!r}")
+
+
+@torch.no_grad()
+def forced_confidences(teacher: Any, id_lists: list[list[int]], max_non_numeric: float = 1.0,
+                       batch_size: int = 4) -> list[tuple[float | None, float]]:
+    """E[N] of the number that would follow each id list.  -> [(value | None, mass)] per row.
+
+    ``mass`` is the numeric probability mass of the first token. Two forward passes per chunk
+    of ``batch_size`` rows (left-padded): the prefixes (keys/values kept, logits of the last
+    position only), then 11 two-token continuations per row on the repeated cache: the ten
+    digits (p2 read at their own position) and "1","0" (p3 = p("0" | "10") at the second).
+    Memory: the cache is repeated 11 times, so ``batch_size`` bounds it.
+    """
+    tok, model = teacher.tokenizer, teacher.model
     dig = digit_ids(tok)
-    ids = render_prompt_ids(tok, chat) + list(tok(strip_confidence(reply) + PREFIX,
-                                                  add_special_tokens=False)["input_ids"])
     max_ctx = getattr(teacher, "max_context", None)
-    if max_ctx and len(ids) > max_ctx - 3:
-        ids = ids[-(max_ctx - 3):]
+    rows = [ids[-(max_ctx - 3):] if max_ctx and len(ids) > max_ctx - 3 else list(ids)
+            for ids in id_lists]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     was_training = model.training
     model.eval()
+    out: list[tuple[float | None, float]] = []
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*past_key_values.*")  # 5.x cache rename
-            p1, p2, p3 = _digit_steps(model, ids, dig)
+            for s in range(0, len(rows), max(1, batch_size)):
+                p1, p2, p3 = _digit_steps_batch(model, rows[s:s + batch_size], dig, pad)
+                for b in range(p1.shape[0]):
+                    out.append(_expected_number(p1[b], p2[b], float(p3[b]), max_non_numeric))
     finally:
         model.train(was_training)
-    dist = number_distribution(p1[dig], p2[:, dig], float(p3[dig[0]]))
-    mass = float(p1[dig].sum())
+    return out
+
+
+def _expected_number(p1: torch.Tensor, p2: torch.Tensor, p3_zero: float,
+                     max_non_numeric: float) -> tuple[float | None, float]:
+    """(E[N] renormalised over numbers, numeric mass) from the digit probabilities of one row."""
+    dist = number_distribution(p1, p2, p3_zero)
+    mass = float(p1.sum())
     total = float(dist.sum())
     if mass < 1.0 - max_non_numeric or mass <= 0 or total <= 0 or not math.isfinite(total):
         return None, mass
@@ -130,22 +169,42 @@ def forced_tag_confidence(teacher: Any, chat: list[dict], reply: str,
     return float((dist * values).sum() / total), mass
 
 
-def _digit_steps(model: Any, ids: list[int], dig: list[int]):
-    """Next-token probabilities after the prefix [V], after each digit [10, V], after "10" [V]."""
+def _digit_steps_batch(model: Any, rows: list[list[int]], dig: list[int], pad: int):
+    """Digit probabilities for a chunk of prefixes.  -> p1 [b, 10], p2 [b, 10, 10], p3 [b]."""
     dev = next(model.parameters()).device
-    x = torch.tensor([ids], device=dev)
-    out = model(input_ids=x, use_cache=True)
-    p1 = torch.softmax(out.logits[0, -1].float(), -1)  # [V]
+    b, L = len(rows), max(len(r) for r in rows)
+    ids = torch.full((b, L), pad, dtype=torch.long)
+    attn = torch.zeros(b, L, dtype=torch.long)
+    for i, r in enumerate(rows):  # left padding: every row's last token is at L - 1
+        ids[i, L - len(r):] = torch.tensor(r)
+        attn[i, L - len(r):] = 1
+    pos = (attn.cumsum(-1) - 1).clamp_min(0)
+    out = model(input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev),
+                use_cache=True, logits_to_keep=1)
+    p1 = torch.softmax(out.logits[:, -1].float(), -1)  # [b, V]
     cache = out.past_key_values
-    # ten one-token continuations share the prefix: repeat the cache along the batch
-    cache.batch_repeat_interleave(10)
-    pos = torch.full((10, 1), len(ids), device=dev)
-    step = model(input_ids=torch.tensor(dig, device=dev).view(10, 1), past_key_values=cache,
-                 position_ids=pos, use_cache=True)
-    p2 = torch.softmax(step.logits[:, -1].float(), -1)  # [10, V]
-    x3 = torch.tensor([ids + [dig[1], dig[0]]], device=dev)
-    p3 = torch.softmax(model(input_ids=x3, use_cache=False).logits[0, -1].float(), -1)
-    return p1, p2, p3
+    cache.batch_repeat_interleave(11)
+    d = torch.tensor(dig)
+    x2 = torch.full((b, 11, 2), pad, dtype=torch.long)
+    x2[:, :10, 0] = d  # digit d; the second column is a pad nobody reads (causal)
+    x2[:, 10, 0], x2[:, 10, 1] = d[1], d[0]  # "1" "0": p3 at the second position
+    lengths = torch.tensor([len(r) for r in rows])
+    pos2 = (lengths[:, None, None] + torch.arange(2)).expand(b, 11, 2).reshape(b * 11, 2)
+    attn2 = torch.cat([attn.repeat_interleave(11, 0), torch.ones(b * 11, 2, dtype=torch.long)], 1)
+    step = model(input_ids=x2.view(b * 11, 2).to(dev), attention_mask=attn2.to(dev),
+                 position_ids=pos2.to(dev), past_key_values=cache, use_cache=True)
+    probs = torch.softmax(step.logits.float(), -1).view(b, 11, 2, -1)  # [b, 11, 2, V]
+    p2 = probs[:, :10, 0][..., d]  # [b, 10, 10]: e after d
+    p3 = probs[:, 10, 1, d[0]]  # [b]
+    return p1[:, d].cpu(), p2.cpu(), p3.cpu()
+
+
+def forced_tag_confidence(teacher: Any, chat: list[dict], reply: str,
+                          max_non_numeric: float = 1.0, source: str = "forced_tag",
+                          ) -> tuple[float | None, float]:
+    """E[N] for one turn (``forced_confidences`` on one row).  -> (value | None, mass)."""
+    return forced_confidences(teacher, [forced_ids(teacher, chat, reply, source)],
+                              max_non_numeric)[0]
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ from madopd.weighting import (
 )
 
 ERROR_POLICIES = ("raise", "drop_teacher")
-CONFIDENCE_SOURCES = ("tag", "forced_tag", "answer_logprob")  # madopd.confidence.SOURCES
+CONFIDENCE_SOURCES = ("tag", "forced_tag", "forced_ask", "answer_logprob")  # madopd.confidence.SOURCES
 TRANSCRIPT_FORMAT = "madopd.transcript/1"
 
 # --------------------------------------------------------------------------- templates
@@ -186,7 +186,8 @@ class DebateProtocol:
         "help": "call the K teachers of a round from threads (for server backends)"})
     confidence_fallback: str = field(default="none", metadata={
         "help": "a turn without a readable tag: 'none' (stays missing), 'forced_tag' (expected "
-                "N after forcing '<<CONFIDENCE='), 'answer_logprob' (the teacher's mean "
+                "N after forcing '<<CONFIDENCE='), 'forced_ask' (expected N of the first reply "
+                "token when asked for a 0-100 number), 'answer_logprob' (the teacher's mean "
                 "probability of its own reply); see madopd.confidence; counted per source"})
 
     def __post_init__(self):
@@ -366,7 +367,7 @@ class Debate:
         keys = ("turns", "failed_turns", "teacher_errors", "empty_turns", "absent_confidence",
                 "malformed_confidence", "clamped_confidence", "truncated_contexts", "generate_calls",
                 *(f"confidence_from_{s}" for s in CONFIDENCE_SOURCES), "confidence_missing",
-                "forced_tag_low_mass")
+                "forced_tag_low_mass", "forced_ask_low_mass")
         self.counters = {f"debate/{k}": 0 for k in keys}
         self.errors, self.timings = [], {}
 
@@ -514,33 +515,40 @@ class Debate:
                 for tr in new:
                     tr.messages.append(FailedTurn(k, r, "", "", None, error=error))
                 continue
-            for tr, text, chat in zip(new, texts, chats[k]):
-                parsed = parse_confidence_detail(text)
+            parsed = [parse_confidence_detail(text) for text in texts]
+            missing = [b for b, pr in enumerate(parsed) if pr.value is None]
+            fallback = {}
+            if missing and self.protocol.confidence_fallback != "none":
+                fallback = dict(zip(missing, self._fallback_confidences(
+                    k, [chats[k][b] for b in missing], [texts[b] for b in missing])))
+            for b, (tr, text, pr) in enumerate(zip(new, texts, parsed)):
                 if not text.strip():
                     c["debate/empty_turns"] += 1
-                if parsed.status != "ok":
-                    c[f"debate/{parsed.status}_confidence"] += 1
-                value, source = parsed.value, "tag" if parsed.value is not None else None
-                if value is None and self.protocol.confidence_fallback != "none":
-                    value = self._fallback_confidence(k, chat, text)
-                    source = self.protocol.confidence_fallback if value is not None else None
+                if pr.status != "ok":
+                    c[f"debate/{pr.status}_confidence"] += 1
+                value, source = pr.value, "tag" if pr.value is not None else None
+                if value is None and fallback.get(b) is not None:
+                    value, source = fallback[b], self.protocol.confidence_fallback
                 c[f"debate/confidence_from_{source}" if source else "debate/confidence_missing"] += 1
                 tr.messages.append(DebateMessage(k, r, text, strip_confidence(text), value,
                                                  confidence_source=source))
         return new
 
-    def _fallback_confidence(self, k: int, chat: Chat, text: str) -> float | None:
-        """The protocol's labelled confidence source for a turn without a readable tag."""
-        from madopd.confidence import answer_logprob_confidence, forced_tag_confidence
+    def _fallback_confidences(self, k: int, chats: list[Chat], texts: list[str]) -> list[float | None]:
+        """The protocol's labelled confidence source for the turns without a readable tag
+        (one teacher, one round; the forced reads run batched)."""
+        from madopd.confidence import FORCED, answer_logprob_confidence, forced_confidences, forced_ids
 
-        teacher = self.teachers[k]
+        teacher, source = self.teachers[k], self.protocol.confidence_fallback
         t0 = time.perf_counter()
         try:
-            if self.protocol.confidence_fallback == "forced_tag":
-                value, mass = forced_tag_confidence(teacher, chat, text)
-                self.counters["debate/forced_tag_low_mass"] += int(mass < 0.5)
-                return value
-            return answer_logprob_confidence(teacher, chat, text)
+            if source in FORCED:
+                reads = forced_confidences(teacher, [forced_ids(teacher, chat, text, source)
+                                                     for chat, text in zip(chats, texts)])
+                self.counters[f"debate/{source}_low_mass"] += sum(m < 0.5 for _, m in reads)
+                return [v for v, _ in reads]
+            return [answer_logprob_confidence(teacher, chat, text)
+                    for chat, text in zip(chats, texts)]
         finally:
             key = f"{self.names[k]}/confidence_fallback"
             self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0

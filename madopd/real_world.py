@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,12 +47,14 @@ class RealProfile:
     debate_tokens: int = 48
     answer_tokens: int = 24
     threads: int = 2
+    confidence_fallback: str = "forced_tag"  # madopd.confidence: the source of untagged turns
+    bootstrap_reps: int = 2000
 
 
 REAL_PROFILES = {
     "smoke": RealProfile(seeds=(0,), steps=2, batch_size=2, train_states=4, eval_states=4,
                          debate_tokens=24, answer_tokens=20),
-    "default": RealProfile(),
+    "default": RealProfile(steps=6),
     "full": RealProfile(seeds=(0, 1, 2), steps=24, lr=5e-5),
 }
 
@@ -101,7 +102,8 @@ def _protocol(rounds: int, profile: RealProfile):
     from madopd.debate import TEMPLATES, DebateProtocol
 
     tpl = dataclasses.replace(TEMPLATES["tool_use"], system="You are {name}.")
-    return DebateProtocol(rounds=rounds, templates=tpl, confidence_fallback="forced_tag",
+    return DebateProtocol(rounds=rounds, templates=tpl,
+                          confidence_fallback=profile.confidence_fallback,
                           sampling=Sampling(greedy=True, max_new_tokens=profile.debate_tokens))
 
 
@@ -115,7 +117,7 @@ def _config(row: str, profile: RealProfile, student: str, seed: int, cache: str)
                 debate_sampling=Sampling(greedy=True, max_new_tokens=profile.debate_tokens),
                 checkpoint_every=0, record_every=0, verify_train=True, debate_cache=True,
                 debate_cache_path=cache, warmup_ratio=0.0, schedule="constant",
-                confidence_fallback="forced_tag")
+                confidence_fallback=profile.confidence_fallback)
     name, fields = {"Base": ("base", {}), "OPD-A": ("opd", {}),
                     "MT-OPD": ("mt_opd", {"rounds": 0, "weighting": "uniform"}),
                     "MAD-OPD": ("mad_opd", {"rounds": 1, "weighting": "confidence"})}[row]
@@ -135,22 +137,67 @@ def reference_nll(student: Any, states: list) -> list[float]:
     return out
 
 
-def run_real_job(row: str, seed: int, profile: RealProfile, student: str, task: Any,
-                 teacher_model: Any, out: Path) -> dict[str, Any]:
-    from madopd.distill import Distiller
+def make_teachers(teacher_model: Any) -> list[Any]:
+    """The three personas: one set of weights, three HFTeacher views (names = personas)."""
     from madopd.models.catalogue import resolve_model_path
-    from madopd.models.hf import HFStudent, HFTeacher
+    from madopd.models.hf import HFTeacher
 
-    t0 = time.perf_counter()
+    path = resolve_model_path(TEACHER)
+    return [HFTeacher(teacher_model, path, name=n, batch_size=16) for n in PERSONAS]
+
+
+def warm_debates(teachers: list[Any], profile: RealProfile, task: Any, cache_path: Path,
+                 log=print) -> dict[str, Any]:
+    """Debate every train state once, before any training, into the shared cache file.
+
+    The debate sees the state only (never the student), so its transcripts serve every
+    MAD-OPD job of every seed. One batch of all states per persona (instead of the training
+    batch of 4 per step) amortises generation's per-token overhead; the Distillers then only
+    read the cache (their hits are counted as ``count/cache_hits``).
+    """
+    from madopd.cache import DebateCache, warm_cache
+    from madopd.debate import Debate
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    debate = Debate(teachers, _protocol(1, profile), names=list(PERSONAS))
+    states = task.train_states()
+    stats = warm_cache(debate, states, DebateCache(cache_path), batch_size=len(states),
+                       progress=False)
+    info = {"states": len(states), **stats, "counters": dict(debate.counters),
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+            "cpu_seconds": round(time.process_time() - c0, 1)}
+    log(f"  debate of {len(states)} train states x {len(teachers)} personas: "
+        f"{info['wall_seconds']:.0f} s wall, {info['cpu_seconds']:.0f} s CPU "
+        f"({stats['cache_hits']} already cached)")
+    return info
+
+
+def run_real_job(row: str, seed: int, profile: RealProfile, student: str, task: Any,
+                 teachers: list[Any], out: Path,
+                 score_caches: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one row from the shared student start with one seed; evaluate on the held-out states.
+
+    ``score_caches`` (persona -> PrefixKVCache) carries the teachers' scoring-context caches
+    from one seed of a row to the next: the contexts (state + cached debate + cue) are the same
+    for every seed, so a later seed re-encodes only the student's tokens (hits counted in
+    ``count/score_cache/hits``). The teachers are frozen, so the entries stay valid (the cache
+    checks the weights' version counters anyway).
+    """
+    from madopd.distill import Distiller
+    from madopd.models.hf import HFStudent
+
+    t0, c0 = time.perf_counter(), time.process_time()
     torch.manual_seed(seed)
     cfg = _config(row, profile, student, seed, str(out / "debate-cache.jsonl"))
     s = HFStudent(student, name="student", batch_size=16)
-    path = resolve_model_path(TEACHER)
-    teachers = [HFTeacher(teacher_model, path, name=n, batch_size=16) for n in PERSONAS]
     if row == "OPD-A":
         teachers = teachers[:1]
     d = Distiller(cfg, s, teachers if row != "Base" else [], task,
                   debate_protocol=_protocol(cfg.rounds, profile) if row != "Base" else None)
+    if score_caches is not None:  # the Distiller gave each teacher a fresh cache: keep the old
+        for t in d.teachers:
+            if getattr(t, "prefix_cache", None) is not None:
+                t.prefix_cache = score_caches.setdefault(t.name, t.prefix_cache)
     records = d.train(progress=False) if row != "Base" else []
     t_train = time.perf_counter() - t0
     states = task.eval_states()
@@ -160,56 +207,78 @@ def run_real_job(row: str, seed: int, profile: RealProfile, student: str, task: 
     counts: dict[str, float] = {}
     for r in records:
         for k, v in r.metrics.items():
-            if k.startswith(("count/debate/", "weights/", "count/weights/")):
+            if k.startswith(("count/debate/", "weights/", "count/weights/", "count/cache_",
+                             "count/score_cache/")):
                 counts[k] = counts.get(k, 0.0) + float(v)
+            if k.startswith("time/"):
+                counts[k] = round(counts.get(k, 0.0) + float(v), 2)
     return {"row": row, "seed": seed, "accuracy": acc, "ref_nll": nll,
             "answers": samples.texts[:4], "train_seconds": round(t_train, 1),
-            "seconds": round(time.perf_counter() - t0, 1), "counters": counts,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "cpu_seconds": round(time.process_time() - c0, 1), "counters": counts,
             "final_loss": records[-1].loss if records else None}
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    m = sum(values) / n
-    if n < 2:
-        return m, float("nan")
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n)
+METRICS = (("accuracy", 100.0), ("ref_nll", 1.0))
+# paired differences reported under the table: (a, b) means a - b on the same seeds and items
+CONTRASTS = (("MAD-OPD", "MT-OPD"), ("MAD-OPD", "OPD-A"), ("MT-OPD", "OPD-A"), ("OPD-A", "Base"))
 
 
-def summarize_real(results: list[dict]) -> dict[str, dict]:
-    """Per row: accuracy (%) and reference NLL, mean ± SE. With one seed the SE is over the
-    held-out states; with several, over the seeds' means (stated in ``se_over``)."""
-    table = {}
+def _grid(results: list[dict], row: str, key: str, scale: float) -> list[list[float]]:
+    """[seeds][items] of one row's per-item metric (seeds in ascending order)."""
+    rs = sorted((r for r in results if r["row"] == row), key=lambda r: r["seed"])
+    return [[scale * v for v in r[key]] for r in rs]
+
+
+def summarize_real(results: list[dict], reps: int = 2000) -> dict[str, Any]:
+    """Per row and metric: mean and 95 % bootstrap interval over held-out items x seeds
+    (``madopd.real_stats``); paired differences for ``CONTRASTS``; summed times."""
+    from madopd.real_stats import bootstrap_ci, paired_diff_ci
+
+    table: dict[str, Any] = {}
     for row in ROWS:
         rs = [r for r in results if r["row"] == row]
         if not rs:
             continue
-        cells = {}
-        for key, scale in (("accuracy", 100.0), ("ref_nll", 1.0)):
-            if len(rs) == 1:
-                m, se = _mean_se([scale * v for v in rs[0][key]])
-                over = "states"
-            else:
-                m, se = _mean_se([scale * sum(r[key]) / len(r[key]) for r in rs])
-                over = "seeds"
-            cells[key] = {"mean": m, "se": se, "se_over": over}
+        cells = {key: bootstrap_ci(_grid(results, row, key, scale), reps=reps)
+                 for key, scale in METRICS}
+        cells["seconds"] = round(sum(r["seconds"] for r in rs), 1)
+        cells["cpu_seconds"] = round(sum(r.get("cpu_seconds", 0.0) for r in rs), 1)
+        cells["seeds"] = len(rs)
         table[row] = cells
-    return table
+    diffs = {}
+    for a, b in CONTRASTS:
+        if a in table and b in table and table[a]["seeds"] == table[b]["seeds"]:
+            diffs[f"{a} - {b}"] = {key: paired_diff_ci(_grid(results, a, key, scale),
+                                                       _grid(results, b, key, scale), reps=reps)
+                                   for key, scale in METRICS}
+    return {"rows": table, "paired": diffs}
 
 
-def format_real_table(table: dict, title: str) -> str:
-    head = f"{'method':<8} | {'real-calls acc %':>16} | {'ref NLL (nats/tok)':>18} | {'Overall':>14}"
+def _ci(c: dict, fmt: str) -> str:
+    return f"{c['mean']:{fmt}} [{c['lo']:{fmt}}, {c['hi']:{fmt}}]"
+
+
+def format_real_table(summary: dict, title: str) -> str:
+    """The table (mean [95 % interval]) and the paired differences as text."""
+    rows = summary["rows"]
+    head = (f"{'method':<8} | {'real-calls acc % [95% CI]':>26} | {'ref NLL nats/tok [95% CI]':>26}"
+            f" | {'wall s':>7} | {'CPU s':>7}")
     lines = [title, head, "-" * len(head)]
-    for row, c in table.items():
-        a, n = c["accuracy"], c["ref_nll"]
-        fa = f"{a['mean']:6.1f} ± {a['se']:4.1f}" if a["se"] == a["se"] else f"{a['mean']:6.1f} ±  n/a"
-        fn = f"{n['mean']:6.3f} ± {n['se']:5.3f}" if n["se"] == n["se"] else f"{n['mean']:6.3f} ± n/a"
-        lines.append(f"{row:<8} | {fa:>16} | {fn:>18} | {fa:>14}")
+    for row, c in rows.items():
+        lines.append(f"{row:<8} | {_ci(c['accuracy'], '5.1f'):>26} | {_ci(c['ref_nll'], '6.3f'):>26}"
+                     f" | {c['seconds']:7.0f} | {c['cpu_seconds']:7.0f}")
+    if rows:
+        lines.append(f"interval: 95 % percentile {next(iter(rows.values()))['ref_nll']['covers']}")
+    for name, d in summary["paired"].items():
+        n, a = d["ref_nll"], d["accuracy"]
+        lines.append(f"paired {name}: ref NLL {_ci(n, '+.3f')}"
+                     f"{' (excludes 0)' if n['excludes_zero'] else ''}; acc {_ci(a, '+.1f')} pp")
     return "\n".join(lines)
 
 
 def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-real",
-                  log=print) -> dict[str, Any]:
+                  log=print, threads: int | None = None) -> dict[str, Any]:
     from madopd.errors import ConfigError
     from madopd.models.catalogue import resolve_model_path
     from madopd.tasks.real_calls import RealCallsTask
@@ -217,6 +286,10 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
     if profile_name not in REAL_PROFILES:
         raise ConfigError(f"real demo profile {profile_name!r} is unknown; valid: {sorted(REAL_PROFILES)}")
     profile = REAL_PROFILES[profile_name]
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads: expected >= 1, got {threads}")
+        profile = dataclasses.replace(profile, threads=int(threads))
     torch.set_num_threads(profile.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,27 +301,39 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
     teacher_model.requires_grad_(False).eval()
     student = str(student_path())
     task = _Subset(RealCallsTask(), profile.train_states, profile.eval_states)
+    teachers = make_teachers(teacher_model)
     t_load = time.perf_counter() - t0
     log(f"demo[real/{profile_name}]: models ready in {t_load:.0f} s; {len(ROWS)} rows x "
         f"{len(profile.seeds)} seeds, {profile.steps} steps of batch {profile.batch_size}")
+    cache_path = out / "debate-cache.jsonl"
+    debate_info = warm_debates(teachers, profile, task, cache_path, log)
     results = []
-    for seed in profile.seeds:
-        for row in ROWS:
-            res = run_real_job(row, seed, profile, student, task, teacher_model, out)
+    for row in ROWS:  # row-major: a row's seeds share the teachers' scoring-context caches
+        caches: dict[str, Any] = {}
+        for seed in profile.seeds:
+            if row == "Base" and results:  # no training, greedy eval: the same for every seed
+                res = dict(results[0], seed=seed, reused_from_seed=results[0]["seed"],
+                           seconds=0.0, cpu_seconds=0.0)
+            else:
+                res = run_real_job(row, seed, profile, student, task, teachers, out, caches)
             results.append(res)
             log(f"  {row:<8} seed {seed}: acc {100 * sum(res['accuracy']) / len(res['accuracy']):5.1f} %, "
-                f"ref NLL {sum(res['ref_nll']) / len(res['ref_nll']):.3f} ({res['seconds']:.0f} s)")
-    table = summarize_real(results)
+                f"ref NLL {sum(res['ref_nll']) / len(res['ref_nll']):.3f} ({res['seconds']:.0f} s "
+                f"wall, {res['cpu_seconds']:.0f} s CPU)")
+    table = summarize_real(results, reps=profile.bootstrap_reps)
     n_params = sum(p.numel() for p in teacher_model.parameters())
     summary = {"world": "real", "profile": profile_name, "profile_settings": asdict(profile),
                "teacher": TEACHER, "personas": list(PERSONAS), "student": student,
                "teacher_parameters": n_params,
                "note": "4-bit quantized weights (GGUF Q4_1, de-quantized to fp32); loaded CPU",
                "wall_seconds": round(time.perf_counter() - t0, 1), "load_seconds": round(t_load, 1),
+               "cpu_seconds": round(time.process_time(), 1), "debate": debate_info,
                "table": table, "runs": results}
     text = format_real_table(table, f"real world ({TEACHER} x3 personas -> 16-layer student), "
-                                    f"profile {profile_name}: mean ± SE ({'seeds' if len(profile.seeds) > 1 else 'held-out states'})")
-    text += f"\nwall time {summary['wall_seconds']:.0f} s (loading {t_load:.0f} s); weights 4-bit quantized"
+                                    f"profile {profile_name}: mean [95 % bootstrap interval]")
+    text += (f"\nwall time {summary['wall_seconds']:.0f} s (loading {t_load:.0f} s, debate "
+             f"{debate_info['wall_seconds']:.0f} s), process CPU {summary['cpu_seconds']:.0f} s "
+             f"on {profile.threads} threads; weights 4-bit quantized")
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "table.txt").write_text(text + "\n")
     log(text)

@@ -229,7 +229,7 @@ def transcript_confidences(transcripts: Sequence[Any]) -> tuple[torch.Tensor, di
     The tags are re-parsed from each final turn's text so the counters can tell an absent tag
     from a malformed one and report clamps; a failed turn (teacher error) counts as
     ``failed_turns``; every present confidence counts under ``confidence_from_<source>`` (its
-    ``confidence_source``: tag, forced_tag, answer_logprob; "unlabelled" for old transcripts). The stored ``confidence`` is what the weights use; the re-parse only
+    ``confidence_source``: tag, forced_tag, forced_ask, answer_logprob; "unlabelled" for old transcripts). The stored ``confidence`` is what the weights use; the re-parse only
     classifies (a hand-edited transcript may store a confidence its text does not show).
     """
     K, rows = _final_turns(transcripts)

@@ -62,7 +62,7 @@ def tiny(tmp_path_factory):
 STATES = [State(id=f"s{i}", messages=[{"role": "user", "content": f"q{i}"}]) for i in range(3)]
 
 
-@pytest.mark.parametrize("fallback", ["forced_tag", "answer_logprob"])
+@pytest.mark.parametrize("fallback", ["forced_tag", "forced_ask", "answer_logprob"])
 def test_fallback_fills_every_turn_and_is_counted(tiny, fallback):
     d = Debate([tiny, tiny], DebateProtocol(rounds=1, confidence_fallback=fallback,
                                             sampling=Sampling(greedy=True, max_new_tokens=4)),
@@ -124,3 +124,53 @@ def test_bad_source_in_json_is_named():
     with pytest.raises(DataError, match="confidence_source"):
         transcript_from_dict(d)
 
+
+
+def _reference_read(teacher, ids):
+    """No cache, no padding, float64 logits: p1 after ids, p2 after ids + d, p3 after ids + 10."""
+    from madopd.confidence import _expected_number, digit_ids
+
+    dig = digit_ids(teacher.tokenizer)
+    model = teacher.model
+
+    def probs(seq):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([seq])).logits[0, -1].double()
+        return torch.softmax(logits, -1)
+
+    p1 = probs(ids)[dig]
+    p2 = torch.stack([probs(ids + [dig[d]])[dig] for d in range(10)])
+    p3 = float(probs(ids + [dig[1], dig[0]])[dig[0]])
+    return _expected_number(p1, p2, p3, 1.0)
+
+
+@pytest.mark.parametrize("source", ["forced_tag", "forced_ask"])
+def test_batched_forced_reads_equal_unbatched_reference(tiny, source):
+    """Left-padded chunks with a repeated cache == one plain forward per row and digit."""
+    from madopd.confidence import forced_confidences, forced_ids
+
+    chats = [[{"role": "user", "content": "q" * n}] for n in (1, 9, 30, 4, 17)]
+    replies = ["a", "bb <<CONFIDENCE=40>>", "", "ccc dd", "e" * 20]
+    rows = [forced_ids(tiny, c, r, source) for c, r in zip(chats, replies)]
+    assert len({len(r) for r in rows}) > 2  # real padding in the chunks
+    got = forced_confidences(tiny, rows, batch_size=3)
+    for row, (value, mass) in zip(rows, got):
+        ref_value, ref_mass = _reference_read(tiny, row)
+        assert value == pytest.approx(ref_value, abs=1e-4)
+        assert mass == pytest.approx(ref_mass, abs=1e-6)
+        assert 0.0 <= value <= 100.0 and 0.0 < mass <= 1.0
+    # a threshold on the non-numeric mass turns low-mass reads into missing values
+    strict = forced_confidences(tiny, rows, max_non_numeric=0.0)
+    assert all(v is None for v, _ in strict)
+
+
+def test_forced_ask_puts_the_reply_in_an_assistant_turn(tiny):
+    from madopd.confidence import ASK, forced_ids
+
+    ids = forced_ids(tiny, [{"role": "user", "content": "Q?"}], "my answer <<CONFIDENCE=7>>",
+                     "forced_ask")
+    text = tiny.tokenizer.decode(ids)
+    assert "my answer" in text and "CONFIDENCE" not in text and ASK in text
+    assert text.index("my answer") < text.index(ASK)
+    with pytest.raises(ConfigError, match="forced_ids"):
+        forced_ids(tiny, [{"role": "user", "content": "Q?"}], "x", "vibes")

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="toy (default): the self-trained toy world; real: SmolLM2 teachers "
                              "and a shrunk SmolLM2 student on real-calls (madopd models pull "
                              "smollm2-135m-instruct first; profiles smoke | default | full)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="--world real: torch threads (default: the profile's, 2; on a "
+                             "machine shared with other jobs 1 is often faster)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         from madopd.real_world import run_real_demo
 
         try:
-            run_real_demo(args.profile, out=args.out)
+            run_real_demo(args.profile, out=args.out, threads=getattr(args, "threads", None))
         except MadopdError as e:
             print(f"madopd demo: {e}", file=sys.stderr)
             return 2

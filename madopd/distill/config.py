@@ -95,8 +95,9 @@ class DistillConfig:
                             "'skip_sample' (always counted)", default="uniform")
     confidence_fallback: str = _help(
         "a debate turn without a readable confidence tag: 'none' (missing; on_missing applies), "
-        "'forced_tag' (expected N read after forcing '<<CONFIDENCE='; the default for real "
-        "models) or 'answer_logprob' (the teacher's mean probability of its reply); counted per "
+        "'forced_tag' (expected N read after forcing '<<CONFIDENCE='), 'forced_ask' "
+        "(expected N of the reply when asked for a 0-100 number in a follow-up turn) or "
+        "'answer_logprob' (the teacher's mean probability of its reply); counted per "
         "source (madopd.confidence)", default="none")
     on_teacher_error: str = _help(
         "a teacher failing while force-decoding: 'raise', 'drop_teacher' (its weight goes to the "
@@ -229,7 +230,7 @@ class DistillConfig:
         _choice(self, "device", ("auto", "cpu", "cuda"))
         _choice(self, "dtype", ("float32", "bfloat16", "float16"))
         _choice(self, "weighting", WEIGHTINGS)
-        _choice(self, "confidence_fallback", ("none", "forced_tag", "answer_logprob"))
+        _choice(self, "confidence_fallback", ("none", "forced_tag", "forced_ask", "answer_logprob"))
         _choice(self, "on_missing", ON_MISSING)
         _choice(self, "on_teacher_error", ON_TEACHER_ERROR)
         _choice(self, "divergence", DIVERGENCES)

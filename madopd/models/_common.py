@@ -17,6 +17,25 @@ from madopd.types import Chat, Sampling, TopKLogprobs
 
 TRUNCATION_POLICIES = ("left", "error")
 
+# A plain-text chat template for base models that ship none (gemma3-270m): the model's BOS,
+# then "System: / User: / Assistant: <content>" blocks separated by blank lines, and
+# "Assistant:" as the generation prompt. A base model was never trained on it: it is a
+# readable, documented convention (docs/real-models.md), not the model's own format.
+PLAIN_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}")
+
+
+def set_chat_template(tokenizer: Any, template: str | None) -> None:
+    """``"plain"`` -> PLAIN_CHAT_TEMPLATE; another string is used as a Jinja template; None
+    keeps the tokenizer's own (a base model's tokenizer may have none: see render_prompt_ids)."""
+    if template is None:
+        return
+    if not isinstance(template, str) or not template.strip():
+        raise ConfigError(f"chat_template: expected 'plain' or a Jinja template string, got {template!r}")
+    tokenizer.chat_template = PLAIN_CHAT_TEMPLATE if template == "plain" else template
+
 
 def load_tokenizer(tokenizer: Any) -> Any:
     """A tokenizer object, or a path/name loaded with ``AutoTokenizer.from_pretrained``."""
@@ -38,6 +57,12 @@ def render_prompt_ids(tokenizer: Any, chat: Chat) -> list[int]:
     """
     if not isinstance(chat, list) or not all(isinstance(m, dict) for m in chat):
         raise ShapeError(f"chat: expected a list of {{'role', 'content'}} dicts, got {type(chat).__name__}")
+    if getattr(tokenizer, "chat_template", None) is None:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ConfigError(f"tokenizer {name!r} has no chat template (a base model?): pass "
+                          "chat_template='plain' to HFTeacher/HFStudent (a plain 'User: ... "
+                          "Assistant:' text template, madopd.models._common.PLAIN_CHAT_TEMPLATE)"
+                          " or your own Jinja template string")
     text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 

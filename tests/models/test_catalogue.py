@@ -142,3 +142,24 @@ def test_config_path_check_accepts_catalogue_names(monkeypatch):
     check_model_path("smollm2-135m-instruct", "student")
     with pytest.raises(ConfigError, match="student"):
         check_model_path("not-in-the-catalogue", "student")
+
+
+def test_terms_files_travel_with_the_copy(fake_entry, monkeypatch, tmp_path):
+    """Gemma's terms must sit next to any copy: copied on conversion, added to an old cache."""
+    import dataclasses
+
+    entry, calls = fake_entry
+    pkg = tmp_path / "pkg"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "data" / "TERMS.html").write_text("terms")
+    with_terms = dataclasses.replace(entry, terms_files=("data/TERMS.html",))
+    monkeypatch.setitem(cat.CATALOGUE, "tiny-test", with_terms)
+    monkeypatch.setattr(cat, "package_dir", lambda e: pkg)
+    folder = cat.pull("tiny-test", progress=False)  # the fake conversion writes no terms
+    assert (folder / "TERMS.html").read_text() == "terms"  # added to the cached folder
+    assert "TERMS.html" in json.loads((folder / cat.CHECKSUMS).read_text())["files"]
+    assert cat.verify_folder(folder) == [] and len(calls) == 1
+    (pkg / "data" / "TERMS.html").unlink()
+    with pytest.raises(cat.ModelCacheError, match="lacks its terms file data/TERMS.html"):
+        cat.copy_terms(with_terms, tmp_path)
+    assert cat.CATALOGUE["gemma3-270m"].terms_files  # the real entry lists its terms

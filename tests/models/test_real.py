@@ -125,19 +125,21 @@ def test_forced_tag_confidence_is_an_expected_value(teacher):
 
 
 @pytest.mark.slow
-def test_confidence_source_rate_at_least_95_percent(teacher):
-    """The real world's default (forced_tag fallback): >= 95 % of turns carry a confidence."""
+@pytest.mark.parametrize("source", ["forced_tag", "forced_ask"])
+def test_confidence_source_rate_at_least_95_percent(teacher, source):
+    """With a forced fallback (the real world's is ``RealProfile.confidence_fallback``),
+    >= 95 % of turns carry a confidence from a stated source."""
     from madopd.debate import Debate, DebateProtocol
     from madopd.tasks.real_calls import RealCallsTask
     from madopd.types import Sampling
 
     states = RealCallsTask().train_states()[::4]  # 8 fixed prompts, one per function
     d = Debate([teacher, teacher], DebateProtocol(
-        rounds=1, templates="tool_use", confidence_fallback="forced_tag",
+        rounds=1, templates="tool_use", confidence_fallback=source,
         sampling=Sampling(greedy=True, max_new_tokens=24)), names=["A", "B"])
     trs = d.run(states)
     c = d.counters
     with_conf = c["debate/turns"] - c["debate/confidence_missing"]
     assert with_conf / c["debate/turns"] >= 0.95
-    assert c["debate/confidence_from_tag"] + c["debate/confidence_from_forced_tag"] == with_conf
-    assert all(m.confidence_source in ("tag", "forced_tag") for tr in trs for m in tr.messages)
+    assert c["debate/confidence_from_tag"] + c[f"debate/confidence_from_{source}"] == with_conf
+    assert all(m.confidence_source in ("tag", source) for tr in trs for m in tr.messages)
