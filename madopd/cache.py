@@ -83,7 +83,9 @@ class DebateCache:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else None
         self._mem: dict[str, dict[str, Any]] = {}
-        self._debate_keys: dict[int, str] = {}
+        # id(debate) -> (the debate itself, its key). Holding the object keeps its id from being
+        # reused by a later Debate while the entry exists (an id alone went stale after GC).
+        self._debate_keys: dict[int, tuple[Any, str]] = {}
         self.counters = {"cache_hits": 0, "cache_misses": 0, "cache_not_stored_failed": 0,
                          "cache_partial_lines": 0}
         if self.path is not None and self.path.exists():
@@ -114,12 +116,13 @@ class DebateCache:
 
     def setup_key(self, debate: Any) -> str:
         """Hash of the debate's teachers and protocol (computed once per Debate object)."""
-        key = self._debate_keys.get(id(debate))
-        if key is None:
-            key = _digest({"teachers": [teacher_identity(t) for t in debate.teachers],
-                           "names": list(debate.names),
-                           "protocol": protocol_identity(debate.protocol)})
-            self._debate_keys[id(debate)] = key
+        held = self._debate_keys.get(id(debate))
+        if held is not None and held[0] is debate:
+            return held[1]
+        key = _digest({"teachers": [teacher_identity(t) for t in debate.teachers],
+                       "names": list(debate.names),
+                       "protocol": protocol_identity(debate.protocol)})
+        self._debate_keys[id(debate)] = (debate, key)
         return key
 
     def key(self, state: State, debate: Any) -> str:

@@ -165,3 +165,14 @@ def test_sampled_debates_join_the_training_seed():
     assert debate_sampling(cfg(1)).seed != debate_sampling(cfg(2)).seed
     assert debate_sampling(cfg(1)).seed == debate_sampling(cfg(1)).seed
     assert debate_sampling(cfg(1, greedy=True)).seed == 0  # greedy turns: the seed is unused
+
+
+def test_setup_key_is_not_fooled_by_a_reused_object_id():
+    # CPython reuses the id of a collected object; a key remembered by id alone was then handed
+    # to a new Debate with other teachers (seen as a flaky stale key). Forge that collision.
+    cache = DebateCache()
+    old, new = _debate(EchoTeacher("A"), EchoTeacher("B")), _debate(EchoTeacher("C"), EchoTeacher("D"))
+    stale = cache.setup_key(old)
+    cache._debate_keys[id(new)] = cache._debate_keys.pop(id(old))
+    assert cache.setup_key(new) != stale
+    assert cache.setup_key(new) == DebateCache().setup_key(new)
