@@ -537,7 +537,12 @@ class Debate:
     def _fallback_confidences(self, k: int, chats: list[Chat], texts: list[str]) -> list[float | None]:
         """The protocol's labelled confidence source for the turns without a readable tag
         (one teacher, one round; the forced reads run batched)."""
-        from madopd.confidence import FORCED, answer_logprob_confidence, forced_confidences, forced_ids
+        from madopd.confidence import (
+            FORCED,
+            answer_logprob_confidence,
+            forced_confidences,
+            forced_ids,
+        )
 
         teacher, source = self.teachers[k], self.protocol.confidence_fallback
         t0 = time.perf_counter()

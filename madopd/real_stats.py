@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 Grid = Sequence[Sequence[float]]  # [seeds][items]
 

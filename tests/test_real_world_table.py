@@ -20,7 +20,7 @@ def test_summary_has_intervals_paired_differences_and_times():
     summ = summarize_real(_results(shift), reps=500)
     rows = summ["rows"]
     assert list(rows) == list(ROWS)
-    for row, c in rows.items():
+    for c in rows.values():
         n = c["ref_nll"]
         assert n["lo"] <= n["mean"] <= n["hi"] and "8 held-out items x 2 training seeds" in n["covers"]
         assert c["seconds"] == 20.0 and c["cpu_seconds"] == 30.0 and c["seeds"] == 2
