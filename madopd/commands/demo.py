@@ -7,7 +7,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from madopd.demo import PROFILES, TASKS
+    from madopd.toyworld.demo import PROFILES, TASKS
 
     parser.add_argument("--profile", default="default",
                         help=f"one of {', '.join(PROFILES)} (smoke: CI, < 2 min; default: the main "
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from madopd.demo import run_demo
+    from madopd.toyworld.demo import run_demo
     from madopd.errors import MadopdError, one_line
 
     if args.workers < 1:

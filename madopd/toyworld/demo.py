@@ -26,7 +26,7 @@ from typing import Any
 
 from madopd.errors import ConfigError
 from madopd.types import Sampling
-from madopd.zoo import quiet_worker
+from madopd.toyworld.zoo import quiet_worker
 
 TASKS = ("toy-tools", "toy-code")
 MAIN_ROWS = ("Base", "MT-SeqKD", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD")
@@ -123,7 +123,7 @@ def plan(profile: DemoProfile, tasks: tuple[str, ...] = TASKS, K: int = 2) -> li
 
 def _protocol(job: Job):
     from madopd.debate import DebateProtocol, DebateTemplates
-    from madopd.tasks.toy_common import TOY_TEMPLATE_FIELDS
+    from madopd.toyworld.toy_common import TOY_TEMPLATE_FIELDS
 
     fields = dict(TOY_TEMPLATE_FIELDS)
     if not job.transcript_in_score:
@@ -186,7 +186,7 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
     from madopd.distill import Distiller
     from madopd.models.hf import HFStudent, HFTeacher
     from madopd.runs import RunStore
-    from madopd.zoo import ZooSpec, make_tasks
+    from madopd.toyworld.zoo import ZooSpec, make_tasks
 
     t0, c0 = time.perf_counter(), time.process_time()
     torch.manual_seed(job.seed)
@@ -232,7 +232,7 @@ def warm_debates(world: str, task_name: str, protocols: list[tuple[int, bool]], 
     from madopd.debate import Debate
     from madopd.distill.data import TrainPool
     from madopd.models.hf import HFTeacher
-    from madopd.zoo import ZooSpec, make_tasks
+    from madopd.toyworld.zoo import ZooSpec, make_tasks
 
     t0, c0 = time.perf_counter(), time.process_time()
     tools, code = make_tasks(ZooSpec(**zoo_paths["spec"]))
@@ -398,7 +398,7 @@ def zoo_paths_of(zoo) -> dict:
 def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
              workers: int = 2, zoo_root: str | None = None, tasks: tuple[str, ...] = TASKS,
              rebuild_zoo: bool = False, log=print) -> dict[str, Any]:
-    from madopd.zoo import load_zoo, profile_spec
+    from madopd.toyworld.zoo import load_zoo, profile_spec
 
     if profile_name not in PROFILES:
         raise ConfigError(f"demo profile {profile_name!r} is unknown; valid: {sorted(PROFILES)}")
@@ -483,7 +483,7 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
             text += "\n" + format_gains(summary["extra_gain"][key])
     text += f"\n\nwall time {summary['wall_seconds']:.0f} s (zoo {t_zoo:.0f} s, debate caches {t_warm:.0f} s)"
     (out / "table.txt").write_text(text + "\n")
-    from madopd.report import write_report
+    from madopd.toyworld.report import write_report
 
     write_report(summary, out / "report.html")
     log(text)

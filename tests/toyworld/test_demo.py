@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from madopd.demo import (
+from madopd.toyworld.demo import (
     MAIN_ROWS,
     PROFILES,
     format_gains,
@@ -59,7 +59,7 @@ def test_summary_table_gain_and_json():
 
 
 def test_report_escapes_model_text(tmp_path):
-    from madopd.report import write_report
+    from madopd.toyworld.report import write_report
 
     table = summarize(_fake_results())["main/default"]
     evil = {"teachers": {"<script>alert(1)</script>": {"round1": {"toy-code": {"add": 1.0, "all": 1.0}}}},
@@ -117,7 +117,7 @@ def test_smoke_profile_end_to_end(tmp_path):
 
 
 def test_composite_tables_reuse_main_rows():
-    from madopd.demo import composite_tables
+    from madopd.toyworld.demo import composite_tables
 
     res = _fake_results()
     for seed in (0, 1, 2):
