@@ -8,29 +8,43 @@ import math
 import pytest
 
 from madopd.toyworld.demo import (
+    BLIND_ROWS,
     MAIN_ROWS,
     PROFILES,
-    format_gains,
     format_table,
-    gains,
     mean_se,
     plan,
     row_jobs,
     summarize,
+    summary_text,
 )
-from madopd.errors import ConfigError
+from madopd.toyworld.demo_stats import format_gains, gains, interval_tables
+from madopd.errors import ConfigError, DataError
+
+N_ITEMS = 40  # fake items, two families
 
 
-def _fake_results():
-    scores = {"Base": (20, 30), "MT-SeqKD": (25, 28), "OPD-A": (30, 35), "OPD-B": (40, 20),
-              "MT-OPD": (33, 31), "MAD-OPD": (60, 50)}
+def _items(score: float, seed: int, task: str) -> dict:
+    """Per-item outcomes whose macro mean is exactly ``score`` (k of 20 right per family)."""
+    k = round(score * 20)
+    vals = [float((i + seed) % 20 < k) for i in range(20)] * 2
+    return {"ids": [f"{task}-{i}" for i in range(N_ITEMS)], "families": ["f"] * 20 + ["g"] * 20,
+            "values": vals}
+
+
+def _fake_results(blind: bool = False):
+    scores = {"Base": (20, 30), "MT-SeqKD": (25, 30), "OPD-A": (30, 35), "OPD-B": (40, 20),
+              "MT-OPD": (35, 30), "MAD-OPD": (60, 50)}
+    if blind:
+        scores.update({"Teacher A (blind)": (65, 25), "Teacher B (blind)": (40, 20)})
     out = []
     for row, (tools, code) in scores.items():
-        for seed, jitter in enumerate((-1.0, 0.0, 1.0)):
+        for seed, jitter in enumerate((-5.0, 0.0, 5.0)):
             for task, base in (("toy-tools", tools), ("toy-code", code)):
                 job = row_jobs(row, task, seed, 2)
+                score = (base + jitter) / 100.0
                 out.append({"job": job.__dict__ | {"teachers": list(job.teachers)},
-                            "score": (base + jitter) / 100.0})
+                            "score": score, "items": _items(score, seed, task)})
     return out
 
 
@@ -42,20 +56,39 @@ def test_mean_se_matches_the_definition():
     assert math.isnan(mean_se([3.0])[1])
 
 
-def test_summary_table_gain_and_json():
-    table = summarize(_fake_results())["main/default"]
-    assert list(table) == list(MAIN_ROWS)  # paper order, whatever order runs finished in
+def test_summary_table_intervals_gain_and_json():
+    res = _fake_results(blind=True)
+    table = summarize(res)["main/default"]
+    assert list(table) == list(MAIN_ROWS) + ["Teacher A (blind)", "Teacher B (blind)"]
     cell = table["MAD-OPD"]["toy-tools"]
-    assert cell["values"] == [59.0, 60.0, 61.0] and cell["seeds"] == [0, 1, 2]
-    assert cell["mean"] == pytest.approx(60.0) and cell["se"] == pytest.approx(1 / math.sqrt(3))
+    assert cell["values"] == pytest.approx([55.0, 60.0, 65.0]) and cell["seeds"] == [0, 1, 2]
+    assert cell["mean"] == pytest.approx(60.0) and cell["se"] == pytest.approx(5 / math.sqrt(3))
     assert table["MAD-OPD"]["overall"]["mean"] == pytest.approx(55.0)
-    g = gains(table)
-    assert g["toy-tools"]["best_opd"] == "OPD-B" and g["toy-tools"]["gain"] == pytest.approx(20.0)
-    assert g["toy-code"]["best_opd"] == "OPD-A" and g["toy-code"]["significant"]
-    text = format_table(table, "t") + "\n" + format_gains(g)
-    assert "MAD-OPD" in text and "60.0 ±  0.6" in text and "Agentic avg" in text
-    assert "+20.0" in text and "> 2 SE" in text
-    json.dumps(table)  # results.json content must be plain JSON
+    iv = interval_tables(res, B=2000)["main/default"]
+    m = iv["methods"]["MAD-OPD"]["toy-tools"]
+    assert m["mean"] == pytest.approx(0.60) and m["lo"] < 0.60 < m["hi"]
+    g = gains(iv)
+    assert g["toy-tools"]["best_opd"]["row"] == "OPD-B"
+    assert g["toy-tools"]["best_opd"]["diff"] == pytest.approx(0.20)
+    assert g["toy-code"]["best_opd"]["row"] == "OPD-A" and g["toy-code"]["best_opd"]["p_bootstrap"] < 0.05
+    # teacher A (blind) is better than MAD-OPD on toy-tools: not every blind teacher is beaten
+    assert g["toy-tools"]["beats_every_blind_teacher"] is False
+    assert g["toy-code"]["beats_every_blind_teacher"] is True
+    text = format_table(table, "t", intervals=iv) + "\n" + format_gains(g, 2000)
+    assert "MAD-OPD" in text and "Agentic avg" in text and "Teacher A (blind)" in text
+    assert " 60.0 [" in text and "+20.0 [" in text and "bootstrap p" in text
+    assert "SE" not in text and "does NOT beat every blind teacher" in text
+    json.dumps(iv)  # results.json content must be plain JSON
+    summary = {"profile": "t", "profile_settings": {"seeds": [0, 1, 2]}, "table": table,
+               "intervals": iv, "gain": g}
+    assert "paired bootstrap test" in summary_text(summary) and "2 SE" not in summary_text(summary)
+
+
+def test_intervals_refuse_seeds_on_other_items():
+    res = _fake_results()
+    res[1]["items"] = dict(res[1]["items"], ids=["other"] * N_ITEMS)
+    with pytest.raises(DataError, match="other items"):
+        interval_tables(res, B=200)
 
 
 def test_report_escapes_model_text(tmp_path):
@@ -64,16 +97,27 @@ def test_report_escapes_model_text(tmp_path):
     table = summarize(_fake_results())["main/default"]
     evil = {"teachers": {"<script>alert(1)</script>": {"round1": {"toy-code": {"add": 1.0, "all": 1.0}}}},
             "calibration": {"A": [{"bucket": "80-100", "n": 3, "mean_confidence": 0.9, "accuracy": 1.0}]}}
-    path = write_report({"profile": "test", "table": table, "gain": gains(table),
+    iv = interval_tables(_fake_results(), B=500)["main/default"]
+    path = write_report({"profile": "test", "table": table, "intervals": iv, "gain": gains(iv),
                          "zoo": {"default": {"spec": {}, "report": evil}}}, tmp_path / "r.html")
     html = path.read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<svg" in html and "MAD-OPD" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "2 SE" not in html and "paired bootstrap" in html
+    assert "what this world builds in" in html and "confidence &gt;= 50" in html
 
 
 def test_plan_and_bad_names():
-    jobs = plan(PROFILES["default"])
-    assert len(jobs) == len(MAIN_ROWS) * 2 * 3
+    default = PROFILES["default"]
+    assert len(default.seeds) >= 5 and default.control and default.blind_teachers
+    jobs = plan(default)
+    main = [j for j in jobs if j.group == "main"]
+    assert len(main) == (len(MAIN_ROWS) + 2) * 2 * len(default.seeds)
+    ctrl = [j for j in jobs if j.group == "control"]
+    assert {j.world for j in ctrl} == {"blind"} and {j.seed for j in ctrl} == set(default.control_seeds)
+    assert {"MAD-OPD", "MT-OPD", "Teacher A (blind)"} <= {j.row for j in ctrl}
+    blind = next(j for j in jobs if j.row == BLIND_ROWS[1])
+    assert blind.preset == "teacher_blind" and blind.teachers == (1,)
     mad = next(j for j in jobs if j.row == "MAD-OPD")
     assert mad.rounds == 2 and mad.weighting == "confidence" and mad.teachers == (0, 1)
     assert next(j for j in jobs if j.row == "OPD-B").teachers == (1,)
@@ -83,6 +127,10 @@ def test_plan_and_bad_names():
     assert any(not j.transcript_in_score and j.rounds == 1 for j in full)
     with pytest.raises(ConfigError, match="valid"):
         row_jobs("GPT-5", "toy-code", 0, 2)
+    from madopd.toyworld.demo import DemoProfile
+
+    with pytest.raises(ConfigError, match="control_seeds"):
+        DemoProfile(seeds=(0, 1), control_seeds=(2,))
 
 
 def test_cli_rejects_unknown_profile_and_task(capsys):
@@ -109,6 +157,13 @@ def test_smoke_profile_end_to_end(tmp_path):
         for task in ("toy-tools", "toy-code"):
             cell = res["table"][row][task]
             assert len(cell["values"]) == 2 and "mean" in cell and "se" in cell
+            iv = res["intervals"]["methods"][row][task]
+            assert 0.0 <= iv["lo"] <= iv["hi"] <= 1.0 and iv["mean"] == pytest.approx(cell["mean"] / 100)
+    assert "Teacher A (blind)" in res["table"]
+    one = next(r for r in res["runs"] if r["job"]["row"] == "MAD-OPD" and r["job"]["task"] == "toy-tools")
+    fams = one["items"]["families"]
+    means = {f: sum(v for v, g in zip(one["items"]["values"], fams) if g == f) / fams.count(f) for f in set(fams)}
+    assert one["score"] == pytest.approx(sum(means.values()) / len(means))  # items reproduce the score
     assert (out / "report.html").exists() and (out / "table.txt").exists()
     from madopd.runs import load_run
 
