@@ -190,3 +190,62 @@ def test_composite_tables_reuse_main_rows():
     assert div["MAD-OPD, JSD"]["toy-tools"]["mean"] == pytest.approx(60.0)  # main row, tools = JSD
     assert div["MAD-OPD, RKL"]["toy-code"]["mean"] == pytest.approx(50.0)  # main row, code = RKL
     assert div["MAD-OPD, FKL"]["toy-code"]["mean"] == pytest.approx(40.0)
+
+
+def test_evaluate_code_outcomes_reproduce_pass_at_1():
+    """Per-spec outcomes (c / n) macro-averaged over families equal the reported pass@1."""
+    from madopd.toyworld.demo import evaluate_code
+    from madopd.types import Samples, State
+
+    states = [State(id=f"s{i}", messages=[{"role": "user", "content": str(i)}], family="fg"[i % 2])
+              for i in range(5)]
+
+    class Task:
+        counters: dict = {}
+
+        def eval_states(self):
+            return states
+
+        def verify_batch(self, reps, texts):
+            return [float(t == "ok") for t in texts]
+
+    class Policy:  # spec i: the first i % 4 of its 4 samples pass
+        def rollout(self, reps, sampling):
+            texts = [("ok" if j < int(s.id[1:]) % 4 else "no") for s, j in zip(reps, [0, 1, 2, 3] * len(states))]
+            return Samples(prompt_ids=[[]] * len(reps), response_ids=[[]] * len(reps), texts=texts)
+
+    outcomes: list = []
+    res = evaluate_code(Policy(), Task(), 4, seed=0, outcomes=outcomes)
+    assert [o["value"] for o in outcomes] == [0.0, 0.25, 0.5, 0.75, 0.0]
+    f = [0.0, 0.5, 0.0]  # family f: specs 0, 2, 4; g: specs 1, 3
+    assert res["pass@1"] == pytest.approx((sum(f) / 3 + (0.25 + 0.75) / 2) / 2)
+    assert [o["family"] for o in outcomes] == ["f", "g", "f", "g", "f"]
+
+
+def test_evaluate_student_outcomes_match_the_episode_success():
+    """The outcomes list of an episodic evaluation reproduces its macro episode success."""
+    from madopd.distill.evaluation import evaluate_student
+    from madopd.toyworld.toy_tools import ToyToolsTask
+    from madopd.types import Samples, Sampling
+
+    task = ToyToolsTask(n_train=20, n_eval=30, seed=0)
+    by_id = {ep.id: ep for ep in task.eval_episodes()}
+    order = {ep.id: i for i, ep in enumerate(task.eval_episodes())}
+
+    class Oracle:  # right on even episodes (gold actions), a bad call on odd ones
+        def rollout(self, states, sampling):
+            texts = []
+            for s in states:
+                ep = by_id[s.meta["episode_id"]]
+                good = order[ep.id] % 2 == 0
+                texts.append(task.gold_actions(ep)[s.meta["step"]] if good else "ans 0")
+            return Samples(prompt_ids=[[]] * len(states), response_ids=[[]] * len(states), texts=texts)
+
+    outcomes: list = []
+    res = evaluate_student(Oracle(), task, Sampling(greedy=True), batch_size=8, outcomes=outcomes)
+    assert len(outcomes) == len(task.eval_episodes())
+    fams = {o["family"] for o in outcomes}
+    macro = sum(sum(o["value"] for o in outcomes if o["family"] == f) /
+                sum(o["family"] == f for o in outcomes) for f in fams) / len(fams)
+    assert res["episode_success"] == pytest.approx(macro)
+    assert 0 < sum(o["value"] for o in outcomes) < len(outcomes)  # both outcomes occur
