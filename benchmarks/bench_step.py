@@ -36,7 +36,7 @@ import torch
 
 def build_models(root: Path) -> dict[str, str]:
     from madopd.models.tiny import TinySpec, build_tiny_model
-    from madopd.tasks.toy_common import MERGED_TOKENS
+    from madopd.toyworld.toy_common import MERGED_TOKENS
 
     m = tuple(MERGED_TOKENS)
     specs = {
@@ -67,7 +67,7 @@ def make_protocol(method, args, templates):
     from madopd.types import Sampling
 
     if templates == "toy":
-        from madopd.tasks.toy_common import toy_templates
+        from madopd.toyworld.toy_common import toy_templates
 
         templates = toy_templates()
     return DebateProtocol(rounds=2 if method == "mad_opd" else 0, templates=templates,

@@ -41,7 +41,7 @@ hf_logging.disable_progress_bar()  # no "Loading weights" bar in every cell that
 """)
 
 ZOO = code("""
-from madopd.zoo import load_zoo, profile_spec
+from madopd.toyworld.zoo import load_zoo, profile_spec
 
 # The toy world: tiny Qwen3 teachers with complementary skills (A: add/sub, B: max/min) and a
 # weak student, trained once and cached (SMOKE: the "tutorial" zoo, ~40 s; else the default
@@ -432,7 +432,7 @@ print("student:", STUDENT, "| teachers:", TEACHERS, "| GPU:", GPU)
 """),
     code("""
 from madopd.distill import Distiller, preset
-from madopd.tasks.toy_code import ToyCodeTask  # prompts + a sandboxed verifier; no zoo needed
+from madopd.toyworld.toy_code import ToyCodeTask  # prompts + a sandboxed verifier; no zoo needed
 from madopd.types import Sampling
 
 cfg = preset("mad_opd", student=STUDENT, teachers=TEACHERS, rounds=1, batch_size=2,

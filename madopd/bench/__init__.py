@@ -112,5 +112,5 @@ register_benchmark("bfcl", _lazy("madopd.bench.bfcl", "BFCLBenchmark"),
 register_benchmark("bfcl-multi-turn", _lazy("madopd.bench.bfcl_multi_turn", "BFCLMultiTurnBenchmark"),
                    help="BFCL v4 multi-turn (calls executed in the sandbox) from bfcl-eval",
                    extra="bench")
-register_benchmark("toy-code", _lazy("madopd.tasks.toy_code", "ToyCodeBenchmark"),
+register_benchmark("toy-code", _lazy("madopd.toyworld.toy_code", "ToyCodeBenchmark"),
                    help="the toy world's one-line programs from a spec (hidden tests in the sandbox)")

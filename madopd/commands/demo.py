@@ -1,4 +1,4 @@
-"""`madopd demo`: the paper's main table in miniature on the toy world (see madopd/demo.py)."""
+"""`madopd demo`: the paper's main table in miniature on the toy world (see madopd/toyworld/demo.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from madopd.demo import PROFILES, TASKS
+    from madopd.toyworld.demo import PROFILES, TASKS
 
     parser.add_argument("--profile", default="default",
                         help=f"one of {', '.join(PROFILES)} (smoke: CI, < 2 min; default: the main "
-                             "table; full: adds divergence, rounds and debate-vs-weights ablations "
-                             "and the shared-blind-spot control world)")
+                             "table, 5 seeds, blind-teacher rows and the shared-blind-spot control "
+                             "world; full: adds divergence, rounds and debate-vs-weights ablations)")
     parser.add_argument("--out", default="madopd-out", help="output directory (default: madopd-out/)")
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from madopd.demo import run_demo
+    from madopd.toyworld.demo import run_demo
     from madopd.errors import MadopdError, one_line
 
     if args.workers < 1:

@@ -8,7 +8,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from madopd.zoo import PROFILES
+    from madopd.toyworld.zoo import PROFILES
 
     sub = parser.add_subparsers(dest="zoo_command", required=True)
     for name, help_text in (("build", "train (or repair) the zoo and print its held-out report"),
@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from madopd.errors import MadopdError, one_line
-    from madopd.zoo import load_zoo, profile_spec
-    from madopd.zoo_eval import format_report
+    from madopd.toyworld.zoo import load_zoo, profile_spec
+    from madopd.toyworld.zoo_eval import format_report
 
     try:
         spec = profile_spec(args.profile, world=args.world, calibration=args.calibration,

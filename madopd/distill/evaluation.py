@@ -6,6 +6,9 @@ Keys (per family ``<key>/<family>`` as well):
 * episodic (full on-policy episodes through the environment): ``step_accuracy`` and
   ``episode_success`` (macro over families), their ``_micro`` versions, ``accuracy`` =
   ``step_accuracy``, ``n`` episodes, ``count/episode_truncated``.
+
+``outcomes`` (a list, optional) receives one ``{"id", "family", "value"}`` per evaluated item
+(state: verify score; episode: success), in evaluation order: what an interval over items needs.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ def _macro(per_family: dict[str, list[float]]) -> float:
 
 
 def evaluate_student(student: Any, task: Any, sampling: Sampling, *, limit: int | None = None,
-                     batch_size: int = 16, max_steps: int = 10) -> dict[str, float]:
+                     batch_size: int = 16, max_steps: int = 10,
+                     outcomes: list | None = None) -> dict[str, float]:
     if is_episodic(task):
-        return _evaluate_episodes(student, task, sampling, limit, batch_size, max_steps)
+        return _evaluate_episodes(student, task, sampling, limit, batch_size, max_steps, outcomes)
     states = list(task.eval_states())[:limit]
     if not states:
         raise DataError(f"task {getattr(task, 'name', task)!r} has no evaluation states")
@@ -40,6 +44,8 @@ def evaluate_student(student: Any, task: Any, sampling: Sampling, *, limit: int 
             v = float(task.verify(st, text))
             scores[st.family or "all"].append(v)
             all_scores.append(v)
+            if outcomes is not None:
+                outcomes.append({"id": st.id, "family": st.family or "all", "value": v})
     out = {"accuracy": _macro(scores), "accuracy_micro": sum(all_scores) / len(all_scores),
            "n": float(len(states))}
     if len(scores) > 1 or "all" not in scores:
@@ -47,7 +53,8 @@ def evaluate_student(student: Any, task: Any, sampling: Sampling, *, limit: int 
     return out
 
 
-def _evaluate_episodes(student, task, sampling, limit, batch_size, max_steps) -> dict[str, float]:
+def _evaluate_episodes(student, task, sampling, limit, batch_size, max_steps,
+                       outcomes=None) -> dict[str, float]:
     episodes = list(task.eval_episodes())[:limit]
     if not episodes:
         raise DataError(f"task {getattr(task, 'name', task)!r} has no evaluation episodes")
@@ -62,6 +69,8 @@ def _evaluate_episodes(student, task, sampling, limit, batch_size, max_steps) ->
             for st, action in zip(r.states, r.actions):
                 steps[fam].append(float(task.step_correct(r.episode, st.messages, action)))
             success[fam].append(float(task.episode_success(r.episode, r.history)))
+            if outcomes is not None:
+                outcomes.append({"id": r.episode.id, "family": fam, "value": success[fam][-1]})
     flat_steps = [x for v in steps.values() for x in v]
     flat_succ = [x for v in success.values() for x in v]
     out = {"step_accuracy": _macro(steps), "episode_success": _macro(success),

@@ -486,8 +486,10 @@ class Distiller(PhasesMixin, RecordsMixin):
 
     # ------------------------------------------------------------------ evaluation & state
     def evaluate(self, task: Any = None, sampling: Sampling | None = None,
-                 limit: int | None = None, batch_size: int | None = None) -> dict[str, float]:
-        """Greedy evaluation (see ``madopd.distill.evaluation.evaluate_student``)."""
+                 limit: int | None = None, batch_size: int | None = None,
+                 outcomes: list | None = None) -> dict[str, float]:
+        """Greedy evaluation (see ``madopd.distill.evaluation.evaluate_student``; ``outcomes``
+        collects one ``{"id", "family", "value"}`` per item)."""
         from madopd.distill.evaluation import evaluate_student
 
         task = task or self.task
@@ -495,7 +497,7 @@ class Distiller(PhasesMixin, RecordsMixin):
                                         max_new_tokens=self.config.sampling.max_new_tokens)
         return evaluate_student(self.student, task, sampling, limit=limit,
                                 batch_size=batch_size or max(self.config.batch_size, 16),
-                                max_steps=self.config.opad_max_steps)
+                                max_steps=self.config.opad_max_steps, outcomes=outcomes)
 
     def save(self, path) -> Any:
         """The student in Hugging Face format."""

@@ -18,8 +18,8 @@ from madopd.errors import ConfigError
 TASKS: dict[str, Callable[..., Any] | str] = {
     "jsonl-code": "madopd.tasks.jsonl:CodeJsonlTask",
     "jsonl-tools": "madopd.tasks.jsonl:ToolJsonlTask",
-    "toy-tools": "madopd.tasks.toy_tools:ToyToolsTask",
-    "toy-code": "madopd.tasks.toy_code:ToyCodeTask",
+    "toy-tools": "madopd.toyworld.toy_tools:ToyToolsTask",
+    "toy-code": "madopd.toyworld.toy_code:ToyCodeTask",
 }
 
 

@@ -27,7 +27,7 @@ CELLS = [
     "torch.set_num_threads(2)\n"
     "from transformers.utils import logging as hf_logging\n"
     "hf_logging.disable_progress_bar()\n"
-    "from madopd.zoo import load_zoo, profile_spec\n"
+    "from madopd.toyworld.zoo import load_zoo, profile_spec\n"
     "from madopd.distill import Distiller\n"
     "from madopd.widgets import (DebateBoard, DivergenceLens, LossDecomposition, FailureFinder,\n"
     "                            LiveDashboard, Playground, make_probe)\n"

@@ -149,7 +149,7 @@ def test_visible_text_python_equals_js():
 
 
 def test_report_shows_bidi_as_escapes():
-    from madopd.report import esc, plain
+    from madopd.toyworld.report import esc, plain
 
     assert "\u202e" not in esc("\u202eevil") and "\\u202e" in esc("\u202eevil")
     assert plain({"toy-tools": "jsd", "toy-code": "rkl"}) == "toy-tools: jsd, toy-code: rkl"

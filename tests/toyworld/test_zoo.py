@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from madopd.errors import ConfigError
-from madopd.tasks.toy_code import ToyCodeTask
-from madopd.tasks.toy_common import (
+from madopd.toyworld.toy_code import ToyCodeTask
+from madopd.toyworld.toy_common import (
     CONF_ADOPT,
     CONF_KNOW,
     CONF_UNSURE,
@@ -18,9 +18,9 @@ from madopd.tasks.toy_common import (
     revise,
     world_skills,
 )
-from madopd.tasks.toy_tools import ToyToolsTask
-from madopd.zoo import PROFILES, ZooSpec, load_zoo, member_settings, profile_spec, verify_member
-from madopd.zoo_data import make_debate, oracle_transcript, teacher_examples
+from madopd.toyworld.toy_tools import ToyToolsTask
+from madopd.toyworld.zoo import PROFILES, ZooSpec, load_zoo, member_settings, profile_spec, verify_member
+from madopd.toyworld.zoo_data import make_debate, oracle_transcript, teacher_examples
 
 TINY = replace(PROFILES["smoke"], teacher_steps=2, student_steps=2, tool_episodes=30,
                noisy_episodes=10, eval_episodes=5, batch_size=4)
@@ -98,7 +98,7 @@ def test_training_chats_are_exactly_the_debate_formats(tasks):
 def test_inline_rendering_matches_chat_template(tasks):
     from madopd.models._common import render_prompt_ids
     from madopd.models.tiny import build_tokenizer
-    from madopd.zoo_train import merged_tokens, tokenize
+    from madopd.toyworld.zoo_train import merged_tokens, tokenize
 
     tools, code = tasks
     tok = build_tokenizer(merged_tokens())

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from madopd.errors import ConfigError
-from madopd.tasks.toy_common import EVAL_FRACTION, FAMILIES, VAL_HI, VAL_LO, is_held_out
+from madopd.toyworld.toy_common import EVAL_FRACTION, FAMILIES, VAL_HI, VAL_LO, is_held_out
 from madopd.types import State
 
 _ALLOWED = re.compile(r"^[0-9x+\-*/%(), a-z]{1,64}$")
@@ -176,7 +176,7 @@ class ToyCodeTask:
 class ToyCodeBenchmark:
     """toy-code's held-out specs as a ``madopd.bench`` benchmark (``madopd eval``).
 
-    Registered as ``register_benchmark("toy-code", _lazy("madopd.tasks.toy_code",
+    Registered as ``register_benchmark("toy-code", _lazy("madopd.toyworld.toy_code",
     "ToyCodeBenchmark"))``. ``score`` gives pass@k (unbiased, macro over specs) with every sample
     verified in the sandbox like ``ToyCodeTask.verify_batch``.
     """

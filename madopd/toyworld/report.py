@@ -39,15 +39,19 @@ def plain(x: Any) -> str:
     return str(x)
 
 
-def _fmt(c: dict | None) -> str:
+def _fmt(c: dict | None, iv: dict | None = None) -> str:
+    """'mean [lo, hi]' with a bootstrap interval (fractions in ``iv``), else 'mean ± SE'."""
     if not c:
         return "–"
+    if iv is not None:
+        return f"{c['mean']:.1f} [{100 * iv['lo']:.1f}, {100 * iv['hi']:.1f}]"
     se = c.get("se")
     se_txt = "n/a" if se is None or se != se else f"{se:.1f}"
     return f"{c['mean']:.1f} ± {se_txt}"
 
 
-def table_html(rows: dict, caption: str) -> str:
+def table_html(rows: dict, caption: str, intervals: dict | None = None) -> str:
+    methods = (intervals or {}).get("methods", {})
     best = {}
     for key, _ in COLS:
         vals = [r[key]["mean"] for r in rows.values() if key in r]
@@ -60,22 +64,33 @@ def table_html(rows: dict, caption: str) -> str:
             c = row.get(key)
             cls = ' class="best"' if c and best[key] is not None and c["mean"] == best[key] else ""
             title = f' title="per seed: {esc(", ".join(f"{v:.1f}" for v in c["values"]))}"' if c else ""
-            out.append(f"<td{cls}{title}>{esc(_fmt(c))}</td>")
+            out.append(f"<td{cls}{title}>{esc(_fmt(c, methods.get(name, {}).get(key)))}</td>")
         out.append("</tr>")
     out.append("</table>")
     return "".join(out)
 
 
+def _whisker(rows: dict, methods: dict, n: str, col: str) -> tuple[float, float]:
+    """(low, high) of a bar's whisker in %: the bootstrap interval, else mean ± 1 SE."""
+    c = rows[n][col]
+    iv = methods.get(n, {}).get(col)
+    if iv is not None:
+        return 100 * iv["lo"], 100 * iv["hi"]
+    se = c["se"] if c["se"] == c["se"] else 0.0
+    return c["mean"] - se, c["mean"] + se
+
+
 def bar_chart(rows: dict, columns=("toy-tools", "toy-code", "overall"), width: int = 760,
-              height: int = 260) -> str:
-    """Grouped bars (mean) with ±1 SE whiskers, one group per column, one colour per row."""
+              height: int = 260, intervals: dict | None = None) -> str:
+    """Grouped bars (mean) with whiskers (95 % bootstrap interval when ``intervals`` has the
+    cell, else ±1 SE), one group per column, one colour per row."""
     names = list(rows)
+    methods = (intervals or {}).get("methods", {})
     if not names:
         return ""
     pad_l, pad_b, pad_t = 46, 40, 20
     plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
-    vals = [rows[n][c]["mean"] + (rows[n][c]["se"] if rows[n][c]["se"] == rows[n][c]["se"] else 0)
-            for n in names for c in columns if c in rows[n]]
+    vals = [_whisker(rows, methods, n, c)[1] for n in names for c in columns if c in rows[n]]
     top = max(10.0, math.ceil(max(vals + [0.0]) / 10) * 10)
     group_w = plot_w / len(columns)
     bar_w = group_w * 0.8 / len(names)
@@ -83,7 +98,7 @@ def bar_chart(rows: dict, columns=("toy-tools", "toy-code", "overall"), width: i
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * ((len(names) + 3) // 4)}" '
              f'font-family="sans-serif" font-size="11">',
              f'<text transform="translate(11,{pad_t + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">'
-             f'score (%, mean ± 1 SE)</text>']
+             f'score (%, mean, {"95 % interval" if methods else "± 1 SE"})</text>']
     for t in range(0, int(top) + 1, max(10, int(top) // 5)):
         parts.append(f'<line x1="{pad_l}" x2="{width - 10}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#eee"/>'
                      f'<text x="{pad_l - 4}" y="{y(t) + 4:.1f}" text-anchor="end">{t}</text>')
@@ -98,11 +113,12 @@ def bar_chart(rows: dict, columns=("toy-tools", "toy-code", "overall"), width: i
             x = x0 + i * bar_w
             parts.append(f'<rect x="{x:.1f}" y="{y(c["mean"]):.1f}" width="{bar_w * 0.9:.1f}" '
                          f'height="{max(0.0, y(0) - y(c["mean"])):.1f}" fill="{PALETTE[i % len(PALETTE)]}">'
-                         f'<title>{esc(n)} {esc(col)}: {esc(_fmt(c))}</title></rect>')
-            if c["se"] == c["se"] and c["se"] > 0:
+                         f'<title>{esc(n)} {esc(col)}: {esc(_fmt(c, methods.get(n, {}).get(col)))}</title></rect>')
+            lo, hi = _whisker(rows, methods, n, col)
+            if hi > lo:
                 cx = x + bar_w * 0.45
-                parts.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(c["mean"] - c["se"]):.1f}" '
-                             f'y2="{y(c["mean"] + c["se"]):.1f}" stroke="#222"/>')
+                parts.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(lo):.1f}" '
+                             f'y2="{y(hi):.1f}" stroke="#222"/>')
     for i, n in enumerate(names):  # legend
         lx, ly = pad_l + (i % 4) * 180, height + 4 + 20 * (i // 4)
         parts.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{PALETTE[i % len(PALETTE)]}"/>'
@@ -175,28 +191,114 @@ def examples_html(summary: dict, limit: int = 6) -> str:
     return ""
 
 
+def _skills_text(spec: dict) -> str:
+    from madopd.toyworld.toy_common import world_skills
+
+    try:
+        skills = world_skills(spec.get("world", "default"), spec.get("n_teachers", 2),
+                              spec.get("overlap", 0.0), spec.get("calibration", "calibrated"))
+    except Exception as e:  # a report must not fail on an odd spec; say why
+        return f"(skills unavailable: {e})"
+    parts = []
+    for sk in skills:
+        full = [f for f, (lo, hi) in sk.known.items() if (lo, hi) == (0.0, 1.0)]
+        part = [f"{f} items {lo:.2f}-{hi:.2f}" for f, (lo, hi) in sk.known.items() if 0 < hi - lo < 1]
+        wrong = f", confidently wrong on {'/'.join(sk.confident_wrong)} traps" if sk.confident_wrong else ""
+        parts.append(f"teacher {sk.name} knows {', '.join(full) or 'nothing'} fully"
+                     f"{' and ' + ', '.join(part) if part else ''}{wrong}")
+    return "; ".join(parts)
+
+
+def _diff_text(d: dict | None, B: int | None) -> str:
+    from madopd.toyworld.demo_stats import fmt_diff, significance
+
+    return "–" if not d else f"{fmt_diff(d, B)} ({significance(d)})"
+
+
+def gains_html(g: dict, B: int | None) -> str:
+    """Per column: MAD-OPD minus the best OPD, minus MT-OPD, minus each blind teacher (%)."""
+    if not g:
+        return ""
+    out = ["<table><tr><th>column</th><th>minus the best single-teacher OPD</th><th>minus MT-OPD</th>"
+           "<th>minus each blind teacher</th><th>beats every blind teacher?</th></tr>"]
+    for col, v in g.items():
+        best = v.get("best_opd")
+        blind = "<br>".join(f"{esc(r)}: {esc(_diff_text(d, B))}" for r, d in v.get("blind", {}).items())
+        verdict = {True: "yes", False: "no"}.get(v.get("beats_every_blind_teacher"), "–")
+        out.append(f"<tr><td>{esc(col)}</td><td>{esc((best['row'] + ': ') if best else '')}"
+                   f"{esc(_diff_text(best, B))}</td><td>{esc(_diff_text(v.get('mt_opd'), B))}</td>"
+                   f"<td>{blind or '–'}</td><td>{esc(verdict)}</td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def mechanism_html(summary: dict) -> str:
+    """What the toy world builds in, why the gain appears, when it vanishes (issue 13, item 2)."""
+    zoo = summary.get("zoo", {})
+    spec = zoo.get("default", {}).get("spec", {})
+    out = ["<h2>what this world builds in (read before the table)</h2><p>",
+           esc(f"The teachers are tiny models trained to imitate a written skill spec: {_skills_text(spec)}. "
+               "Outside its skills a teacher answers with a plausible wrong operation at confidence 20; "
+               "inside, correctly at confidence 90. In a revision round, and when it scores with a "
+               "debate transcript in its context, a teacher was trained to adopt a peer's answer stated "
+               "with confidence >= 50 (except on dst, where both are stubborn). The skills are "
+               "complementary by construction."), "</p><p>",
+           esc("Why the gain appears: with the transcript in its context each teacher's force-decoding "
+               "distribution points at the peer's correct answer outside its own skills too, so the "
+               "student (trained on the confidence-weighted divergence to both, paper Eq. 8) is taught "
+               "the union of the skills. Without the transcript (OPD, MT-OPD) each teacher also teaches "
+               "its own errors. So the demo shows that the pipeline carries a debate's correction into "
+               "the student, not that debate helps in general."), "</p>"]
+    ctrl = zoo.get("blind", {}).get("spec")
+    key = next(iter(summary.get("extra_intervals", {})), None)
+    g = summary.get("extra_gain", {}).get(key) if key else None
+    B = summary.get("intervals", {}).get("B")
+    if ctrl is not None:
+        out.append("<p>" + esc(f"When it vanishes: in the control world {_skills_text(ctrl)} — a "
+                               "shared blind spot, so the debate has no correct answer to adopt there. ")
+                   + (esc("Measured (overall column): MAD-OPD minus the best OPD "
+                          f"{_diff_text(g['overall'].get('best_opd'), B)}; minus MT-OPD "
+                          f"{_diff_text(g['overall'].get('mt_opd'), B)}.")
+                      if g and "overall" in g else esc("(control rows not run)")) + "</p>")
+    else:
+        out.append("<p>" + esc("The control world (a shared blind spot, where the gain should vanish) "
+                               "was not run in this profile.") + "</p>")
+    return "".join(out)
+
+
 def write_report(summary: dict, path: str | Path) -> Path:
+    from madopd.toyworld.demo_stats import PERM_NAME, TEST_NAME
+
+    tests = {"primary": TEST_NAME, "secondary": PERM_NAME, **summary.get("tests", {})}
+    iv = summary.get("intervals") or None
+    B = (iv or {}).get("B")
+    what = (f"Mean over training seeds {esc(plain(summary.get('profile_settings', {}).get('seeds')))} "
+            f"[{esc(tests.get('interval', 'no interval'))}]") if iv else \
+        f"Mean ± standard error over seeds {esc(plain(summary.get('profile_settings', {}).get('seeds')))}"
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>madopd demo</title>",
              f"<style>{CSS}</style></head><body>",
              f"<h1>MAD-OPD on the toy world — profile {esc(summary.get('profile'))}</h1>",
-             f"<p>Mean ± standard error over seeds {esc(plain(summary.get('profile_settings', {}).get('seeds')))}; "
-             f"toy-tools = episode success (%), toy-code = pass@1 (%). Divergences: "
-             f"{esc(plain(summary.get('divergences')))}. Wall time {esc(summary.get('wall_seconds'))} s "
-             f"(zoo {esc(summary.get('zoo_seconds'))} s, debate caches {esc(summary.get('debate_cache_seconds'))} s, "
-             f"{esc(summary.get('workers'))} processes).</p>",
-             table_html(summary.get("table", {}), "main table (paper Table 1 in miniature)")]
+             mechanism_html(summary),
+             f"<h2>main table</h2><p>{what}; "
+             f"toy-tools = episode success (%), toy-code = pass@1 (%), both on held-out items. "
+             f"'(blind)' rows: the teacher itself answering with no transcript (the single-teacher "
+             f"ceiling). Divergences: {esc(plain(summary.get('divergences')))}. Wall time "
+             f"{esc(summary.get('wall_seconds'))} s (zoo {esc(summary.get('zoo_seconds'))} s, debate caches "
+             f"{esc(summary.get('debate_cache_seconds'))} s, {esc(summary.get('workers'))} processes).</p>",
+             table_html(summary.get("table", {}), "main table (paper Table 1 in miniature)", iv)]
     g = summary.get("gain", {})
     if g:
-        parts.append("<p>MAD-OPD minus the best single-teacher OPD: " + "; ".join(
-            f"{esc(c)} {v['gain']:+.1f} ± {v['se']:.1f} (vs {esc(v['best_opd'])}, "
-            f"{'> 2 SE' if v['significant'] else 'not > 2 SE'})" for c, v in g.items()) + "</p>")
-    parts.append(bar_chart(summary.get("table", {})))
+        parts.append(f"<p>Differences in points [95 % interval]. Test: {esc(tests.get('primary'))}, "
+                     f"B = {esc(B)}; also the {esc(tests.get('secondary'))}. 'Significant' means "
+                     f"p &lt; 0.05 in the first.</p>" + gains_html(g, B))
+    parts.append(bar_chart(summary.get("table", {}), intervals=iv))
     for key, rows in summary.get("extra", {}).items():
-        parts.append(f"<h2>{esc(key)}</h2>" + table_html(rows, key) + bar_chart(rows))
+        xiv = summary.get("extra_intervals", {}).get(key)
+        parts.append(f"<h2>{esc(key)}</h2>" + table_html(rows, key if xiv else key + " (mean ± SE)", xiv)
+                     + bar_chart(rows, intervals=xiv))
         eg = summary.get("extra_gain", {}).get(key)
         if eg:
-            parts.append("<p>gain over the best OPD: " + "; ".join(
-                f"{esc(c)} {v['gain']:+.1f} ± {v['se']:.1f}" for c, v in eg.items()) + "</p>")
+            parts.append(gains_html(eg, B))
     for world, z in summary.get("zoo", {}).items():
         parts.append(f"<h2>zoo: {esc(world)} world</h2><p class=small>{esc(plain(z.get('spec')))}</p>")
         parts.append(teachers_html(z.get("report", {})) + calibration_html(z.get("report", {})))

@@ -14,11 +14,11 @@ import pytest
 
 from madopd.distill.data import TrainPool
 from madopd.errors import ConfigError
-from madopd.tasks.toy_code import ToyCodeTask
-from madopd.tasks.toy_common import is_held_out
-from madopd.tasks.toy_tools import ToyToolsTask
-from madopd.zoo import PROFILES, make_tasks, member_settings
-from madopd.zoo_train import training_states
+from madopd.toyworld.toy_code import ToyCodeTask
+from madopd.toyworld.toy_common import is_held_out
+from madopd.toyworld.toy_tools import ToyToolsTask
+from madopd.toyworld.zoo import PROFILES, make_tasks, member_settings
+from madopd.toyworld.zoo_train import training_states
 
 
 def tool_item(state) -> tuple:

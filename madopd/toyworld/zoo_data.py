@@ -20,13 +20,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from madopd.tasks.toy_common import (
+from madopd.toyworld.toy_common import (
     FAMILIES,
     TeacherSkill,
     confidence_tag,
     revise,
 )
-from madopd.tasks.toy_tools import ToyToolsTask, oracle_action, parse_history
+from madopd.toyworld.toy_tools import ToyToolsTask, oracle_action, parse_history
 from madopd.types import Chat, DebateMessage, State, Transcript
 
 RANDOM_PEER_CONF = (10, 20, 30, 60, 70, 90)
@@ -44,7 +44,7 @@ class _Stub:
 
 def make_debate(names: list[str], rounds: int = 2):
     from madopd.debate import Debate, DebateProtocol
-    from madopd.tasks.toy_common import toy_templates
+    from madopd.toyworld.toy_common import toy_templates
 
     return Debate([_Stub(n) for n in names], DebateProtocol(rounds=rounds, templates=toy_templates()))
 

@@ -17,9 +17,9 @@ import torch
 
 from madopd.models._common import render_prompt_ids
 from madopd.models.tiny import DEFAULT_MERGED, TinySpec, build_tiny_model, count_parameters
-from madopd.tasks.toy_common import MERGED_TOKENS, TeacherSkill
+from madopd.toyworld.toy_common import MERGED_TOKENS, TeacherSkill
 from madopd.types import State
-from madopd.zoo_data import (
+from madopd.toyworld.zoo_data import (
     Example,
     make_debate,
     noisy_tool_states,
@@ -33,8 +33,8 @@ def merged_tokens() -> tuple[str, ...]:
 
 
 def _tasks(settings: dict):
-    from madopd.tasks.toy_code import ToyCodeTask
-    from madopd.tasks.toy_tools import ToyToolsTask
+    from madopd.toyworld.toy_code import ToyCodeTask
+    from madopd.toyworld.toy_tools import ToyToolsTask
 
     # n_eval=1: the held-out side is fixed by toy_common.is_held_out whatever n_eval is, so
     # asking for one held-out episode costs nothing and changes no training episode
@@ -46,7 +46,7 @@ def training_states(settings: dict, rng: random.Random) -> tuple[dict[str, list[
 
     Teachers: sloppy-policy tool states (``noisy_tool_states``) + the gold path of every training
     episode, and every training code spec. Base student: the training episodes and code specs.
-    All of them come from the tasks' training sides (tests/test_zoo.py checks it).
+    All of them come from the tasks' training sides (tests/toyworld/test_zoo.py checks it).
     """
     tools, code = _tasks(settings)
     if settings["role"] == "student":

@@ -6,8 +6,8 @@ import pytest
 
 from madopd.errors import ConfigError
 from madopd.tasks.base import EpisodicTask
-from madopd.tasks.toy_common import FAMILIES
-from madopd.tasks.toy_tools import ToyToolsTask, oracle_action
+from madopd.toyworld.toy_common import FAMILIES
+from madopd.toyworld.toy_tools import ToyToolsTask, oracle_action
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,14 @@
 """`madopd demo`: the paper's main table in miniature, on the toy world, on a laptop.
 
-Rows (paper Table 1): Base, MT-SeqKD, OPD-A, OPD-B, MT-OPD, MAD-OPD; columns: toy-tools
+Rows (paper Table 1): Base, MT-SeqKD, OPD-A, OPD-B, MT-OPD, MAD-OPD, then each teacher answering
+blind ("Teacher A (blind)": the single-teacher ceiling, ``ceiling.py``); columns: toy-tools
 (agentic: episode success of greedy on-policy episodes through the simulated world) and toy-code
 (pass@1 over ``code_samples`` sampled programs per held-out spec, unbiased estimator, verified in
 the sandbox), then Agentic avg, Code avg, Overall. Divergence per task (paper Remark 1): JSD(0.5)
 for toy-tools, reverse KL for toy-code. Every run uses ``madopd.distill`` with the toy debate
-templates; only the preset's columns differ between rows.
+templates; only the preset's columns differ between rows. Cells: the mean over seeds with a
+95 % percentile interval from a bootstrap over evaluation items x training seeds, and the
+differences' tests (``stats.py``, ``demo_stats.py``); every job stores its per-item outcomes.
 
 Execution: (1) load/build the zoo; (2) warm the debate caches (teacher-forced states do not
 depend on the student, so one debate per state serves every MAD-style run and seed); (3) every
@@ -26,10 +29,12 @@ from typing import Any
 
 from madopd.errors import ConfigError
 from madopd.types import Sampling
-from madopd.zoo import quiet_worker
+from madopd.toyworld.demo_stats import PERM_NAME, TEST_NAME, format_gains, gains, interval_tables
+from madopd.toyworld.zoo import quiet_worker
 
 TASKS = ("toy-tools", "toy-code")
 MAIN_ROWS = ("Base", "MT-SeqKD", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD")
+BLIND_ROWS = ("Teacher A (blind)", "Teacher B (blind)", "Teacher C (blind)")
 DIVERGENCE = {"toy-tools": ("jsd", 0.5), "toy-code": ("rkl", 0.5)}  # paper Remark 1
 METRIC = {"toy-tools": "episode_success", "toy-code": "pass@1"}
 GREEDY_DEBATE = Sampling(greedy=True, max_new_tokens=12)
@@ -38,7 +43,7 @@ GREEDY_DEBATE = Sampling(greedy=True, max_new_tokens=12)
 @dataclass(frozen=True)
 class DemoProfile:
     zoo: str = "default"
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     steps: int = 100
     batch_size: int = 32
     lr: float = 2e-3
@@ -47,12 +52,25 @@ class DemoProfile:
     record_every: int = 25
     ablations: bool = field(default=False, metadata={"help": "divergence, rounds, debate-vs-weights"})
     control: bool = field(default=False, metadata={"help": "also run the shared-blind-spot world"})
+    control_seeds: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "the control world's seeds (None = seeds)"})
+    blind_teachers: bool = field(default=True, metadata={
+        "help": "rows for each teacher answering blind (no transcript) on the same items"})
+    bootstrap: int = field(default=10_000, metadata={"help": "bootstrap resamples (items x seeds)"})
+
+    def __post_init__(self):
+        if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"DemoProfile.seeds must be distinct and non-empty, got {self.seeds}")
+        if self.control_seeds is not None and not set(self.control_seeds) <= set(self.seeds):
+            raise ConfigError(f"DemoProfile.control_seeds {self.control_seeds} must be among seeds {self.seeds}")
+        if self.bootstrap < 100:
+            raise ConfigError(f"DemoProfile.bootstrap must be >= 100, got {self.bootstrap}")
 
 
 PROFILES = {
     "smoke": DemoProfile(zoo="smoke", seeds=(0, 1), steps=4, batch_size=8, code_samples=2,
                          eval_episodes=20, record_every=2),
-    "default": DemoProfile(),
+    "default": DemoProfile(control=True, control_seeds=(0, 1, 2)),
     "full": DemoProfile(zoo="full", ablations=True, control=True),
 }
 
@@ -88,6 +106,8 @@ def row_jobs(row: str, task: str, seed: int, K: int, label: str | None = None, *
         "OPD-C": dict(preset="opd", teachers=(2,)),
         "MT-OPD": dict(preset="mt_opd", teachers=every),
         "MAD-OPD": dict(preset="mad_opd", teachers=every, rounds=2, weighting="confidence"),
+        # no training: the teacher itself, blind (no transcript), through the student's evaluation
+        **{name: dict(preset="teacher_blind", teachers=(k,)) for k, name in enumerate(BLIND_ROWS)},
     }
     if row not in table:
         raise ConfigError(f"demo row {row!r} is unknown; valid: {sorted(table)}")
@@ -96,7 +116,8 @@ def row_jobs(row: str, task: str, seed: int, K: int, label: str | None = None, *
 
 def plan(profile: DemoProfile, tasks: tuple[str, ...] = TASKS, K: int = 2) -> list[Job]:
     rows = list(MAIN_ROWS) + (["OPD-C"] if K == 3 else [])
-    jobs = [row_jobs(r, t, s, K) for t in tasks for r in rows for s in profile.seeds]
+    blind = list(BLIND_ROWS[:K]) if profile.blind_teachers else []
+    jobs = [row_jobs(r, t, s, K) for t in tasks for r in rows + blind for s in profile.seeds]
     if profile.ablations:
         for t in tasks:
             for s in profile.seeds:
@@ -113,8 +134,8 @@ def plan(profile: DemoProfile, tasks: tuple[str, ...] = TASKS, K: int = 2) -> li
                                      rounds=1, label="confidence w, no debate"))
     if profile.control:
         for t in tasks:
-            for r in ("Base", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD"):
-                for s in profile.seeds:
+            for r in ["Base", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD"] + blind:
+                for s in profile.control_seeds or profile.seeds:
                     jobs.append(row_jobs(r, t, s, K, group="control", world="blind"))
     return jobs
 
@@ -123,7 +144,7 @@ def plan(profile: DemoProfile, tasks: tuple[str, ...] = TASKS, K: int = 2) -> li
 
 def _protocol(job: Job):
     from madopd.debate import DebateProtocol, DebateTemplates
-    from madopd.tasks.toy_common import TOY_TEMPLATE_FIELDS
+    from madopd.toyworld.toy_common import TOY_TEMPLATE_FIELDS
 
     fields = dict(TOY_TEMPLATE_FIELDS)
     if not job.transcript_in_score:
@@ -153,8 +174,13 @@ def _config(job: Job, profile: DemoProfile, zoo_paths: dict, run_dir: Path, cach
     return preset(job.preset, base, **fields)
 
 
-def evaluate_code(student, task, n_samples: int, seed: int, limit: int | None = None) -> dict[str, float]:
-    """pass@1 and pass@n over held-out specs: ``n_samples`` samples each (T = 1), sandboxed tests."""
+def evaluate_code(student, task, n_samples: int, seed: int, limit: int | None = None,
+                  outcomes: list | None = None) -> dict[str, float]:
+    """pass@1 and pass@n over held-out specs: ``n_samples`` samples each (T = 1), sandboxed tests.
+
+    ``outcomes`` (optional list) receives ``{"id", "family", "value"}`` per spec, value = the
+    spec's unbiased pass@1 = c / n; the macro mean of these over families is ``pass@1``.
+    """
     from collections import defaultdict
 
     from madopd.evaluate import pass_at_k
@@ -167,6 +193,8 @@ def evaluate_code(student, task, n_samples: int, seed: int, limit: int | None = 
     for i, st in enumerate(states):
         c = int(sum(ok[i * n_samples:(i + 1) * n_samples]))
         per_fam[st.family].append((pass_at_k(n_samples, c, 1), pass_at_k(n_samples, c, n_samples)))
+        if outcomes is not None:
+            outcomes.append({"id": st.id, "family": st.family, "value": per_fam[st.family][-1][0]})
     res = {}
     for k, key in ((0, "pass@1"), (1, f"pass@{n_samples}")):
         fam = {f: sum(v[k] for v in vals) / len(vals) for f, vals in per_fam.items()}
@@ -177,45 +205,72 @@ def evaluate_code(student, task, n_samples: int, seed: int, limit: int | None = 
     return res
 
 
+def _items(outcomes: list[dict]) -> dict[str, list]:
+    return {"ids": [o["id"] for o in outcomes], "families": [o["family"] for o in outcomes],
+            "values": [o["value"] for o in outcomes]}
+
+
 def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
             cache_path: str | None) -> dict[str, Any]:
-    """Train (unless Base) and evaluate one job; runs in a worker process with one thread."""
+    """Train (unless Base or a blind teacher) and evaluate one job; a worker process, one thread.
+
+    Returns the score, the evaluation's metrics, per-item outcomes (``items``: ids, families,
+    values in [0, 1]; what the bootstrap resamples), timings and the run directory.
+    """
+    import dataclasses
+
     import torch
 
     quiet_worker()
     from madopd.distill import Distiller
+    from madopd.distill.evaluation import evaluate_student
     from madopd.models.hf import HFStudent, HFTeacher
     from madopd.runs import RunStore
-    from madopd.zoo import ZooSpec, make_tasks
+    from madopd.toyworld.ceiling import BlindTeacherPolicy
+    from madopd.toyworld.zoo import ZooSpec, make_tasks
 
     t0, c0 = time.perf_counter(), time.process_time()
     torch.manual_seed(job.seed)
     tools, code = make_tasks(ZooSpec(**zoo_paths["spec"]))
     task = tools if job.task == "toy-tools" else code
-    run_dir = Path(out_dir) / "runs" / job.name.replace("/", "__").replace(" ", "_")
-    cfg = _config(job, profile, zoo_paths, run_dir, cache_path)
+    run_dir = Path(out_dir) / "runs" / job.name.replace("/", "__").replace(" ", "_").replace("(", "").replace(")", "")
+    blind = job.preset == "teacher_blind"
+    cfg_job = dataclasses.replace(job, preset="base", teachers=()) if blind else job
+    cfg = _config(cfg_job, profile, zoo_paths, run_dir, cache_path)
     store = RunStore(run_dir, config={**cfg.to_dict(), "demo_job": asdict(job)})
-    student = HFStudent(str(zoo_paths["student"]), name="student", batch_size=512)
-    teachers = [HFTeacher(str(zoo_paths["teachers"][k]), name=zoo_paths["names"][k], batch_size=512)
-                for k in job.teachers]
-    d = Distiller(cfg, student, teachers, task, debate_protocol=_protocol(job) if teachers else None,
-                  store=store)
-    records = d.train(progress=False) if job.preset != "base" else []
+    outcomes: list[dict] = []
+    records: list = []
+    steps = 1
+    if blind:
+        k = job.teachers[0]
+        policy = BlindTeacherPolicy(HFTeacher(str(zoo_paths["teachers"][k]), name=zoo_paths["names"][k],
+                                              batch_size=512), _protocol(job))
+    else:
+        policy = HFStudent(str(zoo_paths["student"]), name="student", batch_size=512)
+        teachers = [HFTeacher(str(zoo_paths["teachers"][k]), name=zoo_paths["names"][k], batch_size=512)
+                    for k in job.teachers]
+        d = Distiller(cfg, policy, teachers, task, debate_protocol=_protocol(job) if teachers else None,
+                      store=store)
+        records = d.train(progress=False) if job.preset != "base" else []
+        steps = max(1, d.step_count)
     t_train = time.perf_counter() - t0
-    if job.task == "toy-tools":
-        ev = d.evaluate(limit=profile.eval_episodes, batch_size=512)
+    if job.task == "toy-tools":  # what Distiller.evaluate does, for a student or a blind teacher
+        ev = evaluate_student(policy, task, Sampling(greedy=True, max_new_tokens=cfg.sampling.max_new_tokens),
+                              limit=profile.eval_episodes, batch_size=512,
+                              max_steps=cfg.opad_max_steps, outcomes=outcomes)
         score = ev["episode_success"]
     else:
-        ev = evaluate_code(student, code, profile.code_samples, seed=job.seed)
+        ev = evaluate_code(policy, code, profile.code_samples, seed=job.seed, outcomes=outcomes)
         score = ev["pass@1"]
     ev = {k: float(v) for k, v in ev.items()}
-    store.log_metrics(max(1, d.step_count), {f"final/{k}": v for k, v in ev.items()})
+    store.log_metrics(steps, {f"final/{k}": v for k, v in ev.items()})
     timings = {}
     for rec in records:
         for k, v in rec.metrics.items():
             if k.startswith("time/"):
                 timings[k] = timings.get(k, 0.0) + v
     return {"job": asdict(job), "score": float(score), "eval": ev, "run_dir": str(run_dir),
+            "items": _items(outcomes),
             "train_seconds": round(t_train, 2), "seconds": round(time.perf_counter() - t0, 2),
             "cpu_seconds": round(time.process_time() - c0, 2),
             "timings": {k: round(v, 2) for k, v in timings.items()},
@@ -232,7 +287,7 @@ def warm_debates(world: str, task_name: str, protocols: list[tuple[int, bool]], 
     from madopd.debate import Debate
     from madopd.distill.data import TrainPool
     from madopd.models.hf import HFTeacher
-    from madopd.zoo import ZooSpec, make_tasks
+    from madopd.toyworld.zoo import ZooSpec, make_tasks
 
     t0, c0 = time.perf_counter(), time.process_time()
     tools, code = make_tasks(ZooSpec(**zoo_paths["spec"]))
@@ -284,7 +339,7 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 def summarize(results: list[dict], tasks: tuple[str, ...] = TASKS) -> dict[str, Any]:
     """Group per (group, world, row, task): mean, standard error, per-seed values (in %)."""
     table: dict[str, dict] = {}
-    order = {name: i for i, name in enumerate(MAIN_ROWS)}
+    order = {name: i for i, name in enumerate(MAIN_ROWS + ("OPD-C",) + BLIND_ROWS)}
     results = sorted(results, key=lambda r: (order.get(r["job"]["row"], len(order)), r["job"]["row"]))
     for r in results:
         j = r["job"]
@@ -343,49 +398,31 @@ def composite_tables(table: dict, tasks: tuple[str, ...] = TASKS) -> dict[str, d
     return out
 
 
-def gains(rows: dict, tasks: tuple[str, ...] = TASKS, opd_rows=("OPD-A", "OPD-B", "OPD-C"),
-          method: str = "MAD-OPD") -> dict[str, Any]:
-    """MAD-OPD minus the best single-teacher OPD per column, with the SE of the difference."""
-    out = {}
-    for col in (*tasks, "overall"):
-        cands = [(rows[r][col]["mean"], r) for r in opd_rows if r in rows and col in rows[r]]
-        if method not in rows or col not in rows[method] or not cands:
-            continue
-        best_mean, best = max(cands)
-        mad = rows[method][col]
-        se = math.sqrt((mad["se"] if mad["se"] == mad["se"] else 0.0) ** 2 +
-                       (rows[best][col]["se"] if rows[best][col]["se"] == rows[best][col]["se"] else 0.0) ** 2)
-        gain = mad["mean"] - best_mean
-        out[col] = {"best_opd": best, "gain": gain, "se": se,
-                    "significant": bool(se > 0 and gain > 2 * se)}
-    return out
-
-
-def format_table(rows: dict, title: str, tasks: tuple[str, ...] = TASKS) -> str:
+def format_table(rows: dict, title: str, tasks: tuple[str, ...] = TASKS,
+                 intervals: dict | None = None) -> str:
+    """Mean over seeds with its 95 % bootstrap interval [lo, hi] (items x seeds) when
+    ``intervals`` (a ``stats.bootstrap_table`` result, fractions) has the cell, else mean ± SE."""
     cols = [("toy-tools", "toy-tools"), ("toy-code", "toy-code"), ("toy-tools", "Agentic avg"),
             ("toy-code", "Code avg"), ("overall", "Overall")]
+    methods = (intervals or {}).get("methods", {})
     w = max([len(r) for r in rows] + [10])
-    head = f"{'method':<{w}} | " + " | ".join(f"{c:>13}" for _, c in cols)
+    cw = 19 if methods else 13
+    head = f"{'method':<{w}} | " + " | ".join(f"{c:>{cw}}" for _, c in cols)
     lines = [title, head, "-" * len(head)]
 
-    def cell(row, key):
+    def cell(name, row, key):
         if key not in row:
-            return f"{'-':>13}"
+            return f"{'-':>{cw}}"
         c = row[key]
+        iv = methods.get(name, {}).get(key)
+        if iv is not None:
+            return f"{c['mean']:5.1f} [{100 * iv['lo']:5.1f},{100 * iv['hi']:5.1f}]".rjust(cw)
         se = "  n/a" if c["se"] != c["se"] else f"{c['se']:5.1f}"
-        return f"{c['mean']:6.1f} ±{se}"
+        return f"{c['mean']:6.1f} ±{se}".rjust(cw)
 
     for name, row in rows.items():
-        lines.append(f"{name:<{w}} | " + " | ".join(cell(row, k) for k, _ in cols))
+        lines.append(f"{name:<{w}} | " + " | ".join(cell(name, row, k) for k, _ in cols))
     return "\n".join(lines)
-
-
-def format_gains(g: dict) -> str:
-    parts = []
-    for col, v in g.items():
-        mark = "> 2 SE" if v["significant"] else "not > 2 SE"
-        parts.append(f"{col}: {v['gain']:+.1f} ± {v['se']:.1f} vs {v['best_opd']} ({mark})")
-    return "MAD-OPD gain over the best single-teacher OPD: " + "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- the command
@@ -398,7 +435,7 @@ def zoo_paths_of(zoo) -> dict:
 def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
              workers: int = 2, zoo_root: str | None = None, tasks: tuple[str, ...] = TASKS,
              rebuild_zoo: bool = False, log=print) -> dict[str, Any]:
-    from madopd.zoo import load_zoo, profile_spec
+    from madopd.toyworld.zoo import load_zoo, profile_spec
 
     if profile_name not in PROFILES:
         raise ConfigError(f"demo profile {profile_name!r} is unknown; valid: {sorted(PROFILES)}")
@@ -456,6 +493,9 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
                 f"seed {j['seed']}: {100 * res['score']:5.1f} ({res['seconds']:.0f} s)")
     table = summarize(results, tasks)
     main = table.get("main/default", {})
+    intervals = interval_tables(results, B=profile.bootstrap)
+    extra = composite_tables(table, tasks)
+    control_key = next((k for k in extra if k.startswith("control")), None)
     summary = {
         "profile": profile_name, "profile_settings": asdict(profile),
         "wall_seconds": round(time.perf_counter() - t0, 1), "zoo_seconds": round(t_zoo, 1),
@@ -465,25 +505,21 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
                         "debate_cache": round(sum(w.get("cpu_seconds", 0.0) for w in warm.values()), 1)},
         "metrics": {t: METRIC[t] for t in tasks},
         "divergences": {t: DIVERGENCE[t][0] for t in tasks},
-        "table": main, "gain": gains(main, tasks),
-        "extra": composite_tables(table, tasks),
-        "groups": table,
+        "tests": {"primary": TEST_NAME, "secondary": PERM_NAME, "alpha": 0.05,
+                  "interval": f"95 % percentile interval, bootstrap over items x seeds, B = {profile.bootstrap}"},
+        "table": main, "intervals": intervals.get("main/default", {}),
+        "gain": gains(intervals.get("main/default", {})),
+        "extra": extra, "groups": table, "group_intervals": intervals,
+        "extra_intervals": {control_key: intervals["control/blind"]} if control_key in extra and
+        "control/blind" in intervals else {},
         "zoo": {w: {"spec": asdict(z.spec), "report": z.report} for w, z in worlds.items()},
         "debate_cache": warm, "runs": results,
     }
-    summary["extra_gain"] = {k: gains(v, tasks) for k, v in summary["extra"].items() if k.startswith("control")}
+    summary["extra_gain"] = {k: gains(v) for k, v in summary["extra_intervals"].items()}
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
-    text = format_table(main, f"toy world, profile {profile_name}: mean ± standard error over "
-                              f"{len(profile.seeds)} seeds (%, toy-tools = episode success, "
-                              f"toy-code = pass@1)", tasks)
-    text += "\n" + format_gains(summary["gain"])
-    for key, rows in summary["extra"].items():
-        text += "\n\n" + format_table(rows, key, tasks)
-        if key in summary["extra_gain"]:
-            text += "\n" + format_gains(summary["extra_gain"][key])
-    text += f"\n\nwall time {summary['wall_seconds']:.0f} s (zoo {t_zoo:.0f} s, debate caches {t_warm:.0f} s)"
+    text = summary_text(summary, tasks)
     (out / "table.txt").write_text(text + "\n")
-    from madopd.report import write_report
+    from madopd.toyworld.report import write_report
 
     write_report(summary, out / "report.html")
     log(text)
@@ -491,8 +527,30 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
     return summary
 
 
+def summary_text(summary: dict, tasks: tuple[str, ...] = TASKS) -> str:
+    """table.txt: the main table with intervals, the named tests, the extra tables, times."""
+    seeds = summary.get("profile_settings", {}).get("seeds", ())
+    B = summary.get("intervals", {}).get("B")
+    text = format_table(summary["table"], f"toy world, profile {summary.get('profile')}: mean over "
+                        f"{len(seeds)} training seeds [95 % interval, bootstrap over items x seeds] "
+                        f"(%, toy-tools = episode success, toy-code = pass@1)", tasks,
+                        summary.get("intervals"))
+    if summary.get("gain"):
+        text += (f"\ndifferences [95 % interval]; tests: {TEST_NAME} (B = {B}); {PERM_NAME}\n"
+                 + format_gains(summary["gain"], B))
+    for key, rows in summary.get("extra", {}).items():
+        iv = summary.get("extra_intervals", {}).get(key)
+        text += "\n\n" + format_table(rows, key if iv else key + " (mean ± SE over seeds)", tasks, iv)
+        if summary.get("extra_gain", {}).get(key):
+            text += "\n" + format_gains(summary["extra_gain"][key], B)
+    if "wall_seconds" in summary:
+        text += (f"\n\nwall time {summary['wall_seconds']:.0f} s (zoo {summary.get('zoo_seconds', 0):.0f} s, "
+                 f"debate caches {summary.get('debate_cache_seconds', 0):.0f} s)")
+    return text
+
+
 def _longest_first(jobs: list[Job]) -> list[Job]:
-    cost = {"base": 0, "opd": 1, "mt_seqkd": 1, "mt_opd": 2, "mad_opd": 3}
+    cost = {"base": 0, "teacher_blind": 0, "opd": 1, "mt_seqkd": 1, "mt_opd": 2, "mad_opd": 3}
     return sorted(jobs, key=lambda j: (j.task != "toy-tools", -cost[j.preset]))
 
 

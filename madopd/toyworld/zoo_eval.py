@@ -47,8 +47,8 @@ def evaluate_zoo(zoo, *, n_tool_episodes: int = 60) -> dict[str, Any]:
     from madopd.debate import Debate, DebateProtocol
     from madopd.diagnostics import calibration_table, debate_metrics
     from madopd.models.tiny import count_parameters
-    from madopd.tasks.toy_common import toy_templates
-    from madopd.zoo_data import oracle_transcript
+    from madopd.toyworld.toy_common import toy_templates
+    from madopd.toyworld.zoo_data import oracle_transcript
 
     torch.manual_seed(0)
     states_by_task, tasks = eval_states(zoo, n_tool_episodes)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from madopd.errors import ConfigError
 from madopd.tasks.base import Episode
-from madopd.tasks.toy_common import FAMILIES, KEYS, OPS, VAL_HI, VAL_LO, is_held_out
+from madopd.toyworld.toy_common import FAMILIES, KEYS, OPS, VAL_HI, VAL_LO, is_held_out
 from madopd.types import Chat, State
 
 _GET = re.compile(r"^get ([a-z])$")

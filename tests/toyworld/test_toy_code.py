@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from madopd.errors import ConfigError
-from madopd.tasks.toy_code import ToyCodeTask, check_grammar
-from madopd.tasks.toy_common import FAMILIES
+from madopd.toyworld.toy_code import ToyCodeTask, check_grammar
+from madopd.toyworld.toy_common import FAMILIES
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_bad_config_names_the_field():
 
 def test_benchmark_adapter_scores_references_and_counts():
     from madopd.bench import Benchmark
-    from madopd.tasks.toy_code import ToyCodeBenchmark
+    from madopd.toyworld.toy_code import ToyCodeBenchmark
 
     b = ToyCodeBenchmark()
     assert isinstance(b, Benchmark)

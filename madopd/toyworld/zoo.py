@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from madopd.errors import ConfigError, DataError
-from madopd.tasks.toy_common import MERGED_TOKENS, TeacherSkill, world_skills
+from madopd.toyworld.toy_common import MERGED_TOKENS, TeacherSkill, world_skills
 
 ZOO_FORMAT = 2  # 2: one split rule (toy_common.is_held_out), issue 13. Bump when training data or formats change: old caches are then ignored
 
@@ -94,7 +94,7 @@ PROFILES: dict[str, ZooSpec] = {
 }
 
 # How the zoo's teachers were trained to debate: the compact toy templates, greedy 12-token turns
-# (``madopd.demo`` uses the same). Other templates or sampling give them text they never saw.
+# (``madopd.toyworld.demo`` uses the same). Other templates or sampling give them text they never saw.
 TOY_DEBATE_TOKENS = 12
 
 
@@ -117,8 +117,8 @@ def _hash(obj: Any) -> str:
 
 def make_tasks(spec: ZooSpec):
     """The (toy-tools, toy-code) tasks a zoo is trained and evaluated on."""
-    from madopd.tasks.toy_code import ToyCodeTask
-    from madopd.tasks.toy_tools import ToyToolsTask
+    from madopd.toyworld.toy_code import ToyCodeTask
+    from madopd.toyworld.toy_tools import ToyToolsTask
 
     return (ToyToolsTask(n_train=spec.tool_episodes, n_eval=spec.eval_episodes, seed=0),
             ToyCodeTask())
@@ -187,7 +187,7 @@ def quiet_worker() -> None:
 
 def _train_member(settings: dict, out_dir: str, position: int = 0, progress: bool = True) -> dict:
     """Train one member into ``out_dir`` (runs in a worker process, one thread)."""
-    from madopd.zoo_train import train_member
+    from madopd.toyworld.zoo_train import train_member
 
     quiet_worker()
 
@@ -302,7 +302,7 @@ class Zoo:
     def debate_protocol(self, rounds: int = 2, **kw):
         """The protocol the teachers were trained on: toy templates, greedy 12-token turns."""
         from madopd.debate import DebateProtocol
-        from madopd.tasks.toy_common import toy_templates
+        from madopd.toyworld.toy_common import toy_templates
         from madopd.types import Sampling
 
         return DebateProtocol(rounds=rounds, templates=toy_templates(),
@@ -343,7 +343,7 @@ def load_zoo(spec: ZooSpec | None = None, *, root: str | Path | None = None, wor
             log(f"zoo: {manifest} is unreadable; re-evaluating")
     zoo = Zoo(spec, [paths[n] for n in names], paths["student"], report or {}, manifest)
     if report is None:
-        from madopd.zoo_eval import evaluate_zoo
+        from madopd.toyworld.zoo_eval import evaluate_zoo
 
         log("zoo: evaluating the members on held-out items ...")
         zoo.report = evaluate_zoo(zoo, n_tool_episodes=min(60, spec.eval_episodes))

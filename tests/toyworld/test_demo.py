@@ -1,0 +1,251 @@
+"""`madopd demo`: planning, the table/results formatting (fake numbers), the report, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from madopd.toyworld.demo import (
+    BLIND_ROWS,
+    MAIN_ROWS,
+    PROFILES,
+    format_table,
+    mean_se,
+    plan,
+    row_jobs,
+    summarize,
+    summary_text,
+)
+from madopd.toyworld.demo_stats import format_gains, gains, interval_tables
+from madopd.errors import ConfigError, DataError
+
+N_ITEMS = 40  # fake items, two families
+
+
+def _items(score: float, seed: int, task: str) -> dict:
+    """Per-item outcomes whose macro mean is exactly ``score`` (k of 20 right per family)."""
+    k = round(score * 20)
+    vals = [float((i + seed) % 20 < k) for i in range(20)] * 2
+    return {"ids": [f"{task}-{i}" for i in range(N_ITEMS)], "families": ["f"] * 20 + ["g"] * 20,
+            "values": vals}
+
+
+def _fake_results(blind: bool = False):
+    scores = {"Base": (20, 30), "MT-SeqKD": (25, 30), "OPD-A": (30, 35), "OPD-B": (40, 20),
+              "MT-OPD": (35, 30), "MAD-OPD": (60, 50)}
+    if blind:
+        scores.update({"Teacher A (blind)": (65, 25), "Teacher B (blind)": (40, 20)})
+    out = []
+    for row, (tools, code) in scores.items():
+        for seed, jitter in enumerate((-5.0, 0.0, 5.0)):
+            for task, base in (("toy-tools", tools), ("toy-code", code)):
+                job = row_jobs(row, task, seed, 2)
+                score = (base + jitter) / 100.0
+                out.append({"job": job.__dict__ | {"teachers": list(job.teachers)},
+                            "score": score, "items": _items(score, seed, task)})
+    return out
+
+
+def test_mean_se_matches_the_definition():
+    m, se = mean_se([1.0, 2.0, 4.0])
+    assert m == pytest.approx(7 / 3)
+    var = sum((x - 7 / 3) ** 2 for x in [1, 2, 4]) / 2
+    assert se == pytest.approx(math.sqrt(var / 3))
+    assert math.isnan(mean_se([3.0])[1])
+
+
+def test_summary_table_intervals_gain_and_json():
+    res = _fake_results(blind=True)
+    table = summarize(res)["main/default"]
+    assert list(table) == list(MAIN_ROWS) + ["Teacher A (blind)", "Teacher B (blind)"]
+    cell = table["MAD-OPD"]["toy-tools"]
+    assert cell["values"] == pytest.approx([55.0, 60.0, 65.0]) and cell["seeds"] == [0, 1, 2]
+    assert cell["mean"] == pytest.approx(60.0) and cell["se"] == pytest.approx(5 / math.sqrt(3))
+    assert table["MAD-OPD"]["overall"]["mean"] == pytest.approx(55.0)
+    iv = interval_tables(res, B=2000)["main/default"]
+    m = iv["methods"]["MAD-OPD"]["toy-tools"]
+    assert m["mean"] == pytest.approx(0.60) and m["lo"] < 0.60 < m["hi"]
+    g = gains(iv)
+    assert g["toy-tools"]["best_opd"]["row"] == "OPD-B"
+    assert g["toy-tools"]["best_opd"]["diff"] == pytest.approx(0.20)
+    assert g["toy-code"]["best_opd"]["row"] == "OPD-A" and g["toy-code"]["best_opd"]["p_bootstrap"] < 0.05
+    # teacher A (blind) is better than MAD-OPD on toy-tools: not every blind teacher is beaten
+    assert g["toy-tools"]["beats_every_blind_teacher"] is False
+    assert g["toy-code"]["beats_every_blind_teacher"] is True
+    text = format_table(table, "t", intervals=iv) + "\n" + format_gains(g, 2000)
+    assert "MAD-OPD" in text and "Agentic avg" in text and "Teacher A (blind)" in text
+    assert " 60.0 [" in text and "+20.0 [" in text and "bootstrap p" in text
+    assert "SE" not in text and "does NOT beat every blind teacher" in text
+    json.dumps(iv)  # results.json content must be plain JSON
+    summary = {"profile": "t", "profile_settings": {"seeds": [0, 1, 2]}, "table": table,
+               "intervals": iv, "gain": g}
+    assert "paired bootstrap test" in summary_text(summary) and "2 SE" not in summary_text(summary)
+
+
+def test_intervals_refuse_seeds_on_other_items():
+    res = _fake_results()
+    res[1]["items"] = dict(res[1]["items"], ids=["other"] * N_ITEMS)
+    with pytest.raises(DataError, match="other items"):
+        interval_tables(res, B=200)
+
+
+def test_report_escapes_model_text(tmp_path):
+    from madopd.toyworld.report import write_report
+
+    table = summarize(_fake_results())["main/default"]
+    evil = {"teachers": {"<script>alert(1)</script>": {"round1": {"toy-code": {"add": 1.0, "all": 1.0}}}},
+            "calibration": {"A": [{"bucket": "80-100", "n": 3, "mean_confidence": 0.9, "accuracy": 1.0}]}}
+    iv = interval_tables(_fake_results(), B=500)["main/default"]
+    path = write_report({"profile": "test", "table": table, "intervals": iv, "gain": gains(iv),
+                         "zoo": {"default": {"spec": {}, "report": evil}}}, tmp_path / "r.html")
+    html = path.read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<svg" in html and "MAD-OPD" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "2 SE" not in html and "paired bootstrap" in html
+    assert "what this world builds in" in html and "confidence &gt;= 50" in html
+
+
+def test_plan_and_bad_names():
+    default = PROFILES["default"]
+    assert len(default.seeds) >= 5 and default.control and default.blind_teachers
+    jobs = plan(default)
+    main = [j for j in jobs if j.group == "main"]
+    assert len(main) == (len(MAIN_ROWS) + 2) * 2 * len(default.seeds)
+    ctrl = [j for j in jobs if j.group == "control"]
+    assert {j.world for j in ctrl} == {"blind"} and {j.seed for j in ctrl} == set(default.control_seeds)
+    assert {"MAD-OPD", "MT-OPD", "Teacher A (blind)"} <= {j.row for j in ctrl}
+    blind = next(j for j in jobs if j.row == BLIND_ROWS[1])
+    assert blind.preset == "teacher_blind" and blind.teachers == (1,)
+    mad = next(j for j in jobs if j.row == "MAD-OPD")
+    assert mad.rounds == 2 and mad.weighting == "confidence" and mad.teachers == (0, 1)
+    assert next(j for j in jobs if j.row == "OPD-B").teachers == (1,)
+    full = plan(PROFILES["full"])
+    groups = {j.group for j in full}
+    assert groups == {"main", "divergence", "rounds", "ablation", "control"}
+    assert any(not j.transcript_in_score and j.rounds == 1 for j in full)
+    with pytest.raises(ConfigError, match="valid"):
+        row_jobs("GPT-5", "toy-code", 0, 2)
+    from madopd.toyworld.demo import DemoProfile
+
+    with pytest.raises(ConfigError, match="control_seeds"):
+        DemoProfile(seeds=(0, 1), control_seeds=(2,))
+
+
+def test_cli_rejects_unknown_profile_and_task(capsys):
+    from madopd.cli import main
+
+    assert main(["demo", "--profile", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert "huge" in err and "smoke" in err and "default" in err and "full" in err
+    assert main(["demo", "--tasks", "toy-math"]) == 2
+    assert "toy-tools" in capsys.readouterr().err
+    assert main(["zoo", "info", "--profile", "nope"]) == 2
+
+
+@pytest.mark.slow
+def test_smoke_profile_end_to_end(tmp_path):
+    from madopd.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["demo", "--profile", "smoke", "--out", str(out), "--zoo-dir", str(tmp_path / "zoo")])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["profile"] == "smoke" and res["wall_seconds"] > 0
+    for row in MAIN_ROWS:
+        for task in ("toy-tools", "toy-code"):
+            cell = res["table"][row][task]
+            assert len(cell["values"]) == 2 and "mean" in cell and "se" in cell
+            iv = res["intervals"]["methods"][row][task]
+            assert 0.0 <= iv["lo"] <= iv["hi"] <= 1.0 and iv["mean"] == pytest.approx(cell["mean"] / 100)
+    assert "Teacher A (blind)" in res["table"]
+    one = next(r for r in res["runs"] if r["job"]["row"] == "MAD-OPD" and r["job"]["task"] == "toy-tools")
+    fams = one["items"]["families"]
+    means = {f: sum(v for v, g in zip(one["items"]["values"], fams) if g == f) / fams.count(f) for f in set(fams)}
+    assert one["score"] == pytest.approx(sum(means.values()) / len(means))  # items reproduce the score
+    assert (out / "report.html").exists() and (out / "table.txt").exists()
+    from madopd.runs import load_run
+
+    run = load_run(res["runs"][0]["run_dir"])
+    assert run.config["demo_job"]["row"] in MAIN_ROWS
+
+
+def test_composite_tables_reuse_main_rows():
+    from madopd.toyworld.demo import composite_tables
+
+    res = _fake_results()
+    for seed in (0, 1, 2):
+        for task in ("toy-tools", "toy-code"):
+            j = row_jobs("MAD-OPD", task, seed, 2, group="rounds", rounds=1, label="MAD-OPD R=1")
+            res.append({"job": j.__dict__ | {"teachers": list(j.teachers)}, "score": 0.45})
+            j = row_jobs("MAD-OPD", task, seed, 2, group="divergence", divergence="fkl", label="MAD-OPD fkl")
+            res.append({"job": j.__dict__ | {"teachers": list(j.teachers)}, "score": 0.40})
+    tabs = composite_tables(summarize(res))
+    rounds = next(v for k, v in tabs.items() if k.startswith("debate rounds"))
+    assert list(rounds) == ["R = 0", "R = 1", "R = 2"]
+    assert rounds["R = 2"]["toy-tools"]["mean"] == pytest.approx(60.0)
+    assert rounds["R = 1"]["toy-code"]["mean"] == pytest.approx(45.0)
+    div = next(v for k, v in tabs.items() if k.startswith("divergence"))
+    assert div["MAD-OPD, JSD"]["toy-tools"]["mean"] == pytest.approx(60.0)  # main row, tools = JSD
+    assert div["MAD-OPD, RKL"]["toy-code"]["mean"] == pytest.approx(50.0)  # main row, code = RKL
+    assert div["MAD-OPD, FKL"]["toy-code"]["mean"] == pytest.approx(40.0)
+
+
+def test_evaluate_code_outcomes_reproduce_pass_at_1():
+    """Per-spec outcomes (c / n) macro-averaged over families equal the reported pass@1."""
+    from madopd.toyworld.demo import evaluate_code
+    from madopd.types import Samples, State
+
+    states = [State(id=f"s{i}", messages=[{"role": "user", "content": str(i)}], family="fg"[i % 2])
+              for i in range(5)]
+
+    class Task:
+        counters: dict = {}
+
+        def eval_states(self):
+            return states
+
+        def verify_batch(self, reps, texts):
+            return [float(t == "ok") for t in texts]
+
+    class Policy:  # spec i: the first i % 4 of its 4 samples pass
+        def rollout(self, reps, sampling):
+            texts = [("ok" if j < int(s.id[1:]) % 4 else "no") for s, j in zip(reps, [0, 1, 2, 3] * len(states))]
+            return Samples(prompt_ids=[[]] * len(reps), response_ids=[[]] * len(reps), texts=texts)
+
+    outcomes: list = []
+    res = evaluate_code(Policy(), Task(), 4, seed=0, outcomes=outcomes)
+    assert [o["value"] for o in outcomes] == [0.0, 0.25, 0.5, 0.75, 0.0]
+    f = [0.0, 0.5, 0.0]  # family f: specs 0, 2, 4; g: specs 1, 3
+    assert res["pass@1"] == pytest.approx((sum(f) / 3 + (0.25 + 0.75) / 2) / 2)
+    assert [o["family"] for o in outcomes] == ["f", "g", "f", "g", "f"]
+
+
+def test_evaluate_student_outcomes_match_the_episode_success():
+    """The outcomes list of an episodic evaluation reproduces its macro episode success."""
+    from madopd.distill.evaluation import evaluate_student
+    from madopd.toyworld.toy_tools import ToyToolsTask
+    from madopd.types import Samples, Sampling
+
+    task = ToyToolsTask(n_train=20, n_eval=30, seed=0)
+    by_id = {ep.id: ep for ep in task.eval_episodes()}
+    order = {ep.id: i for i, ep in enumerate(task.eval_episodes())}
+
+    class Oracle:  # right on even episodes (gold actions), a bad call on odd ones
+        def rollout(self, states, sampling):
+            texts = []
+            for s in states:
+                ep = by_id[s.meta["episode_id"]]
+                good = order[ep.id] % 2 == 0
+                texts.append(task.gold_actions(ep)[s.meta["step"]] if good else "ans 0")
+            return Samples(prompt_ids=[[]] * len(states), response_ids=[[]] * len(states), texts=texts)
+
+    outcomes: list = []
+    res = evaluate_student(Oracle(), task, Sampling(greedy=True), batch_size=8, outcomes=outcomes)
+    assert len(outcomes) == len(task.eval_episodes())
+    fams = {o["family"] for o in outcomes}
+    macro = sum(sum(o["value"] for o in outcomes if o["family"] == f) /
+                sum(o["family"] == f for o in outcomes) for f in fams) / len(fams)
+    assert res["episode_success"] == pytest.approx(macro)
+    assert 0 < sum(o["value"] for o in outcomes) < len(outcomes)  # both outcomes occur
