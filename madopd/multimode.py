@@ -267,17 +267,19 @@ def format_multimode(summary: dict[str, Any]) -> str:
 
 
 MECHANISM = (
-    "Each teacher was trained to spread its mass evenly over a spec's 2-3 correct forms, so p "
-    "is multi-modal at the fork (the first token or two). Forward KL, KL(p‖q) = Σ p log p/q, "
-    "charges q for every form p likes that q misses: the fitted q covers all forms (mode "
-    "covering). Reverse KL, KL(q‖p) = Σ q log q/p, charges q only where q puts mass that p "
-    "lacks: a q on one form pays nothing for the forms it skips (mode seeking, Lemma 2), so "
-    "the student may commit. JSD(0.5) sits between (bounded, mixture m = (p+q)/2). Hybrids "
-    "(start like one form, finish like another) fail the hidden tests; a student whose later "
-    "tokens follow an averaged next-token distribution instead of its own prefix writes them. "
-    "Because the teacher force-decodes the student's own prefix, after the fork p itself is "
-    "sharp on that form's continuation under every divergence: averaging can only hurt where q "
-    "cannot tell the forms apart from its prefix.")
+    "The teachers were trained to spread their mass evenly over a spec's 2-3 correct forms, so "
+    "p is multi-modal at the fork (the first token or two; the zoo report's evenness). Over "
+    "whole programs, forward KL, KL(p‖q), charges q for every form p likes that q misses (mode "
+    "covering), and a student that cannot condition its later tokens on its own fork then "
+    "writes hybrids, which fail; reverse KL, KL(q‖p), charges q only where it puts mass p lacks, "
+    "so it may commit to one form (mode seeking, Lemma 2). MAD-OPD applies the divergence per "
+    "token, the teacher force-decoding the student's own prefix: at the fork every divergence "
+    "is minimised by q = p when q can represent p there, and after the fork p is sharp on the "
+    "sampled form's continuation, so the three can only differ where the student's capacity or "
+    "the teachers' wrong mass (a family a teacher does not know) makes q unable to match p. The "
+    "privileged p (with the debate transcript) is less even than the blind p: a teacher that "
+    "adopts a peer's answer copies the peer's form, so p follows the debate's greedy form, "
+    "which the student, who never sees the transcript, can only learn per spec.")
 
 
 def multimode_html(summary: dict[str, Any] | None) -> str:
