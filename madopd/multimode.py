@@ -167,6 +167,7 @@ TABLE_METRICS = (
     ("commitment", "commitment", 1.0),
     ("modes/evenness", "evenness", 1.0),
     ("modes/mass", "P(right form)", 1.0),
+    ("pass@8", "pass@8", 100.0),
 )
 COMPARE = (("MAD-OPD rkl", "MAD-OPD fkl"), ("MAD-OPD rkl", "MAD-OPD jsd"), ("MAD-OPD jsd", "MAD-OPD fkl"))
 
@@ -223,6 +224,8 @@ def multimode_summary(results: list[dict], teacher_modes_report: dict | None = N
             tests[f"{a} vs {b}"] = {key: welch(rows[a][key], rows[b][key]) for key, _, _ in TABLE_METRICS}
     pq: dict[str, Any] = {}
     for name, t in (teacher_modes_report or {}).items():
+        if name.startswith("student"):  # the Base student is the table's own Base row
+            continue
         for ctx in ("privileged", "blind"):
             if ctx in t:
                 pq[f"teacher {name} ({ctx})"] = t[ctx]["p_forms"]
