@@ -278,8 +278,9 @@ MECHANISM = (
     "so it may commit to one form (mode seeking, Lemma 2). MAD-OPD applies the divergence per "
     "token, the teacher force-decoding the student's own prefix: at the fork every divergence "
     "is minimised by q = p when q can represent p there, and after the fork p is sharp on the "
-    "sampled form's continuation, so the three can only differ where the student's capacity or "
-    "the teachers' wrong mass (a family a teacher does not know) makes q unable to match p. The "
+    "sampled form's continuation, so the three can differ only where q cannot match p spec by "
+    "spec: the student's capacity (it generalises from training specs to held-out ones) or "
+    "teachers that conflict (a family one of them does not know). The "
     "privileged p (with the debate transcript) is less even than the blind p: a teacher that "
     "adopts a peer's answer copies the peer's form, so p follows the debate's greedy form, "
     "which the student, who never sees the transcript, can only learn per spec.")

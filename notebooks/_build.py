@@ -289,6 +289,23 @@ if path.exists():
 else:
     print("no committed multi-mode result yet: run  python -m madopd demo --profile multimode")
 """),
+    md("""
+**The privileged p-q gap there.** Blind, each teacher spreads its mass evenly over the forms of
+the program it means (`teacher … (blind)` rows; evenness ≈ 0.95). With the debate transcript in
+context (privileged) p is less even: a teacher that adopts a peer's answer copies the peer's
+form (teacher B, which blind writes no sub program at all, puts 0.71 on `x-C` once A's
+answer is in its context). The student never sees the transcript, so it
+meets a p that is sharp on a form it can only learn spec by spec.
+
+**What each divergence did** (5 seeds, intervals over training seeds): reverse KL's students
+are the least even (they commit to one form per spec, mode seeking), forward KL's stay close to
+the teachers' spread (mode covering), JSD in between; the differences in evenness and
+commitment are large and significant (Welch). Hybrids stay at ≤ 0.2 % of samples under all
+three, as the token-level rows above predict for a student that conditions on its prefix, and
+pass@1 does not separate the divergences. Reverse KL's zero-forcing shows elsewhere: on dst,
+where the two teachers conflict, its students mostly score 0 (lower pass@8), while forward KL
+covers the teacher that knows.
+"""),
 ]
 
 NOTEBOOKS["02_debate_inspection"] = [
