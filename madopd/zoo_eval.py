@@ -147,6 +147,14 @@ def format_report(report: dict) -> str:
         lines.append("calibration summary: " + ", ".join(f"{k}={v}" for k, v in summ.items() if "ece" in k))
     for task, accs in report.get("student_base", {}).items():
         lines.append(f"\nBase student, {task}: " + ", ".join(f"{f} {100 * v:.1f}" for f, v in accs.items()))
+    for name, m in report.get("modes", {}).items():  # multi-mode world: is p spread over forms?
+        lines.append(f"\nforms, {name}: " + "; ".join(
+            f"{ctx} evenness {v['evenness']:.2f}, top form {v['top_share']:.2f}, P(right form) "
+            f"{v['mass']:.2f}" for ctx, v in m.items() if ctx in ("blind", "privileged")))
+        if "samples_blind" in m:
+            sm = m["samples_blind"]
+            lines.append(f"  T=1 blind samples: forms {100 * sm['share/form']:.1f}%, hybrids "
+                         f"{100 * sm['share/hybrid']:.1f}%, commitment {sm['commitment']:.2f}")
     if "build_seconds" in report:
         lines.append(f"\nbuild time: {report['build_seconds']} s")
     return "\n".join(lines)

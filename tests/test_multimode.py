@@ -170,3 +170,14 @@ def test_multimode_smoke_group_end_to_end(tmp_path):
     assert {r["job"]["group"] for r in res["runs"]} == {"multimode"}
     assert "multi-mode code world" in (out / "report.html").read_text()
     assert "multi-mode code world" in (out / "table.txt").read_text()
+
+
+def test_zoo_info_prints_the_teachers_form_spread():
+    from madopd.zoo_eval import format_report
+
+    v = {"evenness": 0.95, "top_share": 0.51, "mass": 0.46}
+    text = format_report({"modes": {"A": {"blind": v, "privileged": dict(v, evenness=0.55),
+                                          "samples_blind": {"share/form": 0.5, "share/hybrid": 0.0,
+                                                            "commitment": 0.6}}}})
+    assert "forms, A: blind evenness 0.95" in text and "privileged evenness 0.55" in text
+    assert "hybrids 0.0%" in text
