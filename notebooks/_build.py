@@ -206,6 +206,108 @@ for eps in (1e-2, 1e-6, 1e-12):
 """),
 ]
 
+NOTEBOOKS["01_divergence_playground"] += [
+    md("""
+### Several correct programs: when does a divergence write hybrids? (issue 13.7)
+
+A code spec often has several valid implementations (`max(x,37)` and `max(37,x)`). A teacher
+that spreads its mass over them is *multi-modal* at the **fork** (the first token that tells
+the forms apart); after the fork each form has one correct continuation, and a *hybrid*
+(start like one form, finish like the other: `max(x,x)`) fails the tests. The paper's argument
+for reverse KL on code: forward KL covers the modes and averages them into hybrids, reverse KL
+seeks one mode and commits. Below, two "programs" a·A and b·B (the teacher: 60/40 at the fork,
+sharp after it) and students fitted by Adam with `madopd.divergence`:
+
+* **sequence**: one divergence over the four whole programs (the textbook picture);
+* **token**: what MAD-OPD optimises: one divergence per token, the teacher force-decoding the
+  student's own fork (the sampled prefix carries no gradient);
+* **factorised** student: one suffix distribution whatever the fork (it *cannot* condition on
+  its prefix); **conditional**: q(suffix | fork).
+"""),
+    code("""
+from madopd.divergence import forward_kl, jsd, reverse_kl
+
+EPS = 1e-4  # the teacher's mass on a hybrid continuation (log 0 would make reverse KL infinite)
+DIVS = {"FKL": forward_kl, "RKL": reverse_kl, "JSD": lambda q, p, **kw: jsd(q, p, 0.5, **kw)}
+p_fork = torch.tensor([0.6, 0.4])
+p_suffix = torch.tensor([[1 - EPS, EPS], [EPS, 1 - EPS]])  # p(suffix | fork)
+
+
+def fit(div, objective, student, steps=150 if SMOKE else 400, lr=0.15):
+    torch.manual_seed(0)
+    z_fork = torch.tensor([0.0, 0.05], requires_grad=True)  # a nudge off the symmetric saddle
+    z_suf = (0.01 * torch.randn(2 if student == "conditional" else 1, 2)).requires_grad_()
+    opt = torch.optim.Adam([z_fork, z_suf], lr=lr)
+    for _ in range(steps):
+        lq_fork, lq_suf = torch.log_softmax(z_fork, -1), torch.log_softmax(z_suf, -1).expand(2, 2)
+        if objective == "sequence":
+            q_seq = (lq_fork[:, None] + lq_suf).reshape(1, 4)
+            loss = DIVS[div](q_seq, (p_fork[:, None] * p_suffix).reshape(1, 4).log(), reduction="sum")
+        else:
+            w = lq_fork.exp().detach()  # on-policy: how often each fork is sampled
+            loss = DIVS[div](lq_fork[None], p_fork.log()[None], reduction="sum") + (
+                w * DIVS[div](lq_suf, p_suffix.log(), reduction="none")).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        q_fork, q_suf = torch.softmax(z_fork, -1), torch.softmax(z_suf, -1).expand(2, 2)
+        return float(q_fork[0]), float(q_fork[0] * q_suf[0, 1] + q_fork[1] * q_suf[1, 0])
+
+
+print(f"teacher: P(fork a) = {float(p_fork[0]):.2f}, P(hybrid) = {EPS:.4f}")
+print(f"{'objective':<9} {'student':<12}" + "".join(f" | {d}: P(a)  P(hybrid)" for d in DIVS))
+for objective in ("sequence", "token"):
+    for student in ("factorised", "conditional"):
+        cells = [fit(d, objective, student) for d in DIVS]
+        print(f"{objective:<9} {student:<12}" + "".join(f" |     {a:4.2f}  {h:9.3f}" for a, h in cells))
+"""),
+    md("""
+Read it row by row. Sequence level with a factorised student is the textbook picture: forward KL
+keeps the fork at 60/40 and pays with ~48 % hybrids; reverse KL (and JSD here) commits to one
+form and writes no hybrids. A conditional student matches p exactly under every divergence.
+At the **token level** none of this separates the divergences: at the fork each is minimised
+by q = p (a free categorical reaches the teacher exactly), and a factorised suffix head
+averages the two continuations under all three. Per-token reverse KL is mode seeking only
+where the student *cannot* represent the teacher's next-token distribution; the hybrids come
+from a student that cannot condition on its prefix, not from the divergence.
+
+The multi-mode toy world (`madopd demo --profile multimode`: teachers trained to spread their
+mass evenly over 2-3 forms per spec, MAD-OPD with JSD / RKL / FKL, five seeds) measures this on
+real tiny models. Its committed result (`madopd/data/multimode_results.json`):
+"""),
+    code("""
+import json
+from pathlib import Path
+
+import madopd
+from madopd.toyworld.multimode import format_multimode
+
+path = Path(madopd.__file__).parent / "data" / "multimode_results.json"
+if path.exists():
+    print(format_multimode(json.loads(path.read_text())))
+else:
+    print("no committed multi-mode result yet: run  python -m madopd demo --profile multimode")
+"""),
+    md("""
+**The privileged p-q gap there.** Blind, each teacher spreads its mass evenly over the forms of
+the program it means (`teacher … (blind)` rows; evenness ≈ 0.95). With the debate transcript in
+context (privileged) p is less even: a teacher that adopts a peer's answer copies the peer's
+form (teacher B, which blind writes no sub program at all, puts 0.71 on `x-C` once A's
+answer is in its context). The student never sees the transcript, so it
+meets a p that is sharp on a form it can only learn spec by spec.
+
+**What each divergence did** (5 seeds, intervals over training seeds): reverse KL's students
+are the least even (they commit to one form per spec, mode seeking), forward KL's stay close to
+the teachers' spread (mode covering), JSD in between; the differences in evenness and
+commitment are large and significant (Welch). Hybrids stay at ≤ 0.2 % of samples under all
+three, as the token-level rows above predict for a student that conditions on its prefix, and
+pass@1 does not separate the divergences. Reverse KL's zero-forcing shows elsewhere: on dst,
+where the two teachers conflict, its students mostly score 0 (lower pass@8), while forward KL
+covers the teacher that knows.
+"""),
+]
+
 NOTEBOOKS["02_debate_inspection"] = [
     md("""
 # 02 · Inside a debate

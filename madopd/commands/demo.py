@@ -12,7 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="default",
                         help=f"one of {', '.join(PROFILES)} (smoke: CI, < 2 min; default: the main "
                              "table, 5 seeds, blind-teacher rows and the shared-blind-spot control "
-                             "world; full: adds divergence, rounds and debate-vs-weights ablations)")
+                             "world; full: adds divergence, rounds and debate-vs-weights ablations "
+                             "and the multi-mode code world; multimode: only that world, MAD-OPD "
+                             "with JSD / RKL / FKL, 5 seeds)")
     parser.add_argument("--out", default="madopd-out", help="output directory (default: madopd-out/)")
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")

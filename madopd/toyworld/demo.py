@@ -58,6 +58,12 @@ class DemoProfile:
         "help": "rows for each teacher answering blind (no transcript) on the same items"})
     bootstrap: int = field(default=10_000, metadata={"help": "bootstrap resamples (items x seeds)"})
 
+    main: bool = field(default=True, metadata={"help": "run the main table (False: only the extra groups)"})
+    multimode: bool = field(default=False, metadata={
+        "help": "also run the multi-mode code world: MAD-OPD with JSD / RKL / FKL (issue 13.7)"})
+    multimode_zoo: str = field(default="multimode", metadata={"help": "zoo profile of that world"})
+    multimode_samples: int = field(default=8, metadata={"help": "samples per held-out spec there"})
+
     def __post_init__(self):
         if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"DemoProfile.seeds must be distinct and non-empty, got {self.seeds}")
@@ -71,8 +77,14 @@ PROFILES = {
     "smoke": DemoProfile(zoo="smoke", seeds=(0, 1), steps=4, batch_size=8, code_samples=2,
                          eval_episodes=20, record_every=2),
     "default": DemoProfile(control=True, control_seeds=(0, 1, 2)),
-    "full": DemoProfile(zoo="full", ablations=True, control=True),
+    "full": DemoProfile(zoo="full", ablations=True, control=True, multimode=True),
+    # only the multi-mode group (madopd/toyworld/multimode.py), with 5 seeds; and its tiny twin for tests
+    "multimode": DemoProfile(main=False, multimode=True, seeds=(0, 1, 2, 3, 4)),
+    "multimode-smoke": DemoProfile(zoo="smoke", main=False, multimode=True, multimode_zoo="multimode-smoke",
+                                   seeds=(0, 1), steps=4, batch_size=8, multimode_samples=2,
+                                   record_every=2),
 }
+MULTIMODE_DIVERGENCES = ("jsd", "rkl", "fkl")
 
 
 @dataclass(frozen=True)
@@ -117,7 +129,8 @@ def row_jobs(row: str, task: str, seed: int, K: int, label: str | None = None, *
 def plan(profile: DemoProfile, tasks: tuple[str, ...] = TASKS, K: int = 2) -> list[Job]:
     rows = list(MAIN_ROWS) + (["OPD-C"] if K == 3 else [])
     blind = list(BLIND_ROWS[:K]) if profile.blind_teachers else []
-    jobs = [row_jobs(r, t, s, K) for t in tasks for r in rows + blind for s in profile.seeds]
+    jobs = ([row_jobs(r, t, s, K) for t in tasks for r in rows + blind for s in profile.seeds]
+            if profile.main else [])
     if profile.ablations:
         for t in tasks:
             for s in profile.seeds:
@@ -137,6 +150,20 @@ def plan(profile: DemoProfile, tasks: tuple[str, ...] = TASKS, K: int = 2) -> li
             for r in ["Base", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD"] + blind:
                 for s in profile.control_seeds or profile.seeds:
                     jobs.append(row_jobs(r, t, s, K, group="control", world="blind"))
+    if profile.multimode and "toy-code" in tasks:
+        jobs += multimode_jobs(profile, K)
+    return jobs
+
+
+def multimode_jobs(profile: DemoProfile, K: int = 2) -> list[Job]:
+    """The multi-mode code world's runs: Base and MAD-OPD under each divergence, every seed
+    (same Base student, same steps and batch, same debate cache; only the divergence differs)."""
+    jobs = []
+    for s in profile.seeds:
+        jobs.append(row_jobs("Base", "toy-code", s, K, group="multimode", world="multi"))
+        for d in MULTIMODE_DIVERGENCES:
+            jobs.append(row_jobs("MAD-OPD", "toy-code", s, K, group="multimode", world="multi",
+                                 divergence=d, label=f"MAD-OPD {d}"))
     return jobs
 
 
@@ -189,6 +216,13 @@ def evaluate_code(student, task, n_samples: int, seed: int, limit: int | None = 
     reps = [s for s in states for _ in range(n_samples)]
     out = student.rollout(reps, Sampling(temperature=1.0, max_new_tokens=12, seed=seed))
     ok = task.verify_batch(reps, out.texts)
+    extra = {}
+    if hasattr(task, "classify"):  # the multi-mode world: where the student's mass sits
+        from madopd.toyworld.multimode import flatten, form_summary, program_logprobs, sample_metrics
+
+        extra = sample_metrics(task, states, out.texts, ok, n_samples)
+        extra.update(flatten(form_summary(states, program_logprobs(
+            student, [s.messages for s in states], states)), "modes"))
     per_fam: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for i, st in enumerate(states):
         c = int(sum(ok[i * n_samples:(i + 1) * n_samples]))
@@ -201,6 +235,7 @@ def evaluate_code(student, task, n_samples: int, seed: int, limit: int | None = 
         res[key] = sum(fam.values()) / len(fam)  # macro over families
         res.update({f"{key}/{f}": v for f, v in fam.items()})
     res["greedy_accuracy"] = float("nan")
+    res.update(extra)
     res.update({f"count/sandbox_{k}": float(v) for k, v in task.counters.items()})
     return res
 
@@ -260,7 +295,8 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
                               max_steps=cfg.opad_max_steps, outcomes=outcomes)
         score = ev["episode_success"]
     else:
-        ev = evaluate_code(policy, code, profile.code_samples, seed=job.seed, outcomes=outcomes)
+        n = profile.multimode_samples if job.group == "multimode" else profile.code_samples
+        ev = evaluate_code(policy, code, n, seed=job.seed, outcomes=outcomes)
         score = ev["pass@1"]
     ev = {k: float(v) for k, v in ev.items()}
     store.log_metrics(steps, {f"final/{k}": v for k, v in ev.items()})
@@ -446,13 +482,20 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    worlds = {"default": load_zoo(profile_spec(profile.zoo), root=zoo_root, workers=workers,
-                                  force=rebuild_zoo, log=log)}
+    worlds = {}
+    if profile.main or profile.ablations:
+        worlds["default"] = load_zoo(profile_spec(profile.zoo), root=zoo_root, workers=workers,
+                                     force=rebuild_zoo, log=log)
+    if profile.multimode and "toy-code" in tasks:
+        worlds["multi"] = load_zoo(profile_spec(profile.multimode_zoo), root=zoo_root,
+                                   workers=workers, force=rebuild_zoo, log=log)
     if profile.control:
         worlds["blind"] = load_zoo(profile_spec(profile.zoo, world="blind"), root=zoo_root,
                                    workers=workers, force=rebuild_zoo, log=log)
     t_zoo = time.perf_counter() - t0
-    K = worlds["default"].spec.n_teachers
+    if not worlds:
+        raise ConfigError(f"demo profile {profile_name!r} runs nothing on tasks {list(tasks)}")
+    K = next(iter(worlds.values())).spec.n_teachers
     jobs = plan(profile, tasks, K)
     paths = {w: zoo_paths_of(z) for w, z in worlds.items()}
     cache_dir = out / "debate-cache"
@@ -516,6 +559,10 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
         "debate_cache": warm, "runs": results,
     }
     summary["extra_gain"] = {k: gains(v) for k, v in summary["extra_intervals"].items()}
+    if "multi" in worlds:
+        from madopd.toyworld.multimode import multimode_summary
+
+        summary["multimode"] = multimode_summary(results, worlds["multi"].report.get("modes"))
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     text = summary_text(summary, tasks)
     (out / "table.txt").write_text(text + "\n")
@@ -529,12 +576,16 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
 
 def summary_text(summary: dict, tasks: tuple[str, ...] = TASKS) -> str:
     """table.txt: the main table with intervals, the named tests, the extra tables, times."""
-    seeds = summary.get("profile_settings", {}).get("seeds", ())
+    settings = summary.get("profile_settings", {})
+    seeds = settings.get("seeds", ())
     B = summary.get("intervals", {}).get("B")
-    text = format_table(summary["table"], f"toy world, profile {summary.get('profile')}: mean over "
-                        f"{len(seeds)} training seeds [95 % interval, bootstrap over items x seeds] "
-                        f"(%, toy-tools = episode success, toy-code = pass@1)", tasks,
-                        summary.get("intervals"))
+    if not settings.get("main", True):
+        text = f"toy world, profile {summary.get('profile')}: no main table (profile.main = False)"
+    else:
+        text = format_table(summary["table"], f"toy world, profile {summary.get('profile')}: mean over "
+                            f"{len(seeds)} training seeds [95 % interval, bootstrap over items x "
+                            f"seeds] (%, toy-tools = episode success, toy-code = pass@1)", tasks,
+                            summary.get("intervals"))
     if summary.get("gain"):
         text += (f"\ndifferences [95 % interval]; tests: {TEST_NAME} (B = {B}); {PERM_NAME}\n"
                  + format_gains(summary["gain"], B))
@@ -543,6 +594,10 @@ def summary_text(summary: dict, tasks: tuple[str, ...] = TASKS) -> str:
         text += "\n\n" + format_table(rows, key if iv else key + " (mean ± SE over seeds)", tasks, iv)
         if summary.get("extra_gain", {}).get(key):
             text += "\n" + format_gains(summary["extra_gain"][key], B)
+    if "multimode" in summary:
+        from madopd.toyworld.multimode import format_multimode
+
+        text += "\n\n" + format_multimode(summary["multimode"])
     if "wall_seconds" in summary:
         text += (f"\n\nwall time {summary['wall_seconds']:.0f} s (zoo {summary.get('zoo_seconds', 0):.0f} s, "
                  f"debate caches {summary.get('debate_cache_seconds', 0):.0f} s)")

@@ -299,6 +299,9 @@ def write_report(summary: dict, path: str | Path) -> Path:
         eg = summary.get("extra_gain", {}).get(key)
         if eg:
             parts.append(gains_html(eg, B))
+    from madopd.toyworld.multimode import multimode_html  # the multi-mode group (issue 13.7), if run
+
+    parts.append(multimode_html(summary.get("multimode")))
     for world, z in summary.get("zoo", {}).items():
         parts.append(f"<h2>zoo: {esc(world)} world</h2><p class=small>{esc(plain(z.get('spec')))}</p>")
         parts.append(teachers_html(z.get("report", {})) + calibration_html(z.get("report", {})))

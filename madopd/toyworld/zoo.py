@@ -65,9 +65,14 @@ class ZooSpec:
     tool_episodes: int = 1500
     noisy_episodes: int = 1200
     eval_episodes: int = 250
+    code_world: str = field(default="single", metadata={
+        "help": "'single': toy-code (one program per spec, both tasks trained); 'multi': "
+                "toy-code-multi (2-3 correct forms per spec, sampled evenly; code only)"})
 
     def __post_init__(self):
         world_skills(self.world, self.n_teachers, self.overlap, self.calibration)  # validates
+        if self.code_world not in ("single", "multi"):
+            raise ConfigError(f"ZooSpec.code_world: expected 'single' or 'multi', got {self.code_world!r}")
         for name in ("teacher_steps", "student_steps", "batch_size", "tool_episodes", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ZooSpec.{name} must be >= 1, got {getattr(self, name)}")
@@ -91,6 +96,13 @@ PROFILES: dict[str, ZooSpec] = {
                         noisy_episodes=600, eval_episodes=40),
     "default": ZooSpec(),
     "full": ZooSpec(),
+    # the multi-mode code world (issue 13.7): default sizes, code-only members (several correct
+    # forms per spec, sampled evenly in every member's data); its tiny twin for tests
+    "multimode": ZooSpec(code_world="multi", teacher_steps=600, student_steps=300),
+    "multimode-smoke": ZooSpec(code_world="multi", teacher_hidden=64, teacher_layers=2,
+                               teacher_intermediate=128, student_hidden=64, student_layers=1,
+                               student_intermediate=128, teacher_steps=30, student_steps=15,
+                               batch_size=16),
 }
 
 # How the zoo's teachers were trained to debate: the compact toy templates, greedy 12-token turns
@@ -120,8 +132,12 @@ def make_tasks(spec: ZooSpec):
     from madopd.toyworld.toy_code import ToyCodeTask
     from madopd.toyworld.toy_tools import ToyToolsTask
 
-    return (ToyToolsTask(n_train=spec.tool_episodes, n_eval=spec.eval_episodes, seed=0),
-            ToyCodeTask())
+    code = ToyCodeTask()
+    if spec.code_world == "multi":  # canonical answer_with; same specs and split as toy-code
+        from madopd.toyworld.toy_code_multi import ToyCodeMultiTask
+
+        code = ToyCodeMultiTask()
+    return (ToyToolsTask(n_train=spec.tool_episodes, n_eval=spec.eval_episodes, seed=0), code)
 
 
 # --------------------------------------------------------------------------- members
@@ -130,6 +146,8 @@ def member_settings(spec: ZooSpec, member: str) -> dict:
     """The settings that shape one member (``member`` = a teacher name or 'student')."""
     common = dict(format=ZOO_FORMAT, seed=spec.seed, batch_size=spec.batch_size, lr=spec.lr,
                   tool_episodes=spec.tool_episodes, merged=list(MERGED_TOKENS))
+    if spec.code_world != "single":  # only then: single-world members keep their keys
+        common["code_world"] = spec.code_world
     if member == "student":
         return dict(common, role="student", hidden=spec.student_hidden, layers=spec.student_layers,
                     intermediate=spec.student_intermediate, steps=spec.student_steps,
@@ -322,6 +340,15 @@ class Zoo:
         return preset(method, {**base, **fields})
 
 
+def _spec_key(spec: ZooSpec) -> dict:
+    """The spec as hashed for a world's manifest; fields at their pre-existing default are left
+    out, so adding a field does not re-evaluate every cached world."""
+    d = asdict(spec)
+    if d["code_world"] == "single":
+        del d["code_world"]
+    return d
+
+
 def load_zoo(spec: ZooSpec | None = None, *, root: str | Path | None = None, workers: int = 2,
              force: bool = False, progress: bool = True, log=print) -> Zoo:
     """Load the zoo for ``spec`` from the cache, building (or repairing) what is missing."""
@@ -331,7 +358,7 @@ def load_zoo(spec: ZooSpec | None = None, *, root: str | Path | None = None, wor
     t0 = time.perf_counter()
     paths = build_members(spec, names + ["student"], root=root, workers=workers, force=force,
                           progress=progress, log=log)
-    key = _hash(asdict(spec) | {"format": ZOO_FORMAT})
+    key = _hash(_spec_key(spec) | {"format": ZOO_FORMAT})
     manifest = root / "worlds" / f"{spec.world}-{key}.json"
     report = None
     if manifest.exists() and not force:

@@ -25,6 +25,8 @@ GREEDY = Sampling(greedy=True, max_new_tokens=16)
 def eval_states(zoo, n_tool_episodes: int = 60) -> tuple[dict[str, list[State]], dict[str, Any]]:
     """Held-out states per task (tool episodes along the gold path) and the task objects."""
     tools, code = zoo.tasks()
+    if zoo.spec.code_world == "multi":  # code-only members (zoo_train.code_only)
+        return {"toy-code": code.eval_states()}, {"toy-code": code}
     tool_states = [s for ep in tools.eval_episodes()[:n_tool_episodes] for s in tools.states_of(ep)]
     return {"toy-tools": tool_states, "toy-code": code.eval_states()}, {"toy-tools": tools, "toy-code": code}
 
@@ -38,7 +40,8 @@ def _by_family(states: list[State], ok: list[bool]) -> dict[str, float]:
 
 
 def _same(state: State, answer: str) -> float:
-    return float(answer.strip() == (state.reference or ""))
+    # a multi-mode spec lists every correct form (meta["forms"]); any of them is the answer
+    return float(answer.strip() in state.meta.get("forms", [state.reference or ""]))
 
 
 def evaluate_zoo(zoo, *, n_tool_episodes: int = 60) -> dict[str, Any]:
@@ -80,15 +83,27 @@ def evaluate_zoo(zoo, *, n_tool_episodes: int = 60) -> dict[str, Any]:
                 states, [_same(s, a) for s, a in zip(states, blind)])
         for s, tr in zip(states, transcripts):  # how closely the models follow their spec
             want = oracle_transcript(zoo.skills, task, s, 2)
+            canon = getattr(task, "canonical", None)  # multi-mode: compare programs, not forms
             for m in tr.messages:
                 w = want.turn(m.teacher, m.round)
-                match[names[m.teacher]].append(m.text.strip() == w.text)
+                if canon is None:
+                    match[names[m.teacher]].append(m.text.strip() == w.text)
+                else:
+                    match[names[m.teacher]].append(
+                        (canon(s, m.answer or ""), m.confidence) == (canon(s, w.answer), w.confidence))
         out = student.rollout(states, GREEDY)
         report["student_base"][task_name] = _by_family(states, [_same(s, t) for s, t in zip(states, out.texts)])
         dm = debate_metrics(transcripts, states, _same)
         report["debate"][task_name] = {k: round(v, 4) for k, v in dm.items()
                                        if isinstance(v, float) and v == v and "calib" not in k}
     report["oracle_match"] = {n: round(sum(v) / len(v), 4) for n, v in match.items()}
+    if zoo.spec.code_world == "multi":  # are the teachers (and Base) really multi-modal?
+        from madopd.toyworld.multimode import form_summary, program_logprobs, teacher_modes
+
+        st = states_by_task["toy-code"]
+        report["modes"] = teacher_modes(teachers, debate, st, transcripts)
+        report["modes"]["student (Base)"] = {
+            "blind": form_summary(st, program_logprobs(student, [s.messages for s in st], st))}
     rows = calibration_table(all_tr, all_states, _same, rounds="all", n_buckets=5)
     for name in names:
         report["calibration"][name] = [
@@ -132,6 +147,14 @@ def format_report(report: dict) -> str:
         lines.append("calibration summary: " + ", ".join(f"{k}={v}" for k, v in summ.items() if "ece" in k))
     for task, accs in report.get("student_base", {}).items():
         lines.append(f"\nBase student, {task}: " + ", ".join(f"{f} {100 * v:.1f}" for f, v in accs.items()))
+    for name, m in report.get("modes", {}).items():  # multi-mode world: is p spread over forms?
+        lines.append(f"\nforms, {name}: " + "; ".join(
+            f"{ctx} evenness {v['evenness']:.2f}, top form {v['top_share']:.2f}, P(right form) "
+            f"{v['mass']:.2f}" for ctx, v in m.items() if ctx in ("blind", "privileged")))
+        if "samples_blind" in m:
+            sm = m["samples_blind"]
+            lines.append(f"  T=1 blind samples: forms {100 * sm['share/form']:.1f}%, hybrids "
+                         f"{100 * sm['share/hybrid']:.1f}%, commitment {sm['commitment']:.2f}")
     if "build_seconds" in report:
         lines.append(f"\nbuild time: {report['build_seconds']} s")
     return "\n".join(lines)

@@ -38,7 +38,17 @@ def _tasks(settings: dict):
 
     # n_eval=1: the held-out side is fixed by toy_common.is_held_out whatever n_eval is, so
     # asking for one held-out episode costs nothing and changes no training episode
-    return ToyToolsTask(n_train=settings["tool_episodes"], n_eval=1, seed=0), ToyCodeTask()
+    tools = ToyToolsTask(n_train=settings["tool_episodes"], n_eval=1, seed=0)
+    if settings.get("code_world") == "multi":  # a random correct form per answer, evenly
+        from madopd.toyworld.toy_code_multi import ToyCodeMultiTask
+
+        return tools, ToyCodeMultiTask(form_seed=settings["seed"] + 7919 * settings.get("index", 9))
+    return tools, ToyCodeTask()
+
+
+def code_only(settings: dict) -> bool:
+    """Multi-mode members learn only the code task (the world has no multi-form tools task)."""
+    return settings.get("code_world") == "multi"
 
 
 def training_states(settings: dict, rng: random.Random) -> tuple[dict[str, list[State]], tuple]:
@@ -49,6 +59,8 @@ def training_states(settings: dict, rng: random.Random) -> tuple[dict[str, list[
     All of them come from the tasks' training sides (tests/toyworld/test_zoo.py checks it).
     """
     tools, code = _tasks(settings)
+    if code_only(settings):
+        return {"toy-tools": [], "toy-code": code.train_states()}, (tools, code)
     if settings["role"] == "student":
         return {"toy-tools": tools.train_states(), "toy-code": code.train_states()}, (tools, code)
     states = noisy_tool_states(tools, settings["noisy_episodes"], rng) + tools.train_states()
@@ -88,6 +100,8 @@ def tokenize(tok, examples: list[Example], check: int = 64) -> list[tuple[list[i
     The first ``check`` prompts are also rendered through the real chat template path
     (``render_prompt_ids``, what HFTeacher/HFStudent use); any difference is an error.
     """
+    if not examples:  # a code-only member has no tool examples
+        return []
     prompts = tok([_render(ex.chat) for ex in examples], add_special_tokens=False)["input_ids"]
     targets = tok([ex.target for ex in examples], add_special_tokens=False)["input_ids"]
     for ex, p in zip(examples[:check], prompts[:check]):
@@ -123,7 +137,7 @@ def train_member(settings: dict, out_dir: Path, *, position: int = 0, progress: 
     n_buckets = max(1, min(8, len(by_len) // (4 * bs)))
     buckets = [by_len[i * len(by_len) // n_buckets:(i + 1) * len(by_len) // n_buckets]
                for i in range(n_buckets)]
-    n_code = bs // 3  # a third of every batch is code: both tasks train every step
+    n_code = bs // 3 if tool_seqs else bs  # a third of every batch is code: both tasks train every step
     opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.01,
                             betas=(0.9, 0.98))
     warm = max(1, steps // 20)
@@ -141,9 +155,11 @@ def train_member(settings: dict, out_dir: Path, *, position: int = 0, progress: 
     for _ in range(steps):
         # two micro-batches (tools, code), each padded to its own longest sequence; the tool
         # part comes from one length bucket, which keeps padding (wasted compute) small
-        bucket = rng.choice(buckets)
-        parts = [[rng.choice(bucket) for _ in range(bs - n_code)],
-                 [rng.choice(code_seqs) for _ in range(n_code)]]
+        parts = []
+        if tool_seqs:  # (draw order as before: cached members stay reproducible)
+            bucket = rng.choice(buckets)
+            parts.append([rng.choice(bucket) for _ in range(bs - n_code)])
+        parts.append([rng.choice(code_seqs) for _ in range(n_code)])
         opt.zero_grad(set_to_none=True)
         loss = 0.0
         for seqs in parts:

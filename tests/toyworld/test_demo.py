@@ -123,7 +123,7 @@ def test_plan_and_bad_names():
     assert next(j for j in jobs if j.row == "OPD-B").teachers == (1,)
     full = plan(PROFILES["full"])
     groups = {j.group for j in full}
-    assert groups == {"main", "divergence", "rounds", "ablation", "control"}
+    assert groups == {"main", "divergence", "rounds", "ablation", "control", "multimode"}
     assert any(not j.transcript_in_score and j.rounds == 1 for j in full)
     with pytest.raises(ConfigError, match="valid"):
         row_jobs("GPT-5", "toy-code", 0, 2)
