@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from madopd.toyworld.demo import run_demo
     from madopd.errors import MadopdError, one_line
+    from madopd.toyworld.demo import run_demo
 
     if args.workers < 1:
         print("madopd demo: --workers must be >= 1", file=sys.stderr)

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from madopd.errors import ConfigError
-from madopd.types import Sampling
 from madopd.toyworld.demo_stats import PERM_NAME, TEST_NAME, format_gains, gains, interval_tables
 from madopd.toyworld.zoo import quiet_worker
+from madopd.types import Sampling
 
 TASKS = ("toy-tools", "toy-code")
 MAIN_ROWS = ("Base", "MT-SeqKD", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD")
@@ -218,7 +218,12 @@ def evaluate_code(student, task, n_samples: int, seed: int, limit: int | None = 
     ok = task.verify_batch(reps, out.texts)
     extra = {}
     if hasattr(task, "classify"):  # the multi-mode world: where the student's mass sits
-        from madopd.toyworld.multimode import flatten, form_summary, program_logprobs, sample_metrics
+        from madopd.toyworld.multimode import (
+            flatten,
+            form_summary,
+            program_logprobs,
+            sample_metrics,
+        )
 
         extra = sample_metrics(task, states, out.texts, ok, n_samples)
         extra.update(flatten(form_summary(states, program_logprobs(

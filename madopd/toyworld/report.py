@@ -299,7 +299,9 @@ def write_report(summary: dict, path: str | Path) -> Path:
         eg = summary.get("extra_gain", {}).get(key)
         if eg:
             parts.append(gains_html(eg, B))
-    from madopd.toyworld.multimode import multimode_html  # the multi-mode group (issue 13.7), if run
+    from madopd.toyworld.multimode import (
+        multimode_html,  # the multi-mode group (issue 13.7), if run
+    )
 
     parts.append(multimode_html(summary.get("multimode")))
     for world, z in summary.get("zoo", {}).items():

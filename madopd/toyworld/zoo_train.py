@@ -18,7 +18,6 @@ import torch
 from madopd.models._common import render_prompt_ids
 from madopd.models.tiny import DEFAULT_MERGED, TinySpec, build_tiny_model, count_parameters
 from madopd.toyworld.toy_common import MERGED_TOKENS, TeacherSkill
-from madopd.types import State
 from madopd.toyworld.zoo_data import (
     Example,
     make_debate,
@@ -26,6 +25,7 @@ from madopd.toyworld.zoo_data import (
     student_examples,
     teacher_examples,
 )
+from madopd.types import State
 
 
 def merged_tokens() -> tuple[str, ...]:

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from madopd.errors import ConfigError, DataError
 from madopd.toyworld.demo import (
     BLIND_ROWS,
     MAIN_ROWS,
@@ -19,7 +20,6 @@ from madopd.toyworld.demo import (
     summary_text,
 )
 from madopd.toyworld.demo_stats import format_gains, gains, interval_tables
-from madopd.errors import ConfigError, DataError
 
 N_ITEMS = 40  # fake items, two families
 

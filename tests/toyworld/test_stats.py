@@ -12,8 +12,16 @@ from hypothesis import strategies as st
 
 from madopd.errors import ConfigError, ShapeError
 from madopd.toyworld.stats import (
-    Outcomes, bootstrap_draws, bootstrap_p, bootstrap_table, item_weights, per_seed_scores,
-    point_estimate, resampled_scores, seed_permutation_p)
+    Outcomes,
+    bootstrap_draws,
+    bootstrap_p,
+    bootstrap_table,
+    item_weights,
+    per_seed_scores,
+    point_estimate,
+    resampled_scores,
+    seed_permutation_p,
+)
 
 
 def naive_score(Y, strata, seed_draw, item_draw):

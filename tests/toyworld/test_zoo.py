@@ -19,7 +19,14 @@ from madopd.toyworld.toy_common import (
     world_skills,
 )
 from madopd.toyworld.toy_tools import ToyToolsTask
-from madopd.toyworld.zoo import PROFILES, ZooSpec, load_zoo, member_settings, profile_spec, verify_member
+from madopd.toyworld.zoo import (
+    PROFILES,
+    ZooSpec,
+    load_zoo,
+    member_settings,
+    profile_spec,
+    verify_member,
+)
 from madopd.toyworld.zoo_data import make_debate, oracle_transcript, teacher_examples
 
 TINY = replace(PROFILES["smoke"], teacher_steps=2, student_steps=2, tool_episodes=30,
