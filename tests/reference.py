@@ -116,3 +116,15 @@ def entropy64(x_row: torch.Tensor) -> torch.Tensor:
     p = softmax64(x_row)
     keep = p > 0
     return -(p[keep] * torch.log(p[keep])).sum()
+
+
+def manual_continuation_logprobs(teacher, chat, cont: list[int]) -> torch.Tensor:
+    """Log-probs [len(cont), V] of ``cont`` after ``chat`` from one plain forward of the
+    teacher's model (no cache, no batching): the reference for ``Teacher.score``."""
+    from madopd.models._common import render_prompt_ids
+
+    full = torch.tensor([render_prompt_ids(teacher.tokenizer, chat) + cont])
+    with torch.no_grad():
+        logits = teacher.model(input_ids=full).logits[0].double()
+    P = full.shape[1] - len(cont)
+    return torch.log_softmax(logits[P - 1: P - 1 + len(cont)].float(), -1).double()

@@ -46,18 +46,15 @@ def test_loads_with_its_vocabulary_and_no_template():
 
 
 def test_score_equals_manual_forward_float64(teacher):
-    from madopd.models._common import render_prompt_ids
+    from reference import manual_continuation_logprobs
+
     from madopd.models.hf import HFTeacher
 
     t = HFTeacher(NAME, dtype=torch.float64, chat_template="plain")
     chat = [{"role": "user", "content": "Name a colour."}]
     cont = list(t.tokenizer(" Blue.", add_special_tokens=False)["input_ids"])
     sc = t.score([chat], [cont])
-    full = torch.tensor([render_prompt_ids(t.tokenizer, chat) + cont])
-    with torch.no_grad():
-        logits = t.model(input_ids=full).logits[0].double()
-    P = full.shape[1] - len(cont)
-    ref = torch.log_softmax(logits[P - 1: P - 1 + len(cont)].float(), -1).double()
+    ref = manual_continuation_logprobs(t, chat, cont)
     assert torch.allclose(sc.dists[0].double(), ref, atol=1e-5, rtol=0)
 
 

@@ -63,18 +63,15 @@ def test_score_equals_manual_forward(folder, dtype, atol):
     log-probs agree to 1e-5. float32: the LM head over the kept rows only (logits_to_keep) vs
     every row rounds differently in BLAS: measured max |diff| ~1e-4 on log-probs of magnitude
     ~20, hence 1e-3 there."""
-    from madopd.models._common import render_prompt_ids
+    from reference import manual_continuation_logprobs
+
     from madopd.models.hf import HFTeacher
 
     teacher = HFTeacher(NAME, dtype=dtype)
     chat = [{"role": "user", "content": "Say hello."}]
     cont = _ids(teacher.tokenizer, "Hello! How can I help?")
     sc = teacher.score([chat], [cont])
-    full = torch.tensor([render_prompt_ids(teacher.tokenizer, chat) + cont])
-    with torch.no_grad():
-        logits = teacher.model(input_ids=full).logits[0].double()
-    P = full.shape[1] - len(cont)
-    ref = torch.log_softmax(logits[P - 1: P - 1 + len(cont)].float(), -1).double()
+    ref = manual_continuation_logprobs(teacher, chat, cont)
     assert torch.allclose(sc.dists[0].double(), ref, atol=atol, rtol=0)
 
 
