@@ -38,7 +38,6 @@ value. E[N] = Σ_v v · P(v) / Σ_v P(v).
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -146,12 +145,10 @@ def forced_confidences(teacher: Any, id_lists: list[list[int]], max_non_numeric:
     model.eval()
     out: list[tuple[float | None, float]] = []
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*past_key_values.*")  # 5.x cache rename
-            for s in range(0, len(rows), max(1, batch_size)):
-                p1, p2, p3 = _digit_steps_batch(model, rows[s:s + batch_size], dig, pad)
-                for b in range(p1.shape[0]):
-                    out.append(_expected_number(p1[b], p2[b], float(p3[b]), max_non_numeric))
+        for s in range(0, len(rows), max(1, batch_size)):
+            p1, p2, p3 = _digit_steps_batch(model, rows[s:s + batch_size], dig, pad)
+            for b in range(p1.shape[0]):
+                out.append(_expected_number(p1[b], p2[b], float(p3[b]), max_non_numeric))
     finally:
         model.train(was_training)
     return out
@@ -171,6 +168,8 @@ def _expected_number(p1: torch.Tensor, p2: torch.Tensor, p3_zero: float,
 
 def _digit_steps_batch(model: Any, rows: list[list[int]], dig: list[int], pad: int):
     """Digit probabilities for a chunk of prefixes.  -> p1 [b, 10], p2 [b, 10, 10], p3 [b]."""
+    from madopd.models.prefix_cache import cache_kwarg, output_cache
+
     dev = next(model.parameters()).device
     b, L = len(rows), max(len(r) for r in rows)
     ids = torch.full((b, L), pad, dtype=torch.long)
@@ -182,7 +181,7 @@ def _digit_steps_batch(model: Any, rows: list[list[int]], dig: list[int], pad: i
     out = model(input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev),
                 use_cache=True, logits_to_keep=1)
     p1 = torch.softmax(out.logits[:, -1].float(), -1)  # [b, V]
-    cache = out.past_key_values
+    cache = output_cache(out)  # transformers 5.2x renamed past_key_values to cache
     cache.batch_repeat_interleave(11)
     d = torch.tensor(dig)
     x2 = torch.full((b, 11, 2), pad, dtype=torch.long)
@@ -192,7 +191,7 @@ def _digit_steps_batch(model: Any, rows: list[list[int]], dig: list[int], pad: i
     pos2 = (lengths[:, None, None] + torch.arange(2)).expand(b, 11, 2).reshape(b * 11, 2)
     attn2 = torch.cat([attn.repeat_interleave(11, 0), torch.ones(b * 11, 2, dtype=torch.long)], 1)
     step = model(input_ids=x2.view(b * 11, 2).to(dev), attention_mask=attn2.to(dev),
-                 position_ids=pos2.to(dev), past_key_values=cache, use_cache=True)
+                 position_ids=pos2.to(dev), use_cache=True, **{cache_kwarg(model): cache})
     probs = torch.softmax(step.logits.float(), -1).view(b, 11, 2, -1)  # [b, 11, 2, V]
     p2 = probs[:, :10, 0][..., d]  # [b, 10, 10]: e after d
     p3 = probs[:, 10, 1, d[0]]  # [b]
