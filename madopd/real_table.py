@@ -159,9 +159,10 @@ def format_real_table(summary: dict, title: str | None = None) -> str:
         runs = f"{c['runs']} of {len(c['seeds'])}" if c["reused_seeds"] else str(c["runs"])
         lines.append(f"{row:<8} | {_ci(c['accuracy'], '5.1f'):>26} | {_ci(c['ref_nll'], '6.3f'):>26}"
                      f" | {runs:>6} | {c['seconds']:7.0f} | {c['cpu_seconds']:7.0f}")
-    lines.append(f"intervals: {100 * summary['level']:g} % percentile, {summary['covers']}, B = {summary['B']}; the same item "
-                 "draws for every row (paired), seeds resampled per row")
     n_runs = max((c["runs"] for c in rows.values()), default=0)
+    lines.append(f"intervals: {100 * summary['level']:g} % percentile, {summary['covers']}, B = "
+                 f"{summary['B']}; the same item draws for every row (paired)"
+                 + (", seeds resampled per row" if n_runs > 1 else ""))
     if 1 < n_runs < 5:  # the bootstrap's seed part: only n_runs values per row to draw from
         lines.append(f"  ({n_runs} runs per row: the seed resampling draws from {n_runs} values, a "
                      "crude picture of training randomness; the seed permutation test is exact)")
