@@ -51,6 +51,18 @@ class RealProfile:
     threads: int = 2
     confidence_fallback: str = "forced_tag"  # madopd.confidence: the source of untagged turns
     bootstrap_reps: int = 2000
+    # items resampled within their family ("family", the split's design: a fixed number per
+    # family) or as one pool ("none": families count as sampled too); madopd.real_table.STRATA
+    bootstrap_strata: str = "family"
+
+    def __post_init__(self):  # checked before any model loads, not after the last job
+        from madopd.errors import ConfigError
+        from madopd.real_table import STRATA
+
+        if self.bootstrap_strata not in STRATA:
+            raise ConfigError(f"bootstrap_strata: expected one of {STRATA}, got {self.bootstrap_strata!r}")
+        if self.bootstrap_reps < 100:
+            raise ConfigError(f"bootstrap_reps: expected >= 100, got {self.bootstrap_reps}")
 
 
 REAL_PROFILES = {
@@ -221,13 +233,15 @@ def run_real_job(row: str, seed: int, profile: RealProfile, student: str, task: 
             "final_loss": records[-1].loss if records else None}
 
 
-def resummarize(results_json: str | Path, *, reps: int | None = None, seed: int = 0) -> dict[str, Any]:
+def resummarize(results_json: str | Path, *, reps: int | None = None, seed: int = 0,
+                strata: str | None = None) -> dict[str, Any]:
     """The table of a saved ``results.json`` recomputed from its per-run lists; writes nothing.
 
     The held-out items' ids and families come from the file's ``eval_items``; a file written
     before that field existed gets them from ``RealCallsTask`` and the profile's
     ``eval_states`` (said in ``items_source``; the count is checked against the runs).
-    ``reps`` defaults to the profile's ``bootstrap_reps``. Format it with ``format_real_table``.
+    ``reps`` and ``strata`` default to the profile's ``bootstrap_reps`` / ``bootstrap_strata``
+    (2000 / "family" for a file that has neither). Format it with ``format_real_table``.
     """
     from madopd.errors import DataError
     from madopd.runs import read_json_file
@@ -249,7 +263,8 @@ def resummarize(results_json: str | Path, *, reps: int | None = None, seed: int 
             raise DataError(f"the runs have {n} held-out items, the task gives "
                             f"{len(items['ids'])}", path=str(path), field="eval_items")
     out = summarize_real(data["runs"], items["ids"], items["families"], seed=seed,
-                         reps=int(reps or settings.get("bootstrap_reps", 2000)))
+                         reps=int(reps or settings.get("bootstrap_reps", 2000)),
+                         strata=strata or settings.get("bootstrap_strata", "family"))
     out.update(items_source=source, source=str(path), profile=data.get("profile"),
                title=real_title(data.get("profile")))
     return out
@@ -304,7 +319,8 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
                 f"ref NLL {sum(res['ref_nll']) / len(res['ref_nll']):.3f} ({res['seconds']:.0f} s "
                 f"wall, {res['cpu_seconds']:.0f} s CPU)")
     items = eval_items(task.eval_states())
-    table = summarize_real(results, items["ids"], items["families"], reps=profile.bootstrap_reps)
+    table = summarize_real(results, items["ids"], items["families"], reps=profile.bootstrap_reps,
+                           strata=profile.bootstrap_strata)
     table.update(profile=profile_name, title=real_title(profile_name))
     n_params = sum(p.numel() for p in teacher_model.parameters())
     summary = {"world": "real", "profile": profile_name, "profile_settings": asdict(profile),

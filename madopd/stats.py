@@ -78,8 +78,14 @@ class Outcomes:
             raise ShapeError("Outcomes.values: every outcome must be finite")
 
 
-TEST_NAME = ("two-sided paired bootstrap test over items x seeds (items resampled within "
-             "families, shared by both methods; seeds resampled per method)")
+def bootstrap_test_name(stratified: bool = True) -> str:
+    """The paired bootstrap test's name as printed under a table."""
+    how = "within families" if stratified else "as one pool"
+    return (f"two-sided paired bootstrap test over items x seeds (items resampled {how}, "
+            "shared by both methods; seeds resampled per method)")
+
+
+TEST_NAME = bootstrap_test_name()
 PERM_NAME = "exact permutation test over training seeds (items fixed)"
 
 

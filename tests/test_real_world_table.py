@@ -151,3 +151,24 @@ def test_resummarize_of_a_file_without_eval_items_rebuilds_them_from_the_task(tm
     (tmp_path / "bad.json").write_text("{\"runs\": []}")
     with pytest.raises(DataError, match="non-empty 'runs'"):
         resummarize(tmp_path / "bad.json")
+
+
+def test_strata_choice_and_its_small_stratum_note():
+    res = _results(SHIFT)
+    fam = summarize_real(res, IDS, FAMS, reps=400)
+    pooled = summarize_real(res, IDS, FAMS, reps=400, strata="none")
+    assert fam["strata"] == "family" and fam["smallest_stratum"] == 2
+    assert pooled["n_strata"] == 1 and "resampled within" not in pooled["covers"]
+    # the NLL rises with the item index across families: pooling them widens the interval
+    w = [s["rows"]["OPD-A"]["ref_nll"]["hi"] - s["rows"]["OPD-A"]["ref_nll"]["lo"] for s in (fam, pooled)]
+    assert w[1] > w[0]
+    assert "smallest family 2 items: resampling within families sees 1/2" in format_real_table(fam, "t")
+    assert "smallest family" not in format_real_table(pooled, "t")
+    assert "items resampled as one pool" in pooled["test"] and "within families" in fam["test"]
+    from madopd.errors import ConfigError
+    from madopd.real_world import RealProfile
+
+    with pytest.raises(ConfigError, match="strata"):
+        summarize_real(res, IDS, FAMS, reps=400, strata="items")
+    with pytest.raises(ConfigError, match="bootstrap_strata"):
+        RealProfile(bootstrap_strata="families")
