@@ -27,13 +27,15 @@ from typing import Any
 
 import torch
 
+from madopd.real_table import ROWS, eval_items, format_real_table, summarize_real
 from madopd.types import Sampling
+
+__all__ = ["ROWS", "format_real_table", "resummarize", "run_real_demo", "summarize_real"]
 
 TEACHER = "smollm2-135m-instruct"
 PERSONAS = ("Ada, a meticulous API engineer who checks every argument against the spec",
             "Ben, a terse assistant who answers with the call and nothing else",
             "Cy, a sceptical reviewer who looks for wrong or missing arguments")
-ROWS = ("Base", "OPD-A", "MT-OPD", "MAD-OPD")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,18 @@ class RealProfile:
     threads: int = 2
     confidence_fallback: str = "forced_tag"  # madopd.confidence: the source of untagged turns
     bootstrap_reps: int = 2000
+    # items resampled within their family ("family", the split's design: a fixed number per
+    # family) or as one pool ("none": families count as sampled too); madopd.real_table.STRATA
+    bootstrap_strata: str = "family"
+
+    def __post_init__(self):  # checked before any model loads, not after the last job
+        from madopd.errors import ConfigError
+        from madopd.real_table import STRATA
+
+        if self.bootstrap_strata not in STRATA:
+            raise ConfigError(f"bootstrap_strata: expected one of {STRATA}, got {self.bootstrap_strata!r}")
+        if self.bootstrap_reps < 100:
+            raise ConfigError(f"bootstrap_reps: expected >= 100, got {self.bootstrap_reps}")
 
 
 REAL_PROFILES = {
@@ -219,62 +233,46 @@ def run_real_job(row: str, seed: int, profile: RealProfile, student: str, task: 
             "final_loss": records[-1].loss if records else None}
 
 
-METRICS = (("accuracy", 100.0), ("ref_nll", 1.0))
-# paired differences reported under the table: (a, b) means a - b on the same seeds and items
-CONTRASTS = (("MAD-OPD", "MT-OPD"), ("MAD-OPD", "OPD-A"), ("MT-OPD", "OPD-A"), ("OPD-A", "Base"))
+def resummarize(results_json: str | Path, *, reps: int | None = None, seed: int = 0,
+                strata: str | None = None) -> dict[str, Any]:
+    """The table of a saved ``results.json`` recomputed from its per-run lists; writes nothing.
+
+    The held-out items' ids and families come from the file's ``eval_items``; a file written
+    before that field existed gets them from ``RealCallsTask`` and the profile's
+    ``eval_states`` (said in ``items_source``; the count is checked against the runs).
+    ``reps`` and ``strata`` default to the profile's ``bootstrap_reps`` / ``bootstrap_strata``
+    (2000 / "family" for a file that has neither). Format it with ``format_real_table``.
+    """
+    from madopd.errors import DataError
+    from madopd.runs import read_json_file
+
+    path = Path(results_json)
+    data = read_json_file(path)
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list) or not data["runs"]:
+        raise DataError("expected a real-world results.json with a non-empty 'runs' list",
+                        path=str(path), field="runs")
+    settings = data.get("profile_settings", {})
+    items, source = data.get("eval_items"), "results.json eval_items"
+    if items is None:
+        from madopd.tasks.real_calls import RealCallsTask
+
+        items = eval_items(RealCallsTask().eval_states()[: settings.get("eval_states")])
+        source = "RealCallsTask().eval_states() (this results.json predates eval_items)"
+        n = len(data["runs"][0]["accuracy"])
+        if len(items["ids"]) != n:
+            raise DataError(f"the runs have {n} held-out items, the task gives "
+                            f"{len(items['ids'])}", path=str(path), field="eval_items")
+    out = summarize_real(data["runs"], items["ids"], items["families"], seed=seed,
+                         reps=int(reps or settings.get("bootstrap_reps", 2000)),
+                         strata=strata or settings.get("bootstrap_strata", "family"))
+    out.update(items_source=source, source=str(path), profile=data.get("profile"),
+               title=real_title(data.get("profile")))
+    return out
 
 
-def _grid(results: list[dict], row: str, key: str, scale: float) -> list[list[float]]:
-    """[seeds][items] of one row's per-item metric (seeds in ascending order)."""
-    rs = sorted((r for r in results if r["row"] == row), key=lambda r: r["seed"])
-    return [[scale * v for v in r[key]] for r in rs]
-
-
-def summarize_real(results: list[dict], reps: int = 2000) -> dict[str, Any]:
-    """Per row and metric: mean and 95 % bootstrap interval over held-out items x seeds
-    (``madopd.real_stats``); paired differences for ``CONTRASTS``; summed times."""
-    from madopd.real_stats import bootstrap_ci, paired_diff_ci
-
-    table: dict[str, Any] = {}
-    for row in ROWS:
-        rs = [r for r in results if r["row"] == row]
-        if not rs:
-            continue
-        cells = {key: bootstrap_ci(_grid(results, row, key, scale), reps=reps)
-                 for key, scale in METRICS}
-        cells["seconds"] = round(sum(r["seconds"] for r in rs), 1)
-        cells["cpu_seconds"] = round(sum(r.get("cpu_seconds", 0.0) for r in rs), 1)
-        cells["seeds"] = len(rs)
-        table[row] = cells
-    diffs = {}
-    for a, b in CONTRASTS:
-        if a in table and b in table and table[a]["seeds"] == table[b]["seeds"]:
-            diffs[f"{a} - {b}"] = {key: paired_diff_ci(_grid(results, a, key, scale),
-                                                       _grid(results, b, key, scale), reps=reps)
-                                   for key, scale in METRICS}
-    return {"rows": table, "paired": diffs}
-
-
-def _ci(c: dict, fmt: str) -> str:
-    return f"{c['mean']:{fmt}} [{c['lo']:{fmt}}, {c['hi']:{fmt}}]"
-
-
-def format_real_table(summary: dict, title: str) -> str:
-    """The table (mean [95 % interval]) and the paired differences as text."""
-    rows = summary["rows"]
-    head = (f"{'method':<8} | {'real-calls acc % [95% CI]':>26} | {'ref NLL nats/tok [95% CI]':>26}"
-            f" | {'wall s':>7} | {'CPU s':>7}")
-    lines = [title, head, "-" * len(head)]
-    for row, c in rows.items():
-        lines.append(f"{row:<8} | {_ci(c['accuracy'], '5.1f'):>26} | {_ci(c['ref_nll'], '6.3f'):>26}"
-                     f" | {c['seconds']:7.0f} | {c['cpu_seconds']:7.0f}")
-    if rows:
-        lines.append(f"interval: 95 % percentile {next(iter(rows.values()))['ref_nll']['covers']}")
-    for name, d in summary["paired"].items():
-        n, a = d["ref_nll"], d["accuracy"]
-        lines.append(f"paired {name}: ref NLL {_ci(n, '+.3f')}"
-                     f"{' (excludes 0)' if n['excludes_zero'] else ''}; acc {_ci(a, '+.1f')} pp")
-    return "\n".join(lines)
+def real_title(profile: str | None) -> str:
+    return (f"real world ({TEACHER} x3 personas -> 16-layer student), profile {profile}: "
+            "mean [95 % bootstrap interval]")
 
 
 def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-real",
@@ -320,7 +318,10 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
             log(f"  {row:<8} seed {seed}: acc {100 * sum(res['accuracy']) / len(res['accuracy']):5.1f} %, "
                 f"ref NLL {sum(res['ref_nll']) / len(res['ref_nll']):.3f} ({res['seconds']:.0f} s "
                 f"wall, {res['cpu_seconds']:.0f} s CPU)")
-    table = summarize_real(results, reps=profile.bootstrap_reps)
+    items = eval_items(task.eval_states())
+    table = summarize_real(results, items["ids"], items["families"], reps=profile.bootstrap_reps,
+                           strata=profile.bootstrap_strata)
+    table.update(profile=profile_name, title=real_title(profile_name))
     n_params = sum(p.numel() for p in teacher_model.parameters())
     summary = {"world": "real", "profile": profile_name, "profile_settings": asdict(profile),
                "teacher": TEACHER, "personas": list(PERSONAS), "student": student,
@@ -328,9 +329,8 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
                "note": "4-bit quantized weights (GGUF Q4_1, de-quantized to fp32); loaded CPU",
                "wall_seconds": round(time.perf_counter() - t0, 1), "load_seconds": round(t_load, 1),
                "cpu_seconds": round(time.process_time(), 1), "debate": debate_info,
-               "table": table, "runs": results}
-    text = format_real_table(table, f"real world ({TEACHER} x3 personas -> 16-layer student), "
-                                    f"profile {profile_name}: mean [95 % bootstrap interval]")
+               "eval_items": items, "table": table, "runs": results}
+    text = format_real_table(table)
     text += (f"\nwall time {summary['wall_seconds']:.0f} s (loading {t_load:.0f} s, debate "
              f"{debate_info['wall_seconds']:.0f} s), process CPU {summary['cpu_seconds']:.0f} s "
              f"on {profile.threads} threads; weights 4-bit quantized")

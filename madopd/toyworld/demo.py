@@ -8,7 +8,7 @@ the sandbox), then Agentic avg, Code avg, Overall. Divergence per task (paper Re
 for toy-tools, reverse KL for toy-code. Every run uses ``madopd.distill`` with the toy debate
 templates; only the preset's columns differ between rows. Cells: the mean over seeds with a
 95 % percentile interval from a bootstrap over evaluation items x training seeds, and the
-differences' tests (``stats.py``, ``demo_stats.py``); every job stores its per-item outcomes.
+differences' tests (``madopd.stats``, ``demo_stats.py``); every job stores its per-item outcomes.
 
 Execution: (1) load/build the zoo; (2) warm the debate caches (teacher-forced states do not
 depend on the student, so one debate per state serves every MAD-style run and seed); (3) every
@@ -442,7 +442,7 @@ def composite_tables(table: dict, tasks: tuple[str, ...] = TASKS) -> dict[str, d
 def format_table(rows: dict, title: str, tasks: tuple[str, ...] = TASKS,
                  intervals: dict | None = None) -> str:
     """Mean over seeds with its 95 % bootstrap interval [lo, hi] (items x seeds) when
-    ``intervals`` (a ``stats.bootstrap_table`` result, fractions) has the cell, else mean ± SE."""
+    ``intervals`` (a ``madopd.stats.bootstrap_table`` result, fractions) has the cell, else mean ± SE."""
     cols = [("toy-tools", "toy-tools"), ("toy-code", "toy-code"), ("toy-tools", "Agentic avg"),
             ("toy-code", "Code avg"), ("overall", "Overall")]
     methods = (intervals or {}).get("methods", {})

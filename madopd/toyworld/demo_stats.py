@@ -1,4 +1,7 @@
-"""The demo table's intervals and tests: per-job item outcomes -> ``stats.bootstrap_table``.
+"""The toy demo table's intervals and tests: per-job item outcomes -> ``madopd.stats.bootstrap_table``.
+
+The statistics (bootstrap, tests, their names, ``fmt_p``) live in the core ``madopd.stats``;
+this module only turns the demo's job results into ``Outcomes`` and reads/prints its gains.
 
 Per table (group/world): every row's jobs give ``Outcomes`` [seeds, items] per task (values in
 [0, 1]; shown in %). Comparisons: MAD-OPD minus each single-teacher OPD, minus MT-OPD, minus
@@ -15,14 +18,14 @@ from typing import Any
 import numpy as np
 
 from madopd.errors import DataError
-from madopd.toyworld.stats import Outcomes, bootstrap_table
+from madopd.stats import PERM_NAME, TEST_NAME, Outcomes, bootstrap_table, fmt_p
+
+__all__ = ["PERM_NAME", "TEST_NAME", "comparisons", "fmt_diff", "fmt_p", "format_gains", "gains",
+           "interval_tables", "outcomes_by_table", "significance"]
 
 METHOD = "MAD-OPD"
 OPD_ROWS = ("OPD-A", "OPD-B", "OPD-C")
 ALPHA = 0.05
-TEST_NAME = ("two-sided paired bootstrap test over items x seeds (items resampled within "
-             "families, shared by both methods; seeds resampled per method)")
-PERM_NAME = "exact permutation test over training seeds (items fixed)"
 
 
 def outcomes_by_table(results: list[dict]) -> dict[str, dict[str, dict[str, Outcomes]]]:
@@ -93,12 +96,6 @@ def gains(iv: dict) -> dict[str, Any]:
 
 def significance(d: dict) -> str:
     return "significant at 0.05" if d["p_bootstrap"] < ALPHA else "not significant at 0.05"
-
-
-def fmt_p(p: float, B: int | None = None) -> str:
-    if B is not None and p <= 1.0 / (B + 1) * 1.0000001:
-        return f"p < {2 / (B + 1):.4f}"
-    return f"p = {p:.3g}" if p >= 0.001 else f"p = {p:.1e}"
 
 
 def fmt_diff(d: dict, B: int | None = None) -> str:

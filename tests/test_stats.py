@@ -1,4 +1,4 @@
-"""The demo's bootstrap over items x seeds and its tests, against brute force (float64)."""
+"""The core bootstrap over items x seeds (madopd.stats) and its tests, against brute force (float64)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from madopd.errors import ConfigError, ShapeError
-from madopd.toyworld.stats import (
+from madopd.stats import (
     Outcomes,
     bootstrap_draws,
     bootstrap_p,
     bootstrap_table,
+    covers,
+    fmt_p,
     item_weights,
     per_seed_scores,
+    permutation_min_p,
     point_estimate,
     resampled_scores,
     seed_permutation_p,
@@ -217,3 +220,57 @@ def test_bad_inputs_are_refused():
         bootstrap_table({"t": {"A": o1, "B": o2}}, [("A", "B")], B=100)
     with pytest.raises(ConfigError, match="B must be"):
         bootstrap_table({"t": {"A": o1}}, [], B=10)
+
+
+def test_ragged_values_are_one_shape_error_naming_the_argument():
+    with pytest.raises(ShapeError, match=r"Outcomes.values: .*row lengths \[2, 1\]"):
+        Outcomes([[1.0, 2.0], [1.0]], ("a", "b"), ("x", "x"))
+    with pytest.raises(ShapeError, match="seed_permutation_p"):
+        seed_permutation_p(np.array([]), np.ones(2))
+
+
+def test_covers_says_items_x_seeds_and_one_seed_is_items_only():
+    assert covers(3, 16) == "bootstrap over 16 evaluation items x 3 training seeds"
+    assert covers(2, 16, 8, "held-out items") == ("bootstrap over 16 held-out items (resampled "
+                                                   "within 8 families) x 2 training seeds")
+    assert covers(1, 4) == ("bootstrap over 4 evaluation items only (one seed: training "
+                            "randomness not covered)")
+
+
+def test_two_items_one_seed_interval_reaches_both_values():
+    # resampled means of 2 items are a, (a+b)/2 or b with probabilities 1/4, 1/2, 1/4:
+    # a 95 % percentile interval must reach both ends
+    o = Outcomes(np.array([[0.0, 1.0]]), ("a", "b"), ("f", "f"))
+    m = bootstrap_table({"t": {"A": o}}, [], B=4000, seed=3)["methods"]["A"]["t"]
+    assert m == {"mean": 0.5, "lo": 0.0, "hi": 1.0}
+
+
+def test_interval_matches_the_normal_approximation_on_many_items():
+    rng = np.random.default_rng(0)
+    y = rng.normal(0.0, 1.0, 400)
+    o = Outcomes(y[None], tuple(map(str, range(400))), ("f",) * 400)
+    m = bootstrap_table({"t": {"A": o}}, [], B=4000, seed=1)["methods"]["A"]["t"]
+    se = y.std(ddof=1) / 20
+    assert m["lo"] < m["mean"] < m["hi"]
+    assert abs((m["hi"] - m["lo"]) / (2 * 1.96 * se) - 1.0) < 0.1
+
+
+def test_seed_resampling_widens_the_interval():
+    y = np.array([float(i % 3) for i in range(30)])
+    items, strata = tuple(map(str, range(30))), ("f",) * 30
+    same = bootstrap_table({"t": {"A": Outcomes(np.stack([y, y]), items, strata)}}, [], B=1000)
+    shifted = bootstrap_table({"t": {"A": Outcomes(np.stack([y, y + 2.0]), items, strata)}}, [], B=1000)
+    w = [r["methods"]["A"]["t"]["hi"] - r["methods"]["A"]["t"]["lo"] for r in (same, shifted)]
+    assert w[1] > 2 * w[0]
+
+
+@pytest.mark.parametrize("n_a,n_b", [(1, 1), (2, 1), (2, 2), (3, 2), (5, 5)])
+def test_permutation_min_p_is_what_complete_separation_gives(n_a, n_b):
+    a, b = np.arange(float(n_a)) + 100.0, np.arange(float(n_b))  # every a above every b
+    assert seed_permutation_p(a, b) == pytest.approx(permutation_min_p(n_a, n_b), abs=1e-15)
+    assert permutation_min_p(5, 5) == pytest.approx(2 / 252) and permutation_min_p(2, 2) == pytest.approx(1 / 3)
+
+
+def test_fmt_p():
+    assert fmt_p(0.0123) == "p = 0.0123" and fmt_p(0.0004) == "p = 4.0e-04"
+    assert fmt_p(1 / 2001, 2000) == "p < 0.0010"

@@ -1,12 +1,15 @@
-"""Intervals and tests for the demo's table: a bootstrap over evaluation items x training seeds.
+"""Intervals and tests for a results table: a two-level bootstrap over evaluation items x seeds.
 
-Each demo cell is a statistic of a matrix ``Y [S, N]`` (float64): training seed s, evaluation
-item i, ``Y[s, i]`` = episode success (toy-tools) or the spec's unbiased pass@1 = c / n
-(toy-code). The cell is the macro average over families (strata) of the mean over seeds and items:
+Used by both worlds (the toy world's ``toyworld/demo_stats.py``, the real world's
+``real_world.py``); the core module knows nothing of either. Each cell is a statistic of a
+matrix ``Y [S, N]`` (float64): training seed s, evaluation item i, ``Y[s, i]`` = the item's
+outcome (episode success, the spec's unbiased pass@1 = c / n, an exact-match 0/1, a per-item
+NLL). The cell is the macro average over families (strata) of the mean over seeds and items:
 
     score(Y) = (1/F) Σ_f (1/(S·n_f)) Σ_s Σ_{i ∈ f} Y[s, i]
 
-which is what ``evaluate_student`` / ``evaluate_code`` report for one seed, averaged over seeds.
+which is what ``evaluate_student`` / ``evaluate_code`` report for one seed, averaged over seeds
+(with one stratum, or equal family sizes, it is the plain mean).
 
 Two sources of variation are resampled (a two-level bootstrap):
 * items, stratified by family (n_f draws with replacement inside each family), ONE draw shared
@@ -18,13 +21,15 @@ A resample is a pair of weight vectors (item weights w [N], seed weights v [S]) 
 is linear in Y: score* = vᵀ Y w. Its bootstrap mean equals the point estimate exactly
 (E w_i = 1/(F n_f), E v_s = 1/S, independent), which the tests check by enumeration.
 
-Tests (two-sided; both named in the table):
+Tests (two-sided; both named wherever a p-value is printed: ``TEST_NAME``, ``PERM_NAME``):
 * ``paired bootstrap test``: p = 2·min(#{Δ* ≤ 0}, #{Δ* ≥ 0}) + 1 over (B + 1), capped at 1 —
   the test dual to the percentile interval (p < 0.05 iff the 95 % interval excludes 0, up to
-  the +1s). Items and seeds both vary under it.
-* ``exact permutation test over seeds``: the 2S runs of two methods are relabelled in all
+  the +1s). Items and seeds both vary under it (items only where both methods have one seed).
+* ``exact permutation test over seeds``: the S_a + S_b runs of two methods are relabelled in all
   C(S_a + S_b, S_a) ways (items held fixed), statistic |mean_a − mean_b| of the per-run scores.
-  Exact, needs no distributional assumption, but with 5 + 5 runs its smallest p is 2/252 ≈ 0.008.
+  Exact, needs no distributional assumption, but its smallest p is bounded below
+  (``permutation_min_p``: 2/252 ≈ 0.008 with 5 + 5 runs, 1/3 with 2 + 2), so with few seeds
+  it cannot reach 0.05 whatever the data.
 """
 
 from __future__ import annotations
@@ -53,7 +58,12 @@ class Outcomes:
     seeds: tuple[int, ...] = field(default=())
 
     def __post_init__(self):
-        v = np.asarray(self.values, dtype=np.float64)
+        try:
+            v = np.asarray(self.values, dtype=np.float64)
+        except ValueError as e:  # ragged rows: name the argument and the row lengths
+            lens = [len(r) for r in self.values] if isinstance(self.values, (list, tuple)) else "?"
+            raise ShapeError(f"Outcomes.values: expected [seeds, items] with equal rows, got row "
+                             f"lengths {lens}") from e
         object.__setattr__(self, "values", v)
         if v.ndim != 2:
             raise ShapeError(f"Outcomes.values: expected [seeds, items], got shape {v.shape}")
@@ -66,6 +76,25 @@ class Outcomes:
             raise ShapeError(f"Outcomes.values: needs >= 1 seed and >= 1 item, got {v.shape}")
         if not np.all(np.isfinite(v)):
             raise ShapeError("Outcomes.values: every outcome must be finite")
+
+
+def bootstrap_test_name(stratified: bool = True) -> str:
+    """The paired bootstrap test's name as printed under a table."""
+    how = "within families" if stratified else "as one pool"
+    return (f"two-sided paired bootstrap test over items x seeds (items resampled {how}, "
+            "shared by both methods; seeds resampled per method)")
+
+
+TEST_NAME = bootstrap_test_name()
+PERM_NAME = "exact permutation test over training seeds (items fixed)"
+
+
+def covers(n_seeds: int, n_items: int, n_strata: int = 1, what: str = "evaluation items") -> str:
+    """What an interval of an [n_seeds, n_items] table covers, in words (one seed: items only)."""
+    items = f"{n_items} {what}" + (f" (resampled within {n_strata} families)" if n_strata > 1 else "")
+    if n_seeds > 1:
+        return f"bootstrap over {items} x {n_seeds} training seeds"
+    return f"bootstrap over {items} only (one seed: training randomness not covered)"
 
 
 def item_weights(strata: tuple[str, ...]) -> np.ndarray:
@@ -119,6 +148,19 @@ def bootstrap_p(deltas: np.ndarray) -> float:
     B = len(deltas)
     k = min(int(np.sum(deltas <= 0)), int(np.sum(deltas >= 0)))
     return min(1.0, (2 * k + 1) / (B + 1))
+
+
+def permutation_min_p(n_a: int, n_b: int) -> float:
+    """The smallest p ``seed_permutation_p`` can return for n_a and n_b distinct runs: the
+    observed labelling alone is the most extreme (and its mirror, when n_a == n_b)."""
+    return (2 if n_a == n_b else 1) / math.comb(n_a + n_b, n_a)
+
+
+def fmt_p(p: float, B: int | None = None) -> str:
+    """'p = 0.0123'; with the bootstrap's B, the floor 1/(B+1) prints as 'p < 2/(B+1)'."""
+    if B is not None and p <= 1.0 / (B + 1) * 1.0000001:
+        return f"p < {2 / (B + 1):.4f}"
+    return f"p = {p:.3g}" if p >= 0.001 else f"p = {p:.1e}"
 
 
 def seed_permutation_p(a: np.ndarray, b: np.ndarray, *, max_exact: int = 200_000,
