@@ -78,7 +78,7 @@ def _outcomes(runs: list[dict], row: str, key: str, ids: tuple, strata: tuple):
 
 def summarize_real(results: list[dict], ids: list[str], families: list[str | None], *,
                    reps: int = 2000, seed: int = 0, level: float = 0.95,
-                   strata: str = "family") -> dict[str, Any]:
+                   strata: str = "none") -> dict[str, Any]:
     """The table from per-run results (``run_real_job`` dicts): ``madopd.stats.bootstrap_table``.
 
     Per metric, each row is an ``Outcomes`` [distinct runs, items] (items stratified by family);

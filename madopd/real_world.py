@@ -53,7 +53,7 @@ class RealProfile:
     bootstrap_reps: int = 2000
     # items resampled within their family ("family", the split's design: a fixed number per
     # family) or as one pool ("none": families count as sampled too); madopd.real_table.STRATA
-    bootstrap_strata: str = "family"
+    bootstrap_strata: str = "none"
 
     def __post_init__(self):  # checked before any model loads, not after the last job
         from madopd.errors import ConfigError
@@ -241,7 +241,7 @@ def resummarize(results_json: str | Path, *, reps: int | None = None, seed: int 
     before that field existed gets them from ``RealCallsTask`` and the profile's
     ``eval_states`` (said in ``items_source``; the count is checked against the runs).
     ``reps`` and ``strata`` default to the profile's ``bootstrap_reps`` / ``bootstrap_strata``
-    (2000 / "family" for a file that has neither). Format it with ``format_real_table``.
+    (2000 / "none" for a file that has neither). Format it with ``format_real_table``.
     """
     from madopd.errors import DataError
     from madopd.runs import read_json_file
@@ -264,7 +264,7 @@ def resummarize(results_json: str | Path, *, reps: int | None = None, seed: int 
                             f"{len(items['ids'])}", path=str(path), field="eval_items")
     out = summarize_real(data["runs"], items["ids"], items["families"], seed=seed,
                          reps=int(reps or settings.get("bootstrap_reps", 2000)),
-                         strata=strata or settings.get("bootstrap_strata", "family"))
+                         strata=strata or settings.get("bootstrap_strata", "none"))
     out.update(items_source=source, source=str(path), profile=data.get("profile"),
                title=real_title(data.get("profile")))
     return out

@@ -35,7 +35,7 @@ SHIFT = {"Base": 2.0, "OPD-A": 0.5, "MT-OPD": 0.4, "MAD-OPD": 0.7}
 
 def test_summary_has_intervals_named_tests_and_times():
     B = 500
-    summ = summarize_real(_results(SHIFT), IDS, FAMS, reps=B)
+    summ = summarize_real(_results(SHIFT), IDS, FAMS, reps=B, strata="family")
     rows = summ["rows"]
     assert list(rows) == list(ROWS) and summ["n_strata"] == 4
     assert summ["covers"] == "bootstrap over 8 held-out items (resampled within 4 families) x 2 training seeds"
@@ -64,7 +64,7 @@ def test_summary_has_intervals_named_tests_and_times():
 
 
 def test_intervals_are_the_core_bootstrap_on_the_rows_outcomes():
-    summ = summarize_real(_results(SHIFT), IDS, FAMS, reps=300, seed=4)
+    summ = summarize_real(_results(SHIFT), IDS, FAMS, reps=300, seed=4, strata="family")
     res = _results(SHIFT)
     tasks = {"real-calls": {}}
     for row in ROWS:  # Base enters once: its second seed is a copy
@@ -110,7 +110,7 @@ def test_strata_from_families():
     one = summarize_real(res, IDS, [None] * 8, reps=200)
     assert one["n_strata"] == 1 and "resampled within" not in one["covers"]
     with pytest.raises(DataError, match="'f0-1' has no family"):
-        summarize_real(res, IDS, ["f0", None] + FAMS[2:], reps=200)
+        summarize_real(res, IDS, ["f0", None] + FAMS[2:], reps=200, strata="family")
     with pytest.raises(DataError, match="8 values of 'ref_nll' for 7 held-out items"):
         summarize_real(res, IDS[:7], FAMS[:7], reps=200)
     dup = res + [dict(res[2])]
@@ -145,7 +145,8 @@ def test_resummarize_of_a_file_without_eval_items_rebuilds_them_from_the_task(tm
     states = RealCallsTask().eval_states()[:4]
     summ = resummarize(_write(tmp_path, _results(SHIFT, n=4), n=4))
     assert "predates eval_items" in summ["items_source"]
-    assert summ["n_items"] == 4 and summ["n_strata"] == len({s.family for s in states})
+    assert summ["n_items"] == 4 and summ["n_strata"] == 1  # the default pools the items
+    assert len({s.family for s in states}) > 1
     with pytest.raises(DataError, match="the runs have 8 held-out items, the task gives 4"):
         resummarize(_write(tmp_path, _results(SHIFT, n=8), n=4))
     (tmp_path / "bad.json").write_text("{\"runs\": []}")
@@ -155,7 +156,7 @@ def test_resummarize_of_a_file_without_eval_items_rebuilds_them_from_the_task(tm
 
 def test_strata_choice_and_its_small_stratum_note():
     res = _results(SHIFT)
-    fam = summarize_real(res, IDS, FAMS, reps=400)
+    fam = summarize_real(res, IDS, FAMS, reps=400, strata="family")
     pooled = summarize_real(res, IDS, FAMS, reps=400, strata="none")
     assert fam["strata"] == "family" and fam["smallest_stratum"] == 2
     assert pooled["n_strata"] == 1 and "resampled within" not in pooled["covers"]
