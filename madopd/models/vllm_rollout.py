@@ -6,6 +6,8 @@ so the Distiller (``DistillConfig.rollout_backend="vllm_colocated"``) samples th
 answers with vLLM and keeps everything else (scoring, the loss, the student's own forward with
 gradients) on the transformers model. ``sync()`` pushes the student's current weights into the
 engine in place; the Distiller calls it after every optimizer step and after a resume.
+``RolloutEngine`` (prompt fitting, EOS cutting, flags, counters) and ``sampling_fields`` are
+shared with the server backend (``madopd.models.vllm_rollout_server``).
 
 Weight sync (vLLM 0.32, V1 engine): with ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` the engine core,
 its executor and the worker live in this process, and ``LLM.collective_rpc`` calls the worker's
