@@ -29,7 +29,7 @@ DIVERGENCES = ("auto", "fkl", "rkl", "jsd", "njsd")
 ON_MISSING = ("uniform", "drop_teacher", "skip_sample")
 ON_TEACHER_ERROR = ("raise", "drop_teacher", "skip_step")
 SCHEDULES = ("constant", "cosine", "linear")
-# a separate rollout server with a weight-update endpoint is not built yet (issue 14, item 1)
+# student rollouts: transformers generate, an in-process vLLM engine, or a vLLM server (issue 14)
 ROLLOUT_BACKENDS = ("hf", "vllm_colocated", "vllm_server")
 METHODS = ("base", "mt_seqkd", "opd", "mt_opd", "mad_opd", "custom")
 
