@@ -48,6 +48,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+MADOPD_PHASES = ("rollout", "score", "loss", "update")  # madopd's per-step timings (seconds)
 PROMPTS = [f"Write a Python function that returns {a} times {b}." for a in range(2, 8)
            for b in range(3, 7)]  # 24 prompts
 
@@ -179,7 +180,8 @@ def run_alternating(paths, args, work: Path) -> dict:
             m = d.step().metrics
             # madopd's rollout phase (HF generate or vLLM) + the weight sync vLLM adds
             row.update(madopd=time.perf_counter() - t0, madopd_gen=gen.total,
-                       madopd_rollout=m["time/rollout"] + m.get("rollout/sync_seconds", 0.0))
+                       madopd_rollout=m["time/rollout"] + m.get("rollout/sync_seconds", 0.0),
+                       madopd_phases={k: m.get(f"time/{k}", 0.0) for k in MADOPD_PHASES})
             rows.append(row)
             print(f"round {len(rows)}: TRL {row['trl']:.3f} s  madopd {row['madopd']:.3f} s",
                   file=sys.stderr, flush=True)
@@ -220,7 +222,9 @@ def summary(rows: list[dict]) -> dict:
             "ratio_median": med(ratio), "ratio_min": min(ratio), "ratio_max": max(ratio),
             "trl_generate_share": med(r["trl_gen"] / r["trl"] for r in rows),
             "madopd_generate_share": med(r["madopd_gen"] / r["madopd"] for r in rows),
-            "madopd_rollout_share": med(r["madopd_rollout"] / r["madopd"] for r in rows)}
+            "madopd_rollout_share": med(r["madopd_rollout"] / r["madopd"] for r in rows),
+            "trl_generate_s": med(r["trl_gen"] for r in rows),
+            **{f"madopd_{k}_s": med(r["madopd_phases"][k] for r in rows) for k in MADOPD_PHASES}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,7 +111,9 @@ def test_sync_writes_the_merged_weights_and_asks_the_server_to_reload(tiny_dirs,
     eng.sync()
     written = load_file(str(tmp_path / "w" / "model.safetensors"))
     want = merged_state_dict(st.model)
-    assert set(written) == set(want)  # tied lm_head / embeddings too (written as copies)
+    assert st.model.config.tie_word_embeddings and "lm_head.weight" in want
+    # a tied lm_head is written too, as a copy (vLLM's CPU backend reloads it apart)
+    assert set(written) == set(want)
     assert all(torch.equal(written[k], want[k]) for k in want)
     assert [f.name for f in (tmp_path / "w").iterdir()] == ["model.safetensors"]
     assert eng.counters["weight_syncs"] == 2 and eng.counters["sync_seconds"] > 0
