@@ -221,6 +221,11 @@ def time_rollouts(student_dir: str, label: str, args, tmp: Path) -> dict[str, fl
             backends["vLLM server"], syncs["vLLM server"] = server.rollout, server.sync
         secs, toks = time_backends(backends, args)
         sync = {k: statistics.median(f() for _ in range(3)) for k, f in syncs.items()}
+        if not args.no_server:  # the server's sync: writing the safetensors file, then reload
+            c = server.counters
+            print(f"vLLM server sync: {c['write_seconds'] / c['weight_syncs']:.3f} s of "
+                  f"{c['sync_seconds'] / c['weight_syncs']:.3f} s writing the weights file "
+                  f"(mean of {c['weight_syncs']:.0f} syncs)")
     engine.close()
     med = {k: statistics.median(v) for k, v in secs.items()}
     n_params = sum(p.numel() for p in student.model.parameters()) / 1e6
