@@ -4,7 +4,9 @@
 #    installs madopd into it (transformers 5.19 there).
 # 2. .ci/setup_real.sh + `madopd models pull`: the real SmolLM2-135M-Instruct, served by vLLM
 #    in tests/models/test_vllm_real.py (shares $MADOPD_MODELS_DIR with .ci/extra_real.sh).
-# 3. pytest -m vllm tests/models (this env): servers on the tiny checkpoint and on SmolLM2.
+# 3. pytest -m vllm tests/models (this env): servers on the tiny checkpoint and on SmolLM2,
+#    and student rollouts from a dev-mode server whose weights follow the trained student
+#    (test_vllm_rollout_server.py: an HTTP client, so it runs here on transformers 5.x).
 #    The command-line -m replaces the default-run -m of pyproject's addopts.
 #    MADOPD_VLLM_REQUIRED=1 / MADOPD_VLLM_REAL_REQUIRED=1 turn "no vLLM interpreter" / "model
 #    not pulled" from a skip into a failure, so a broken setup cannot pass as green.

@@ -22,6 +22,12 @@ the peak above the resident set before the first step (the loaded models).
 madopd's teacher keeps its default scoring-context cache (keys/values of each prompt reused
 across steps); with 24 distinct prompts and 8 rounds x batch 4 it is mostly warm after the
 first epoch. ``--no-score-cache`` turns it off for a like-for-like scoring cost.
+
+``--rollout-backend vllm_colocated`` (issue 14): madopd's rollouts come from its colocated vLLM
+engine (weights synced after every step, inside madopd's timed step), TRL keeps its default
+HF generation. Needs vLLM and TRL in one venv (the vLLM venv of .ci/setup_vllm.sh plus
+``pip install trl``); vLLM's CPU build binds the OpenMP threads of the whole process, so both
+sides run under its thread setting.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+MADOPD_PHASES = ("rollout", "score", "loss", "update")  # madopd's per-step timings (seconds)
 PROMPTS = [f"Write a Python function that returns {a} times {b}." for a in range(2, 8)
            for b in range(3, 7)]  # 24 prompts
 
@@ -126,7 +133,8 @@ def make_madopd(paths: dict[str, str], args):
                  sampling={"max_new_tokens": args.tokens, "temperature": 1.0, "top_p": 1.0,
                            "top_k": 0},
                  record_topk=0, verify_train=False, seed=0, device="cpu",
-                 max_steps=10**6, score_cache_entries=0 if args.no_score_cache else 256)
+                 max_steps=10**6, score_cache_entries=0 if args.no_score_cache else 256,
+                 rollout_backend=args.rollout_backend)
     return Distiller.from_config(cfg, task)
 
 
@@ -169,8 +177,11 @@ def run_alternating(paths, args, work: Path) -> dict:
             row = {"trl": time.perf_counter() - self.t0, "trl_gen": gen.total}
             gen.reset()
             t0 = time.perf_counter()
-            d.step()
-            row.update(madopd=time.perf_counter() - t0, madopd_gen=gen.total)
+            m = d.step().metrics
+            # madopd's rollout phase (HF generate or vLLM) + the weight sync vLLM adds
+            row.update(madopd=time.perf_counter() - t0, madopd_gen=gen.total,
+                       madopd_rollout=m["time/rollout"] + m.get("rollout/sync_seconds", 0.0),
+                       madopd_phases={k: m.get(f"time/{k}", 0.0) for k in MADOPD_PHASES})
             rows.append(row)
             print(f"round {len(rows)}: TRL {row['trl']:.3f} s  madopd {row['madopd']:.3f} s",
                   file=sys.stderr, flush=True)
@@ -210,7 +221,10 @@ def summary(rows: list[dict]) -> dict:
             "madopd_s": med(r["madopd"] for r in rows),
             "ratio_median": med(ratio), "ratio_min": min(ratio), "ratio_max": max(ratio),
             "trl_generate_share": med(r["trl_gen"] / r["trl"] for r in rows),
-            "madopd_generate_share": med(r["madopd_gen"] / r["madopd"] for r in rows)}
+            "madopd_generate_share": med(r["madopd_gen"] / r["madopd"] for r in rows),
+            "madopd_rollout_share": med(r["madopd_rollout"] / r["madopd"] for r in rows),
+            "trl_generate_s": med(r["trl_gen"] for r in rows),
+            **{f"madopd_{k}_s": med(r["madopd_phases"][k] for r in rows) for k in MADOPD_PHASES}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-score-cache", action="store_true",
                     help="madopd's teacher re-encodes every prompt (TRL has no such cache)")
     ap.add_argument("--no-memory", action="store_true", help="skip the two memory children")
+    ap.add_argument("--rollout-backend", choices=("hf", "vllm_colocated"), default="hf",
+                    help="madopd's student rollouts: HF generate (like TRL's default) or the "
+                         "colocated vLLM engine (run in the vLLM venv with TRL installed; the "
+                         "weight sync after each step is part of madopd's step)")
     ap.add_argument("--only", choices=("madopd", "trl"), help=argparse.SUPPRESS)
     ap.add_argument("--models", help=argparse.SUPPRESS)  # JSON of folders, for --only
     args = ap.parse_args(argv)
@@ -244,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         result = {"size": args.size, "batch": args.batch, "tokens": args.tokens,
                   "trl": trl.__version__, "trainer": "DistillationTrainer",
                   "score_cache": not args.no_score_cache, "note": "CPU, loaded box",
+                  "madopd_rollout_backend": args.rollout_backend,
+                  "load_average": os.getloadavg()[0],
                   **summary(run_alternating(paths, args, work)["rows"])}
         if not args.no_memory:
             mem = {}
@@ -251,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, __file__, "--only", side, "--models", json.dumps(paths),
                        "--rounds", str(min(args.rounds, 4)), "--warmup", "1",
                        "--batch", str(args.batch), "--tokens", str(args.tokens),
-                       "--threads", str(args.threads)]
+                       "--threads", str(args.threads), "--rollout-backend", args.rollout_backend]
                 cmd += ["--no-score-cache"] if args.no_score_cache else []
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
                 mem[side] = json.loads(out.strip().splitlines()[-1])
@@ -262,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result))
     print(f"madopd / TRL DistillationTrainer step: {result['ratio_median']:.2f} "
           f"(range {result['ratio_min']:.2f}-{result['ratio_max']:.2f}, {result['rounds']} "
-          f"rounds); HF generate share: madopd {result['madopd_generate_share']:.0%}, TRL "
-          f"{result['trl_generate_share']:.0%}"
+          f"rounds); rollout share: madopd ({args.rollout_backend}, + sync) "
+          f"{result['madopd_rollout_share']:.0%}, TRL (HF generate) "
+          f"{result['trl_generate_share']:.0%}; Amdahl bound on TRL / madopd with free "
+          f"rollouts: {1 / max(1e-9, 1 - result['trl_generate_share']):.2f}x"
           + (f"; peak memory ratio {result['peak_memory_ratio']:.2f}"
              if "peak_memory_ratio" in result else ""))
     return 0

@@ -52,6 +52,11 @@ class TeacherError(MadopdError, RuntimeError):
     """A teacher backend failed (server down, timeout, malformed reply) after its retries."""
 
 
+class RolloutError(MadopdError, RuntimeError):
+    """The student's rollout engine failed: its server is unreachable, timed out, or refused a
+    weight update (the message names the URL and the route)."""
+
+
 class TokenizerMismatchError(MadopdError, ValueError):
     """Student and teacher tokenizers differ; cross-tokenizer distillation is future work."""
 

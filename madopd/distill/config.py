@@ -29,8 +29,8 @@ DIVERGENCES = ("auto", "fkl", "rkl", "jsd", "njsd")
 ON_MISSING = ("uniform", "drop_teacher", "skip_sample")
 ON_TEACHER_ERROR = ("raise", "drop_teacher", "skip_step")
 SCHEDULES = ("constant", "cosine", "linear")
-# a separate rollout server with a weight-update endpoint is not built yet (issue 14, item 1)
-ROLLOUT_BACKENDS = ("hf", "vllm_colocated")
+# student rollouts: transformers generate, an in-process vLLM engine, or a vLLM server (issue 14)
+ROLLOUT_BACKENDS = ("hf", "vllm_colocated", "vllm_server")
 METHODS = ("base", "mt_seqkd", "opd", "mt_opd", "mad_opd", "custom")
 
 
@@ -146,11 +146,26 @@ class DistillConfig:
                                default_factory=lambda: Sampling(temperature=1.0, max_new_tokens=64))
 
     rollout_backend: str = _help(
-        "who samples the student's rollouts: 'hf' (transformers generate, in process) or "
+        "who samples the student's rollouts: 'hf' (transformers generate, in process), "
         "'vllm_colocated' (vllm.LLM in this process, weights pushed in place after every "
-        "optimizer step; LoRA merged; one process only; needs vLLM installed, "
-        "madopd.models.vllm_rollout). Same sampling semantics (seed + i per sample on vLLM)",
-        default="hf")
+        "optimizer step; madopd.models.vllm_rollout) or 'vllm_server' (a separate vLLM server "
+        "at rollout_server_url, started with VLLM_SERVER_DEV_MODE=1; weights written to "
+        "rollout_weights_dir and reloaded by the server after every optimizer step; "
+        "madopd.models.vllm_rollout_server). vLLM backends: LoRA merged, one process only. "
+        "Same sampling semantics (seed + i per sample on vLLM)", default="hf")
+    rollout_server_url: str | None = _help(
+        "vllm_server: the server's base URL, http(s)://host:port (required there; refused "
+        "with another backend)", default=None)
+    rollout_server_model: str | None = _help(
+        "vllm_server: the served model name (None = the one model the server lists)",
+        default=None)
+    rollout_weights_dir: str | None = _help(
+        "vllm_server: folder the trainer writes model.safetensors into and the server reloads "
+        "from; the server must see it at the same path (None = a temporary folder on this "
+        "machine: a server on the same machine)", default=None)
+    rollout_server_timeout: float = _help(
+        "vllm_server: seconds to connect and for each read of a request (an attempt ends "
+        "after 10x); a sampling request is retried twice on transient failures", default=60.0)
     rollout_max_model_len: int | None = _help(
         "vllm_colocated: the engine's context in tokens (None = the student's max_context, "
         "at most 4096)", default=None)
@@ -214,6 +229,23 @@ class DistillConfig:
         self.validate()
 
     # ---- validation ------------------------------------------------------------------------
+    def _validate_rollout_server(self) -> None:
+        fields = ("rollout_server_url", "rollout_server_model", "rollout_weights_dir")
+        if self.rollout_backend != "vllm_server":
+            used = [f for f in fields if getattr(self, f) is not None]
+            if used:
+                raise ConfigError(f"{used[0]} is set but rollout_backend is "
+                                  f"{self.rollout_backend!r} (it is used by 'vllm_server' only)")
+        elif self.rollout_server_url is None:
+            raise ConfigError("rollout_server_url: required with rollout_backend='vllm_server'")
+        else:
+            from madopd.models.vllm_rollout_server import check_server_url
+
+            check_server_url(self.rollout_server_url)
+        if not 0 < self.rollout_server_timeout < float("inf"):
+            raise ConfigError(f"rollout_server_timeout must be a finite number of seconds > 0, "
+                              f"got {self.rollout_server_timeout}")
+
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
         _check_finite(self)
@@ -240,6 +272,7 @@ class DistillConfig:
         _choice(self, "schedule", SCHEDULES)
         _choice(self, "opad_mode", ("teacher_forced", "full"))
         _choice(self, "rollout_backend", ROLLOUT_BACKENDS)
+        self._validate_rollout_server()
         if self.rollout_max_model_len is not None and self.rollout_max_model_len < 2:
             raise ConfigError(f"rollout_max_model_len must be >= 2 or None, got "
                               f"{self.rollout_max_model_len}")

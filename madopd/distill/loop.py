@@ -10,7 +10,7 @@ One optimizer step::
         teacher_k.score(debate.score_context(state, transcript | None, k), response ids)
         student.response_logits -> Σ_k w_k D(p_k ‖ q) per token (Eq. 8) -> Σ / N -> backward
     clip, AdamW step, schedule step (skipped and counted on NaN)
-    rollout_backend 'vllm_colocated': the engine reloads the updated weights (rollout sync)
+    rollout_backend 'vllm_colocated' / 'vllm_server': the engine reloads the updated weights
 
 Loss normalisation (the same for every method): ``token`` = Σ of per-token losses over ALL
 micro-batches / number of tokens in the accumulated batch, so 2 micro-batches of B/2 give the
@@ -187,15 +187,22 @@ class Distiller(PhasesMixin, RecordsMixin):
                   f"({type(engine).__name__})", file=sys.stderr)
 
     def _make_rollout_engine(self) -> Any:
-        """None (the student samples with transformers) or the colocated vLLM engine, synced
-        to the student's current weights (``rollout_backend``)."""
+        """None (the student samples with transformers), the colocated vLLM engine or a vLLM
+        rollout server, synced to the student's current weights (``rollout_backend``)."""
         cfg = self.config
         if cfg.rollout_backend == "hf":
             return None
         if self.accelerator.num_processes > 1:
-            raise ConfigError("rollout_backend='vllm_colocated' runs one engine in one process; "
-                              f"this launch has {self.accelerator.num_processes} processes "
-                              "(use rollout_backend='hf' under DDP/FSDP)")
+            raise ConfigError(f"rollout_backend={cfg.rollout_backend!r} syncs one engine from "
+                              f"one process; this launch has {self.accelerator.num_processes} "
+                              "processes (use rollout_backend='hf' under DDP/FSDP)")
+        if cfg.rollout_backend == "vllm_server":
+            from madopd.models.vllm_rollout_server import VLLMServerRollout
+
+            return VLLMServerRollout(self.student, cfg.rollout_server_url,
+                                     model=cfg.rollout_server_model,
+                                     weights_dir=cfg.rollout_weights_dir,
+                                     timeout=cfg.rollout_server_timeout)
         from madopd.models.vllm_rollout import VLLMColocatedRollout
 
         return VLLMColocatedRollout(self.student, max_model_len=cfg.rollout_max_model_len,

@@ -6,6 +6,8 @@ so the Distiller (``DistillConfig.rollout_backend="vllm_colocated"``) samples th
 answers with vLLM and keeps everything else (scoring, the loss, the student's own forward with
 gradients) on the transformers model. ``sync()`` pushes the student's current weights into the
 engine in place; the Distiller calls it after every optimizer step and after a resume.
+``RolloutEngine`` (prompt fitting, EOS cutting, flags, counters) and ``sampling_fields`` are
+shared with the server backend (``madopd.models.vllm_rollout_server``).
 
 Weight sync (vLLM 0.32, V1 engine): with ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` the engine core,
 its executor and the worker live in this process, and ``LLM.collective_rpc`` calls the worker's
@@ -98,7 +100,86 @@ def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-class VLLMColocatedRollout:
+def sampling_fields(sampling: Sampling, i: int, eos_ids: set[int]) -> dict[str, Any]:
+    """vLLM's sampling fields for sample ``i`` of a batch: ``SamplingParams`` keywords, and the
+    same names in an OpenAI completions request body (vLLM's extensions included).
+
+    Greedy -> temperature 0; else temperature / top-p / top-k (0 -> -1, off) and seed + i.
+    Stop at any EOS id of the student (the token is kept in ``token_ids``), never at a stop
+    string; special tokens are not decoded (the ids are what we use).
+    """
+    kw: dict[str, Any] = {"max_tokens": sampling.max_new_tokens, "stop_token_ids": sorted(eos_ids),
+                          "ignore_eos": False, "skip_special_tokens": True}
+    if is_greedy(sampling):
+        kw["temperature"] = 0.0
+    else:
+        kw.update(temperature=sampling.temperature, top_p=sampling.top_p,
+                  top_k=sampling.top_k if sampling.top_k > 0 else -1)
+        if sampling.seed is not None:
+            kw["seed"] = sampling.seed + i
+    return kw
+
+
+class RolloutEngine:
+    """The half of ``HFStudent`` a vLLM sampler offers: ``rollout``, ``generate_ids``,
+    ``decode``, ``tokenizer``; subclasses provide ``_sample`` and ``sync``.
+
+    Here: prompt rendering and fitting (the student's tokenizer, window and truncation policy,
+    counted in ``student.counters["truncated_prompts"]``), cutting at EOS (kept), hit-limit
+    flags, counters. Subclasses set ``student``, ``max_context`` and ``counters``.
+    """
+
+    student: Any
+    max_context: int
+    counters: dict[str, float]
+
+    def _sample(self, prompts: list[list[int]], sampling: Sampling,
+                ) -> list[tuple[list[int], list[float]]]:
+        """Per prompt: the engine's sampled ids [T_b] and their raw log-probs [T_b]."""
+        raise NotImplementedError
+
+    def sync(self) -> float:
+        raise NotImplementedError
+
+    def generate_ids(self, prompts: list[Chat] | list[list[int]], sampling: Sampling,
+                     ) -> tuple[list[list[int]], list[list[int]], list[bool], list[list[float]]]:
+        """Like ``HFTeacher.generate_ids``, plus each reply token's log-prob under the engine:
+        (prompt ids, reply ids incl. EOS, hit_limit flags, log-probs [B][T_b])."""
+        validate_sampling(sampling)
+        st = self.student
+        fitted = []
+        for i, p in enumerate(contexts_to_ids(st.tokenizer, prompts)):
+            p2, cut = fit_context(p, sampling.max_new_tokens, self.max_context, st.truncation, i)
+            st.counters["truncated_prompts"] += int(cut)
+            fitted.append(p2)
+        replies, hit_limit, logprobs = [], [], []
+        for token_ids, lps in self._sample(fitted, sampling):
+            ids, found = cut_at_eos(token_ids, st.eos_ids)
+            replies.append(ids)
+            hit_limit.append(not found)
+            logprobs.append(lps[: len(ids)])
+        n = len(replies)
+        st.counters["sequences_generated"] += n
+        self.counters["sequences_generated"] += n
+        return fitted, replies, hit_limit, logprobs
+
+    def rollout(self, states: list[State], sampling: Sampling) -> Samples:
+        """The student's on-policy answers, sampled by the engine (``HFStudent.rollout``'s
+        contract; ``sampler_logprobs`` filled)."""
+        prompts, replies, hit, lps = self.generate_ids([s.messages for s in states], sampling)
+        return Samples(prompt_ids=prompts, response_ids=replies,
+                       texts=[self.student.decode(r) for r in replies], truncated=hit,
+                       sampler_logprobs=lps)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.student.decode(ids)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.student.tokenizer
+
+
+class VLLMColocatedRollout(RolloutEngine):
     """The student's sampler on an in-process ``vllm.LLM`` (see the module docstring).
 
     Args:
@@ -185,63 +266,19 @@ class VLLMColocatedRollout:
         return dt
 
     # ------------------------------------------------------------------ sampling
-    def _params(self, n: int, sampling: Sampling) -> list[Any]:
-        eos = sorted(self.student.eos_ids)
-        out = []
-        for i in range(n):
-            kw: dict[str, Any] = {"max_tokens": sampling.max_new_tokens, "logprobs": 0,
-                                  "stop_token_ids": eos, "ignore_eos": False,
-                                  "skip_special_tokens": True, "detokenize": False}
-            if is_greedy(sampling):
-                kw["temperature"] = 0.0
-            else:
-                kw.update(temperature=sampling.temperature, top_p=sampling.top_p,
-                          top_k=sampling.top_k if sampling.top_k > 0 else -1)
-                if sampling.seed is not None:
-                    kw["seed"] = sampling.seed + i
-            out.append(self._vllm.SamplingParams(**kw))
-        return out
-
-    def generate_ids(self, prompts: list[Chat] | list[list[int]], sampling: Sampling,
-                     ) -> tuple[list[list[int]], list[list[int]], list[bool], list[list[float]]]:
-        """Like ``HFTeacher.generate_ids``, plus each reply token's log-prob under the engine:
-        (prompt ids, reply ids incl. EOS, hit_limit flags, log-probs [B][T_b])."""
-        validate_sampling(sampling)
-        st = self.student
-        fitted = []
-        for i, p in enumerate(contexts_to_ids(st.tokenizer, prompts)):
-            p2, cut = fit_context(p, sampling.max_new_tokens, self.max_context, st.truncation, i)
-            st.counters["truncated_prompts"] += int(cut)
-            fitted.append(p2)
-        outs = self.llm.generate([{"prompt_token_ids": p} for p in fitted],
-                                 self._params(len(fitted), sampling), use_tqdm=False)
-        replies, hit_limit, logprobs = [], [], []
+    def _sample(self, prompts: list[list[int]], sampling: Sampling,
+                ) -> list[tuple[list[int], list[float]]]:
+        params = [self._vllm.SamplingParams(**sampling_fields(sampling, i, self.student.eos_ids),
+                                            logprobs=0, detokenize=False)
+                  for i in range(len(prompts))]
+        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
+                                 use_tqdm=False)
+        result = []
         for o in outs:
             c = o.outputs[0]
-            ids, found = cut_at_eos(list(c.token_ids), st.eos_ids)
-            replies.append(ids)
-            hit_limit.append(not found)
-            lps = [float(d[t].logprob) for d, t in zip(c.logprobs or [], c.token_ids)]
-            logprobs.append(lps[: len(ids)])
-        n = len(replies)
-        st.counters["sequences_generated"] += n
-        self.counters["sequences_generated"] += n
-        return fitted, replies, hit_limit, logprobs
-
-    def rollout(self, states: list[State], sampling: Sampling) -> Samples:
-        """The student's on-policy answers, sampled by the engine (``HFStudent.rollout``'s
-        contract; ``sampler_logprobs`` filled)."""
-        prompts, replies, hit, lps = self.generate_ids([s.messages for s in states], sampling)
-        return Samples(prompt_ids=prompts, response_ids=replies,
-                       texts=[self.student.decode(r) for r in replies], truncated=hit,
-                       sampler_logprobs=lps)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.student.decode(ids)
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.student.tokenizer
+            ids = list(c.token_ids)
+            result.append((ids, [float(d[t].logprob) for d, t in zip(c.logprobs or [], ids)]))
+        return result
 
     def close(self) -> None:
         """Drop the engine (frees its KV cache) and the skeleton folder."""

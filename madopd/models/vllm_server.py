@@ -66,7 +66,109 @@ class _Retryable(Exception):
     """A transient failure (connection, timeout, HTTP 5xx/429): worth another try."""
 
 
-class VLLMServerTeacher:
+class JSONClient:
+    """Bounded JSON-over-HTTP requests to one server (the module docstring: timeout per read,
+    deadline per attempt, retries with backoff, a lifetime retry budget).
+
+    Subclasses set ``name``, ``base_url`` (no trailing ``/v1``), ``timeout``, ``retries``,
+    ``backoff``, ``deadline``, ``retry_budget``, ``_budget_lock`` and ``counters`` (with
+    ``requests``, ``retries``, ``failures``, ``deadline_exceeded``, ``retry_budget_exhausted``);
+    ``error`` is the exception a final failure raises.
+    """
+
+    error: type[Exception] = TeacherError
+
+    def _request(self, method: str, route: str, body: dict | None = None, *,
+                 empty_ok: bool = False, retries: int | None = None) -> dict:
+        """One JSON request with bounded retries on transient failures (``retries``: this
+        call's, default ``self.retries``). ``empty_ok``: a 2xx reply with an empty body is
+        ``{}`` (vLLM's dev endpoints answer some calls so)."""
+        data = None if body is None else json.dumps(body).encode()
+        last = ""
+        attempts = 0
+        for attempt in range((self.retries if retries is None else retries) + 1):
+            if attempt:
+                if not self._take_retry():
+                    last += (f" (retry budget of {self.retry_budget} spent: no further "
+                             "attempts)")
+                    break
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            self.counters["requests"] += 1
+            attempts += 1
+            try:
+                return self._once(method, route, data, empty_ok)
+            except _Retryable as e:
+                last = str(e)
+        self.counters["failures"] += 1
+        raise self.error(f"{self.name}: {method} {self.base_url}{route} failed after "
+                         f"{attempts} attempts: {last}")
+
+    def _take_retry(self) -> bool:
+        """Spend one retry of the lifetime budget (thread-safe); False once it is spent."""
+        with self._budget_lock:
+            if self.retry_budget is not None and self.counters["retries"] >= self.retry_budget:
+                self.counters["retry_budget_exhausted"] += 1
+                return False
+            self.counters["retries"] += 1
+            return True
+
+    def _once(self, method: str, route: str, data: bytes | None, empty_ok: bool = False) -> dict:
+        """One attempt, bounded by ``timeout`` per read and ``deadline`` in total."""
+        status, raw = self._http(method, route, data)
+        if status >= 500 or status == 429:
+            raise _Retryable(f"HTTP {status}: {raw[:500].decode(errors='replace')}")
+        if status >= 400:
+            self.counters["failures"] += 1  # a bad request does not get better by retrying
+            raise self.error(f"{self.name}: {method} {route} -> HTTP {status}: "
+                             f"{raw[:500].decode(errors='replace')}")
+        if empty_ok and not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise _Retryable(f"malformed JSON reply: {raw[:200]!r}") from e
+
+    def _http(self, method: str, route: str, data: bytes | None) -> tuple[int, bytes]:
+        """(status, body). A watchdog shuts the socket down at the deadline, which ends any
+        connect, send or read in progress; every failure is ``_Retryable``."""
+        url = urllib.parse.urlsplit(self.base_url + route)
+        cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = cls(url.hostname, url.port, timeout=min(self.timeout, self.deadline))
+        expired = threading.Event()
+
+        def stop() -> None:
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+        watchdog = threading.Timer(self.deadline, stop)
+        watchdog.daemon = True
+        watchdog.start()
+        path = url.path + (f"?{url.query}" if url.query else "")
+        t0 = time.monotonic()
+        try:
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+            if expired.is_set():  # a shut-down socket can read as a clean, short end
+                raise OSError("deadline passed")
+            return resp.status, raw
+        except (OSError, http.client.HTTPException) as e:
+            # the socket's own timeout (min(timeout, deadline)) can fire at the deadline too
+            if expired.is_set() or time.monotonic() - t0 >= self.deadline:
+                self.counters["deadline_exceeded"] += 1
+                raise _Retryable(f"no complete reply within the deadline of {self.deadline:g} s "
+                                 "(the server stalled or trickled)") from e
+            raise _Retryable(f"{type(e).__name__}: {e}") from e
+        finally:
+            watchdog.cancel()
+            conn.close()
+
+
+
+class VLLMServerTeacher(JSONClient):
     """Teacher behind a vLLM (or any OpenAI-compatible, prompt_logprobs-capable) server.
 
     Args:
@@ -122,90 +224,6 @@ class VLLMServerTeacher:
     @property
     def tokenizer(self) -> Any:
         return self._tokenizer
-
-    # ------------------------------------------------------------------ HTTP
-    def _request(self, method: str, route: str, body: dict | None = None) -> dict:
-        """One JSON request with bounded retries on transient failures."""
-        data = None if body is None else json.dumps(body).encode()
-        last = ""
-        attempts = 0
-        for attempt in range(self.retries + 1):
-            if attempt:
-                if not self._take_retry():
-                    last += (f" (retry budget of {self.retry_budget} spent: no further "
-                             "attempts)")
-                    break
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            self.counters["requests"] += 1
-            attempts += 1
-            try:
-                return self._once(method, route, data)
-            except _Retryable as e:
-                last = str(e)
-        self.counters["failures"] += 1
-        raise TeacherError(f"{self.name}: {method} {self.base_url}{route} failed after "
-                           f"{attempts} attempts: {last}")
-
-    def _take_retry(self) -> bool:
-        """Spend one retry of the lifetime budget (thread-safe); False once it is spent."""
-        with self._budget_lock:
-            if self.retry_budget is not None and self.counters["retries"] >= self.retry_budget:
-                self.counters["retry_budget_exhausted"] += 1
-                return False
-            self.counters["retries"] += 1
-            return True
-
-    def _once(self, method: str, route: str, data: bytes | None) -> dict:
-        """One attempt, bounded by ``timeout`` per read and ``deadline`` in total."""
-        status, raw = self._http(method, route, data)
-        if status >= 500 or status == 429:
-            raise _Retryable(f"HTTP {status}: {raw[:500].decode(errors='replace')}")
-        if status >= 400:
-            self.counters["failures"] += 1  # a bad request does not get better by retrying
-            raise TeacherError(f"{self.name}: {method} {route} -> HTTP {status}: "
-                               f"{raw[:500].decode(errors='replace')}")
-        try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise _Retryable(f"malformed JSON reply: {raw[:200]!r}") from e
-
-    def _http(self, method: str, route: str, data: bytes | None) -> tuple[int, bytes]:
-        """(status, body). A watchdog shuts the socket down at the deadline, which ends any
-        connect, send or read in progress; every failure is ``_Retryable``."""
-        url = urllib.parse.urlsplit(self.base_url + route)
-        cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        conn = cls(url.hostname, url.port, timeout=min(self.timeout, self.deadline))
-        expired = threading.Event()
-
-        def stop() -> None:
-            expired.set()
-            sock = conn.sock
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-        watchdog = threading.Timer(self.deadline, stop)
-        watchdog.daemon = True
-        watchdog.start()
-        path = url.path + (f"?{url.query}" if url.query else "")
-        t0 = time.monotonic()
-        try:
-            conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            raw = resp.read()
-            if expired.is_set():  # a shut-down socket can read as a clean, short end
-                raise OSError("deadline passed")
-            return resp.status, raw
-        except (OSError, http.client.HTTPException) as e:
-            # the socket's own timeout (min(timeout, deadline)) can fire at the deadline too
-            if expired.is_set() or time.monotonic() - t0 >= self.deadline:
-                self.counters["deadline_exceeded"] += 1
-                raise _Retryable(f"no complete reply within the deadline of {self.deadline:g} s "
-                                 "(the server stalled or trickled)") from e
-            raise _Retryable(f"{type(e).__name__}: {e}") from e
-        finally:
-            watchdog.cancel()
-            conn.close()
 
     def _guarded(self, fn, *args):
         """Apply the failure policy around one batch."""

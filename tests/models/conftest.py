@@ -71,6 +71,28 @@ def vllm_server(vllm_model_dir, tmp_path_factory):
         yield url, vllm_model_dir
 
 
+@pytest.fixture(scope="module")
+def vllm_dev_server(tmp_path_factory):
+    """Yield (base_url, model_dir) of a vLLM server in development mode
+    (``VLLM_SERVER_DEV_MODE=1``: /collective_rpc, /reset_prefix_cache) on its OWN copy of the
+    tiny student, for rollout tests that push new weights into it (module scope: stopped when
+    the module is done, so it never serves the other tests changed weights)."""
+    from madopd.models.tiny import TinySpec, build_tiny_model
+    from madopd.models.vllm_server import serve_vllm
+
+    python = vllm_python()
+    if not python.exists():
+        skip_or_fail(f"no vLLM interpreter at {python}: run .ci/setup_vllm.sh or set "
+                     "MADOPD_VLLM_PYTHON", "MADOPD_VLLM_REQUIRED")
+    path = tmp_path_factory.mktemp("vllm_dev_model")
+    build_tiny_model(path, TinySpec(seed=7, extra={"initializer_range": 0.3}))
+    log = tmp_path_factory.mktemp("vllm_dev_log") / "server.log"
+    with _term_as_interrupt(), serve_vllm(
+            path, python=python, log_path=log, env={"VLLM_SERVER_DEV_MODE": "1"},
+            startup_timeout=env_seconds("MADOPD_VLLM_STARTUP_TIMEOUT", 300)) as url:
+        yield url, str(path)
+
+
 REAL_MODEL = "smollm2-135m-instruct"
 
 

@@ -55,7 +55,7 @@ def test_rollout_backend_config_validates():
     assert DistillConfig().rollout_backend == "hf"
     DistillConfig(rollout_backend="vllm_colocated", rollout_max_model_len=1024)
     with pytest.raises(ConfigError, match="rollout_backend"):
-        DistillConfig(rollout_backend="vllm_server")  # not built yet: refused, not ignored
+        DistillConfig(rollout_backend="sglang")  # not a backend: refused, not ignored
     with pytest.raises(ConfigError, match="rollout_max_model_len"):
         DistillConfig(rollout_max_model_len=1)
     with pytest.raises(ConfigError, match="rollout_gpu_memory_utilization"):
