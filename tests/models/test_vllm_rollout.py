@@ -20,13 +20,12 @@ import os
 
 import pytest
 import torch
+from vllm_rollout_helpers import TOL, make_states, max_gap, train_step
 
 pytestmark = pytest.mark.vllm
 
-# Measured max |vLLM - HF| of sampled-token log-probs on these tiny fp32 models: <= 1.6e-5
-# (full and LoRA, 3 syncs each; 2 shared cores, loaded; docs/scaling.md). vLLM's CPU kernels
-# sum in another order than torch's.
-TOL = 1e-4
+# TOL = 1e-4. Measured max |vLLM - HF| of sampled-token log-probs on these tiny fp32 models:
+# <= 1.6e-5 (full and LoRA, 3 syncs each; 2 shared cores, loaded; docs/scaling.md).
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,40 +53,16 @@ def dirs(tmp_path_factory):
     return out
 
 
-def _states(n: int, prefix: str = "s"):
-    from madopd.types import State
-
-    return [State(f"{prefix}{i}", [{"role": "user", "content": f"What is {i} + {i}?"}])
-            for i in range(n)]
 
 
-def _hf_logprobs(student, samples) -> list[torch.Tensor]:
-    """log p(sampled token) under the HF student's forward, per sample [T_b]."""
-    with torch.no_grad():
-        logits, _ = student.response_logits(samples)
-    lp = torch.log_softmax(logits.float(), -1)
-    return [lp[b, torch.arange(len(r)), torch.tensor(r, dtype=torch.long)]
-            for b, r in enumerate(samples.response_ids)]
 
 
-def _max_gap(student, samples) -> float:
-    hf = _hf_logprobs(student, samples)
-    gaps = [(h - torch.tensor(v)).abs().max().item()
-            for h, v in zip(hf, samples.sampler_logprobs) if len(v)]
-    assert all(len(v) == len(r) for v, r in zip(samples.sampler_logprobs, samples.response_ids))
-    return max(gaps)
 
 
-def _train_step(student, opt, samples) -> None:
-    """One optimizer step that moves the weights noticeably (NLL of the samples, big lr)."""
-    logits, mask = student.response_logits(samples)
-    ids = torch.zeros(mask.shape, dtype=torch.long)
-    for b, r in enumerate(samples.response_ids):
-        ids[b, : len(r)] = torch.tensor(r)
-    nll = -torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None]).squeeze(-1)
-    (nll[mask].mean()).backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+
+
+
+
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
@@ -104,15 +79,15 @@ def test_logprobs_equal_hf_after_each_sync(dirs, lora):
                     p.normal_(0, 0.05)
     engine = VLLMColocatedRollout(student, max_model_len=512)
     opt = torch.optim.AdamW(student.parameters(), lr=3e-2 if lora else 1e-2)
-    states = _states(4)
+    states = make_states(4)
     gaps = []
     for step in range(3):
         s = Sampling(temperature=1.0, max_new_tokens=12, seed=100 + step)
         samples = engine.rollout(states, s)
-        gaps.append(_max_gap(student, samples))
+        gaps.append(max_gap(student, samples))
         assert gaps[-1] <= TOL, (step, gaps)
-        _train_step(student, opt, samples)
-        stale = _max_gap(student, samples)  # the engine still holds the old weights
+        train_step(student, opt, samples)
+        stale = max_gap(student, samples)  # the engine still holds the old weights
         assert stale > 100 * TOL, f"the step did not move the log-probs ({stale:.2e})"
         engine.sync()
     print(f"\ncolocated vLLM vs HF ({'LoRA merged' if lora else 'full'}): max |d logprob| "
@@ -128,7 +103,7 @@ def test_sampling_semantics_match_hf(dirs):
     student = HFStudent(dirs["student"], max_context=64)
     engine = VLLMColocatedRollout(student, max_model_len=512)
     assert engine.max_context == 64
-    states = _states(4)
+    states = make_states(4)
     greedy = Sampling(greedy=True, max_new_tokens=10)
     a, b = engine.rollout(states, greedy), student.rollout(states, greedy)
     assert a.response_ids == b.response_ids and a.truncated == b.truncated == [True] * 4
@@ -183,7 +158,7 @@ def test_distiller_with_colocated_rollouts(dirs, tmp_path):
     assert eng.counters["weight_syncs"] == 4 and eng.counters["sequences_generated"] == 12
     # the engine follows the trained student
     s = Sampling(temperature=1.0, max_new_tokens=8, seed=9)
-    assert _max_gap(d.student, eng.rollout(_states(4, "after"), s)) <= TOL
+    assert max_gap(d.student, eng.rollout(make_states(4, "after"), s)) <= TOL
     # resume: the student's weights come back from the checkpoint, and so must the engine's
     # (here it was synced to perturbed weights in between; train() checkpointed at the end)
     with torch.no_grad():
@@ -191,5 +166,5 @@ def test_distiller_with_colocated_rollouts(dirs, tmp_path):
             p.add_(torch.randn_like(p) * 0.05)
     eng.sync()
     d.resume()
-    assert _max_gap(d.student, eng.rollout(_states(4, "after"), s)) <= TOL
+    assert max_gap(d.student, eng.rollout(make_states(4, "after"), s)) <= TOL
     assert eng.counters["weight_syncs"] == 6

@@ -17,47 +17,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from vllm_rollout_helpers import TOL, make_states, max_gap, train_step
 
 from madopd.errors import RolloutError
 
 pytestmark = pytest.mark.vllm
 
-# Same tolerance as the colocated engine (tests/models/test_vllm_rollout.py): vLLM's CPU kernels
-# sum in another order than torch's; fp32 tiny models.
-TOL = 1e-4
 
 
-def _states(n: int, prefix: str = "s"):
-    from madopd.types import State
-
-    return [State(f"{prefix}{i}", [{"role": "user", "content": f"What is {i} + {i}?"}])
-            for i in range(n)]
 
 
-def _max_gap(student, samples) -> float:
-    """max |vLLM log p(sampled token) - HF student's log_softmax| over the batch."""
-    with torch.no_grad():
-        logits, _ = student.response_logits(samples)
-    lp = torch.log_softmax(logits.float(), -1)
-    gaps = []
-    for b, (r, v) in enumerate(zip(samples.response_ids, samples.sampler_logprobs)):
-        assert len(v) == len(r)
-        if r:
-            hf = lp[b, torch.arange(len(r)), torch.tensor(r, dtype=torch.long)]
-            gaps.append((hf - torch.tensor(v)).abs().max().item())
-    return max(gaps)
 
 
-def _train_step(student, opt, samples) -> None:
-    """One optimizer step that moves the weights noticeably (NLL of the samples, big lr)."""
-    logits, mask = student.response_logits(samples)
-    ids = torch.zeros(mask.shape, dtype=torch.long)
-    for b, r in enumerate(samples.response_ids):
-        ids[b, : len(r)] = torch.tensor(r)
-    nll = -torch.log_softmax(logits.float(), -1).gather(-1, ids[..., None]).squeeze(-1)
-    nll[mask].mean().backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+
+
+
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
@@ -77,12 +51,12 @@ def test_server_logprobs_equal_hf_after_each_sync(vllm_dev_server, tmp_path, lor
     opt = torch.optim.AdamW(student.parameters(), lr=3e-2 if lora else 1e-2)
     gaps = []
     for step in range(3):
-        samples = engine.rollout(_states(4), Sampling(temperature=1.0, max_new_tokens=12,
+        samples = engine.rollout(make_states(4), Sampling(temperature=1.0, max_new_tokens=12,
                                                       seed=100 + step))
-        gaps.append(_max_gap(student, samples))
+        gaps.append(max_gap(student, samples))
         assert gaps[-1] <= TOL, (step, gaps)
-        _train_step(student, opt, samples)
-        stale = _max_gap(student, samples)  # the server still holds the old weights
+        train_step(student, opt, samples)
+        stale = max_gap(student, samples)  # the server still holds the old weights
         assert stale > 100 * TOL, f"the step did not move the log-probs ({stale:.2e})"
         engine.sync()
     print(f"\nvLLM server vs HF ({'LoRA merged' if lora else 'full'}): max |d logprob| after "
@@ -119,8 +93,8 @@ def test_distiller_with_server_rollouts_follows_the_student(vllm_dev_server, tmp
         assert torch.isfinite(torch.tensor(record.loss))
         assert record.metrics["count/rollout/weight_syncs"] == 1
         assert record.metrics["rollout/sync_seconds"] > 0
-        samples = eng.rollout(_states(4, "after"), probe)
-        follows, initial_gap = _max_gap(d.student, samples), _max_gap(initial, samples)
+        samples = eng.rollout(make_states(4, "after"), probe)
+        follows, initial_gap = max_gap(d.student, samples), max_gap(initial, samples)
         print(f"step {k}: |server - HF student after step {k}| = {follows:.1e}, "
               f"|server - initial student| = {initial_gap:.1e}")
         assert follows <= TOL and initial_gap > 100 * TOL, (k, follows, initial_gap)
@@ -132,7 +106,7 @@ def test_distiller_with_server_rollouts_follows_the_student(vllm_dev_server, tmp
             p.add_(torch.randn_like(p) * 0.05)
     eng.sync()
     d.resume()
-    assert _max_gap(d.student, eng.rollout(_states(4, "after"), probe)) <= TOL
+    assert max_gap(d.student, eng.rollout(make_states(4, "after"), probe)) <= TOL
     assert eng.counters["weight_syncs"] == 6
 
 
