@@ -318,6 +318,48 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
             "final_loss": records[-1].loss if records else None}
 
 
+def evaluation_key(job: Job, profile: DemoProfile, paths: dict) -> tuple | None:
+    """What an evaluation-only job's outcomes depend on; None for a job that trains.
+
+    Base and the blind teachers do not train, so their outcomes are fixed by the evaluated model,
+    the held-out items and the evaluation's sampling: greedy toy-tools episodes ignore the seed,
+    sampled toy-code programs do not. Jobs with equal keys give equal outcomes (tested), so the
+    demo runs the first and copies it to the others (``replicated_from`` in results.json).
+    """
+    if job.preset not in ("base", "teacher_blind"):
+        return None
+    p = paths[job.world]
+    model = p["student"] if job.preset == "base" else p["teachers"][job.teachers[0]]
+    spec = p["spec"]
+    items = (job.task, spec["tool_episodes"], spec["eval_episodes"], spec.get("code_world", "single"))
+    if job.task == "toy-tools":
+        return (job.preset, model, items, profile.eval_episodes, job.rounds, job.transcript_in_score)
+    n = profile.multimode_samples if job.group == "multimode" else profile.code_samples
+    return (job.preset, model, items, n, job.seed)
+
+
+def split_replicas(jobs: list[Job], profile: DemoProfile, paths: dict
+                   ) -> tuple[list[Job], list[tuple[Job, Job]]]:
+    """-> (jobs to run, [(job to copy into, the run job it equals)]), in ``jobs`` order."""
+    first: dict[tuple, Job] = {}
+    run, copies = [], []
+    for j in jobs:
+        key = evaluation_key(j, profile, paths)
+        if key is not None and key in first:
+            copies.append((j, first[key]))
+            continue
+        if key is not None:
+            first[key] = j
+        run.append(j)
+    return run, copies
+
+
+def replicate(result: dict[str, Any], job: Job) -> dict[str, Any]:
+    """``result`` (of an equal-key job) as ``job``'s: same outcomes, no time spent."""
+    return {**result, "job": asdict(job), "replicated_from": result["job"] | {},
+            "train_seconds": 0.0, "seconds": 0.0, "cpu_seconds": 0.0}
+
+
 # --------------------------------------------------------------------------- caches
 
 def warm_debates(world: str, task_name: str, protocols: list[tuple[int, bool]], zoo_paths: dict,
@@ -503,6 +545,10 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
     K = next(iter(worlds.values())).spec.n_teachers
     jobs = plan(profile, tasks, K)
     paths = {w: zoo_paths_of(z) for w, z in worlds.items()}
+    jobs, copies = split_replicas(jobs, profile, paths)
+    if copies:
+        log(f"demo: {len(copies)} evaluation-only runs equal another run (same model, items and "
+            f"sampling seed); they are copied from it, not rerun (results.json: replicated_from)")
     cache_dir = out / "debate-cache"
     cache_dir.mkdir(exist_ok=True)
     need = sorted({(j.world, j.task, j.rounds, j.transcript_in_score) for j in jobs if j.rounds > 0})
@@ -539,6 +585,10 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
             j = res["job"]
             log(f"  [{i}/{len(jobs)}] {j['group']}/{j['world']} {j['task']:<9} {j['row']:<24} "
                 f"seed {j['seed']}: {100 * res['score']:5.1f} ({res['seconds']:.0f} s)")
+    by_job = {(r["job"]["group"], r["job"]["world"], r["job"]["task"], r["job"]["row"],
+               r["job"]["seed"]): r for r in results}
+    results += [replicate(by_job[(src.group, src.world, src.task, src.row, src.seed)], j)
+                for j, src in copies]
     table = summarize(results, tasks)
     main = table.get("main/default", {})
     intervals = interval_tables(results, B=profile.bootstrap)
@@ -548,6 +598,7 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
         "profile": profile_name, "profile_settings": asdict(profile),
         "wall_seconds": round(time.perf_counter() - t0, 1), "zoo_seconds": round(t_zoo, 1),
         "debate_cache_seconds": round(t_warm, 1), "workers": workers,
+        "runs_replicated": len(copies), "runs_executed": len(jobs),
         # CPU seconds (one thread each): what the work costs on an idle machine, whatever the load
         "cpu_seconds": {"runs": round(sum(r.get("cpu_seconds", 0.0) for r in results), 1),
                         "debate_cache": round(sum(w.get("cpu_seconds", 0.0) for w in warm.values()), 1)},
@@ -606,6 +657,9 @@ def summary_text(summary: dict, tasks: tuple[str, ...] = TASKS) -> str:
     if "wall_seconds" in summary:
         text += (f"\n\nwall time {summary['wall_seconds']:.0f} s (zoo {summary.get('zoo_seconds', 0):.0f} s, "
                  f"debate caches {summary.get('debate_cache_seconds', 0):.0f} s)")
+        if summary.get("runs_replicated"):
+            text += (f"; {summary['runs_executed']} runs executed, {summary['runs_replicated']} "
+                     "evaluation-only runs copied from an equal run (same model, items, seed)")
     return text
 
 

@@ -249,3 +249,63 @@ def test_evaluate_student_outcomes_match_the_episode_success():
                 sum(o["family"] == f for o in outcomes) for f in fams) / len(fams)
     assert res["episode_success"] == pytest.approx(macro)
     assert 0 < sum(o["value"] for o in outcomes) < len(outcomes)  # both outcomes occur
+
+
+def _fake_paths(student: str = "/z/student") -> dict:
+    spec = {"tool_episodes": 1500, "eval_episodes": 250}
+    return {"default": {"student": student, "teachers": ["/z/A", "/z/B"], "names": ["A", "B"], "spec": spec},
+            "blind": {"student": student, "teachers": ["/z/A2", "/z/B2"], "names": ["A", "B"], "spec": spec}}
+
+
+def test_replicas_are_only_evaluations_with_equal_inputs():
+    from madopd.toyworld.demo import evaluation_key, split_replicas
+
+    profile = PROFILES["default"]
+    jobs = plan(profile)
+    run, copies = split_replicas(jobs, profile, _fake_paths())
+    assert len(run) + len(copies) == len(jobs) and {j.name for j in run}.isdisjoint(j.name for j, _ in copies)
+    for job, src in copies:
+        assert job.preset == src.preset and job.preset in ("base", "teacher_blind") and src in run
+        assert evaluation_key(job, profile, _fake_paths()) == evaluation_key(src, profile, _fake_paths())
+        if job.task == "toy-code":  # sampled programs: only the same seed may be copied
+            assert job.seed == src.seed and job.world != src.world and job.row == "Base"
+    # main: Base, blind A, blind B on greedy toy-tools, 4 seeds each beyond the first; control:
+    # Base equals the main Base (same student) on both tasks, its blind teachers 2 seeds each
+    n = len(profile.seeds) - 1
+    assert len(copies) == 3 * n + 2 * len(profile.control_seeds) + 2 * (len(profile.control_seeds) - 1)
+    # another student (e.g. a rebuilt zoo) or any training row is never copied
+    other = _fake_paths()
+    other["blind"]["student"] = "/z/other-student"
+    _, copies2 = split_replicas(jobs, profile, other)
+    assert not any(j.world == "blind" and src.world == "default" for j, src in copies2)
+    assert all(evaluation_key(j, profile, _fake_paths()) is None for j in jobs
+               if j.preset not in ("base", "teacher_blind"))
+
+
+@pytest.mark.slow
+def test_copied_evaluations_equal_a_rerun(tmp_path):
+    """What split_replicas assumes, checked by running the jobs it would copy."""
+    from dataclasses import replace
+
+    from madopd.toyworld.demo import evaluation_key, run_job, zoo_paths_of
+    from madopd.toyworld.zoo import PROFILES as ZOO_PROFILES
+    from madopd.toyworld.zoo import load_zoo
+
+    tiny = replace(ZOO_PROFILES["smoke"], teacher_steps=2, student_steps=2, tool_episodes=30,
+                   noisy_episodes=10, eval_episodes=6, batch_size=4)
+    kw = dict(root=tmp_path / "zoo", workers=1, progress=False, log=lambda *a: None)
+    paths = {"default": zoo_paths_of(load_zoo(tiny, **kw)),
+             "blind": zoo_paths_of(load_zoo(replace(tiny, world="blind"), **kw))}
+    assert paths["default"]["student"] == paths["blind"]["student"]
+    profile = PROFILES["smoke"]
+    pairs = [(row_jobs("Base", "toy-tools", 0, 2), row_jobs("Base", "toy-tools", 1, 2)),
+             (row_jobs(BLIND_ROWS[1], "toy-tools", 0, 2), row_jobs(BLIND_ROWS[1], "toy-tools", 3, 2)),
+             (row_jobs("Base", "toy-code", 1, 2), row_jobs("Base", "toy-code", 1, 2, group="control", world="blind"))]
+    for a, b in pairs:
+        assert evaluation_key(a, profile, paths) == evaluation_key(b, profile, paths)
+        ra, rb = (run_job(j, profile, paths[j.world], str(tmp_path / "out"), None) for j in (a, b))
+        assert ra["items"] == rb["items"]  # and every metric (NaN-aware: via JSON)
+        assert json.dumps(ra["eval"], sort_keys=True) == json.dumps(rb["eval"], sort_keys=True)
+    # and a different code seed samples other programs (so it must not be copied)
+    c = row_jobs("Base", "toy-code", 2, 2)
+    assert evaluation_key(c, profile, paths) != evaluation_key(pairs[2][0], profile, paths)
