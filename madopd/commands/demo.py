@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="default",
                         help=f"one of {', '.join(PROFILES)} (smoke: CI, < 2 min; default: the main "
                              "table, 5 seeds, blind-teacher rows and the shared-blind-spot control "
-                             "world; full: adds divergence, rounds and debate-vs-weights ablations "
+                             "world, budget 20 min cold on 2 idle cores, ~12.5 min with the zoos "
+                             "cached; full: adds divergence, rounds and debate-vs-weights ablations "
                              "and the multi-mode code world; multimode: only that world, MAD-OPD "
                              "with JSD / RKL / FKL, 5 seeds)")
     parser.add_argument("--out", default="madopd-out", help="output directory (default: madopd-out/)")

@@ -76,6 +76,7 @@ class DemoProfile:
 PROFILES = {
     "smoke": DemoProfile(zoo="smoke", seeds=(0, 1), steps=4, batch_size=8, code_samples=2,
                          eval_episodes=20, record_every=2),
+    # budget: 20 min cold on 2 idle cores (measured 19 min 2 s, zoos included; README "Time")
     "default": DemoProfile(control=True, control_seeds=(0, 1, 2)),
     "full": DemoProfile(zoo="full", ablations=True, control=True, multimode=True),
     # only the multi-mode group (madopd/toyworld/multimode.py), with 5 seeds; and its tiny twin for tests
