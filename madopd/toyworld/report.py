@@ -13,7 +13,17 @@ from typing import Any
 
 COLS = (("toy-tools", "toy-tools"), ("toy-code", "toy-code"), ("toy-tools", "Agentic avg"),
         ("toy-code", "Code avg"), ("overall", "Overall"))
-PALETTE = ("#8c8c8c", "#b07aa1", "#4e79a7", "#76b7b2", "#f28e2b", "#e15759", "#59a14f", "#edc948")
+PALETTE = ("#8c8c8c", "#b07aa1", "#4e79a7", "#76b7b2", "#f28e2b", "#e15759", "#59a14f", "#edc948",
+           "#9c755f", "#ff9da7")
+# one colour per row name, so a row looks the same in every chart (the control table has no
+# MT-SeqKD row; colouring by position gave MAD-OPD another colour there)
+ROW_COLOURS = dict(zip(("Base", "MT-SeqKD", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD", "Teacher A (blind)",
+                        "Teacher B (blind)", "OPD-C", "Teacher C (blind)"), PALETTE))
+
+
+def row_colour(name: str, index: int) -> str:
+    """The row's own colour; rows without one (ablations) by position."""
+    return ROW_COLOURS.get(name, PALETTE[index % len(PALETTE)])
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -112,7 +122,7 @@ def bar_chart(rows: dict, columns=("toy-tools", "toy-code", "overall"), width: i
             c = rows[n][col]
             x = x0 + i * bar_w
             parts.append(f'<rect x="{x:.1f}" y="{y(c["mean"]):.1f}" width="{bar_w * 0.9:.1f}" '
-                         f'height="{max(0.0, y(0) - y(c["mean"])):.1f}" fill="{PALETTE[i % len(PALETTE)]}">'
+                         f'height="{max(0.0, y(0) - y(c["mean"])):.1f}" fill="{row_colour(n, i)}">'
                          f'<title>{esc(n)} {esc(col)}: {esc(_fmt(c, methods.get(n, {}).get(col)))}</title></rect>')
             lo, hi = _whisker(rows, methods, n, col)
             if hi > lo:
@@ -121,7 +131,7 @@ def bar_chart(rows: dict, columns=("toy-tools", "toy-code", "overall"), width: i
                              f'y2="{y(hi):.1f}" stroke="#222"/>')
     for i, n in enumerate(names):  # legend
         lx, ly = pad_l + (i % 4) * 180, height + 4 + 20 * (i // 4)
-        parts.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{PALETTE[i % len(PALETTE)]}"/>'
+        parts.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{row_colour(n, i)}"/>'
                      f'<text x="{lx + 16}" y="{ly + 10}">{esc(n)}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -309,3 +309,22 @@ def test_copied_evaluations_equal_a_rerun(tmp_path):
     # and a different code seed samples other programs (so it must not be copied)
     c = row_jobs("Base", "toy-code", 2, 2)
     assert evaluation_key(c, profile, paths) != evaluation_key(pairs[2][0], profile, paths)
+
+
+def test_a_row_keeps_its_colour_across_charts():
+    """The control table lacks MT-SeqKD: MAD-OPD must not change colour between the two charts."""
+    import re
+
+    from madopd.toyworld.report import bar_chart
+
+    cell = {"mean": 50.0, "se": 1.0, "values": [49.0, 51.0]}
+    main = {r: {"toy-tools": cell} for r in MAIN_ROWS}
+    control = {r: {"toy-tools": cell} for r in MAIN_ROWS if r != "MT-SeqKD"}
+
+    def colours(svg):
+        return dict(re.findall(r'fill="(#[0-9a-f]{6})"><title>(.*?) toy-tools', svg))
+
+    a, b = colours(bar_chart(main, columns=("toy-tools",))), colours(bar_chart(control, columns=("toy-tools",)))
+    by_row = lambda d: {row: c for c, row in d.items()}
+    assert len(set(a)) == len(MAIN_ROWS)  # distinct colours
+    assert all(by_row(a)[r] == c for r, c in by_row(b).items())
