@@ -15,9 +15,8 @@ import pytest
 import torch
 from reference import per_token64
 
-from madopd.divergence import cpp
-from madopd.divergence import fused
 from madopd import divergence as D
+from madopd.divergence import cpp, fused
 from madopd.errors import ConfigError, ValueRangeError
 
 V = 2500

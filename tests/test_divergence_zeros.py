@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import per_token64, softmax64
 
-from madopd.divergence import fused
 from madopd import divergence as D
+from madopd.divergence import fused
 from madopd.errors import ConfigError
 from madopd.types import TopKLogprobs
 
