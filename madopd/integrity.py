@@ -25,6 +25,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -292,3 +293,23 @@ def drop_torn_tail(path: Path) -> int:
         f.flush()
         os.fsync(f.fileno())
     return len(data) - keep
+
+
+def read_json_file(path: Path, what: str = "JSON") -> Any:
+    """``json.loads`` of a UTF-8 file; DataError naming the file and line when it is not."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read ({exc.strerror or exc})", path=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"not UTF-8 (byte {exc.start})", path=str(path), line=line) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        cut = " (the file is truncated)" if exc.pos >= len(text.rstrip()) else ""
+        raise DataError(f"invalid {what}{cut}: {exc.msg} at column {exc.colno}", path=str(path),
+                        line=exc.lineno) from None

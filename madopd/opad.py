@@ -30,56 +30,18 @@ from typing import Any
 
 from madopd.errors import ConfigError, DataError
 from madopd.tasks.base import Environment, Episode
-from madopd.types import Chat, Message, Samples, Sampling, State
+from madopd.tasks.steps import (  # noqa: F401  (part of this module's API: callers import them here)
+    env_step_messages,
+    step_state,
+    teacher_forced_states,
+)
+from madopd.types import Chat, Samples, Sampling, State
 
 
 def derive_seed(*parts: Any) -> int:
     """A stable 31-bit seed from any printable parts (independent of Python's hash salt)."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def env_step_messages(environment: Environment, episode: Episode, history: Chat,
-                      action: str) -> tuple[list[Message], bool]:
-    """Messages to append after ``action`` (observations), and whether the episode is over.
-
-    Environments may implement ``step_messages(episode, history, action)`` to return several
-    messages (e.g. a replayed dialogue's next user turn); otherwise ``step``'s observation
-    becomes one ``tool`` message (none when it is None).
-    """
-    if hasattr(environment, "step_messages"):
-        msgs, done = environment.step_messages(episode, history, action)
-        return [dict(m) for m in msgs], bool(done)
-    obs, done = environment.step(episode, history, action)
-    return ([] if obs is None else [{"role": "tool", "content": str(obs)}]), bool(done)
-
-
-def step_state(episode: Episode, history: Chat, m: int, mode: str) -> State:
-    """The decision point before action m (history is copied so later steps cannot change it)."""
-    refs = episode.reference_actions or []
-    return State(
-        id=f"{episode.id}#{m}", messages=[dict(x) for x in history],
-        reference=refs[m] if m < len(refs) else None, family=episode.family,
-        meta={"episode_id": episode.id, "step": m, "opad_mode": mode,
-              "num_reference_steps": len(refs)})
-
-
-def teacher_forced_states(episode: Episode, environment: Environment) -> list[State]:
-    """One state per reference action; earlier actions are the references (official default)."""
-    refs = episode.reference_actions
-    if not refs:
-        raise DataError("teacher-forced OPAD needs reference actions", path=episode.id,
-                        field="reference_actions")
-    history: Chat = [dict(x) for x in episode.messages]
-    states = []
-    for m, action in enumerate(refs):
-        states.append(step_state(episode, history, m, "teacher_forced"))
-        observations, done = env_step_messages(environment, episode, history, action)
-        history = history + [{"role": "assistant", "content": action}] + observations
-        if done and m < len(refs) - 1:
-            raise DataError(f"the environment ended the episode after step {m} but the reference "
-                            f"has {len(refs)} actions", path=episode.id, field="reference_actions")
-    return states
 
 
 @dataclass

@@ -46,6 +46,7 @@ from typing import Any
 
 from madopd import integrity
 from madopd.errors import DataError, StorageError
+from madopd.integrity import read_json_file  # noqa: F401  (re-exported: callers read it here)
 from madopd.types import StepRecord
 
 log = logging.getLogger("madopd.runs")
@@ -317,26 +318,6 @@ class Run:
     records: LazyRecords
     checkpoints: list[tuple[int, Path]]
     torn_lines: int = 0  # a last metrics line cut short by a kill (left out of ``metrics``)
-
-
-def read_json_file(path: Path, what: str = "JSON") -> Any:
-    """``json.loads`` of a UTF-8 file; DataError naming the file and line when it is not."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read ({exc.strerror or exc})", path=str(path)) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"not UTF-8 (byte {exc.start})", path=str(path), line=line) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        cut = " (the file is truncated)" if exc.pos >= len(text.rstrip()) else ""
-        raise DataError(f"invalid {what}{cut}: {exc.msg} at column {exc.colno}", path=str(path),
-                        line=exc.lineno) from None
 
 
 def _read_utf8_lines(path: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""The hand-written C++ row kernel of madopd.divergence (``_divergence_cpp``, issue 15).
+"""The hand-written C++ row kernel of madopd.divergence (``madopd.divergence.cpp``, issue 15).
 
 Every case builds the real kernel (a C++ compile of a few seconds, cached by inductor) and
 compares float32 values and gradients with the float64 brute-force reference
@@ -15,9 +15,8 @@ import pytest
 import torch
 from reference import per_token64
 
-from madopd import _divergence_cpp as cpp
-from madopd import _divergence_fused as fused
 from madopd import divergence as D
+from madopd.divergence import cpp, fused
 from madopd.errors import ConfigError, ValueRangeError
 
 V = 2500

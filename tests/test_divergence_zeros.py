@@ -7,7 +7,7 @@ brute-force reference (tests/reference.py). A divergence is legitimately +inf wh
 those rows are compared as +inf and left out of the gradient comparison (the gradient of +inf
 is not a number; see docs/performance.md, "Infinite values").
 
-The fused kernel is exercised uncompiled (``_divergence_fused._compile`` patched to the
+The fused kernel is exercised uncompiled (``madopd.divergence.fused._compile`` patched to the
 identity: the same function the compiler gets) so the default suite pays no compile time;
 one test compiles for real.
 """
@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference import per_token64, softmax64
 
-from madopd import _divergence_fused as fused
 from madopd import divergence as D
+from madopd.divergence import fused
 from madopd.errors import ConfigError
 from madopd.types import TopKLogprobs
 

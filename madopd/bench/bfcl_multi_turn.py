@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from madopd.bench import BenchResult
-from madopd.bench.bfcl import DecodeError, _checker, build_chat, decode_calls
+from madopd.bench.bfcl import DecodeError, _checker, bfcl_overall, build_chat, decode_calls
 from madopd.errors import ConfigError
 from madopd.sandbox import Limits, inner_path
 from madopd.sandbox.verify import run_trusted
@@ -331,8 +331,6 @@ class BFCLMultiTurnBenchmark:
                 records.append({"id": st.id, "category": cat, "sample": j, "correct": ok,
                                 "error_type": err, "response": resp if isinstance(resp, str) else repr(resp)})
             items.append({"id": st.id, "category": cat, "n": len(oks), "c": sum(oks)})
-        from madopd.bench.bfcl import bfcl_overall
-
         acc = {c: sum(v) / len(v) for c, v in per_cat.items()}
         summary = {
             "benchmark": self.name, "items": len(states), "samples": len(records),

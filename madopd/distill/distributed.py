@@ -12,10 +12,11 @@ engine averages gradients over processes inside ``backward``; the step only adds
 3. ``gather_objects`` of each process's step record pieces -> one record for the whole batch.
 
 A process that cannot compute a micro-batch's loss (a teacher error, no response token) still
-joins the engine's collectives with a zero-weighted backward (``Distiller._join_backward``),
+joins the engine's collectives with a zero-weighted backward (``Collective.join_backward``),
 so every process runs the same forwards and backwards and nobody waits forever.
 
-Single-process runs never call these (every helper is the identity when ``world == 1``).
+``Collective`` is the step's one interface to all of this (sums, gathers, backward, the
+accumulation context); for one process every method is the identity or the plain call.
 """
 
 from __future__ import annotations
@@ -140,6 +141,61 @@ def check_engine(accelerator: Any) -> None:
     accelerator.madopd_sharded = sharded
 
 
+class Collective:
+    """The cross-process bookkeeping of a training step behind one small interface.
+
+    Args: accelerator (accelerate's), engine (the prepared student), student (for its
+    ``pad_id``: the token of a join backward). One process: sums and gathers return their
+    input, ``join_backward`` does nothing, ``backward`` is ``accelerator.backward``.
+    """
+
+    def __init__(self, accelerator: Any, engine: Any, student: Any):
+        self.accelerator, self.engine, self.student = accelerator, engine, student
+
+    @property
+    def processes(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def rank(self) -> int | None:
+        """This process's index, or None for one process (seeds only take a rank then)."""
+        return self.accelerator.process_index if self.processes > 1 else None
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over processes (one all-reduce)."""
+        return sum_floats(self.accelerator, values)
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order."""
+        return gather_objects(self.accelerator, obj)
+
+    def accumulate(self, last: bool):
+        """Accumulate locally on all but the last micro-batch (the engine's ``no_sync``)."""
+        import contextlib
+
+        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.engine)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss`` is this process's share of Σ/N; the engine averages gradients over the
+        processes, so × processes makes the update the sum (= one process, union batch)."""
+        if not loss.requires_grad:  # no response token: nothing was forwarded with gradients
+            self.join_backward()
+            return
+        self.accelerator.backward(loss * self.processes)
+
+    def join_backward(self) -> None:
+        """A zero-weighted forward + backward on one token: this process contributes nothing
+        but takes part in the engine's gradient collectives like the others (several
+        processes only; a non-finite student makes these zeros NaN, which the NaN policy of
+        the update then skips on every process alike)."""
+        if self.processes == 1:
+            return
+        ids = torch.full((1, 1), int(self.student.pad_id), dtype=torch.long,
+                         device=self.accelerator.device)
+        out = self.engine(input_ids=ids, use_cache=False)
+        self.accelerator.backward(out.logits.float().sum() * 0.0)
+
+
 def params_checksum(params: list[torch.nn.Parameter]) -> list[float]:
     """[Σ p, Σ p², Σ p·i] in float64: processes that drifted apart almost surely differ."""
     s = s2 = si = 0.0
@@ -156,7 +212,7 @@ def params_checksum(params: list[torch.nn.Parameter]) -> list[float]:
 # ----------------------------------------------------------------------------- step records
 
 def combine_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Add up the per-process sufficient statistics of ``RecordsMixin._stats``.
+    """Add up the per-process sufficient statistics of ``records.StepRecorder.stats``.
 
     Sums everywhere except timings (the slowest process sets the pace: max) and ``div_sum``
     (None where a process computed no divergence, e.g. NLL micro-batches).

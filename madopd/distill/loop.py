@@ -35,29 +35,37 @@ import math
 import random
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from madopd.distill import phases
 from madopd.distill.config import DistillConfig
 from madopd.distill.data import TrainPool, check_pool_config
 from madopd.distill.distributed import (
+    Collective,
     check_engine,
     check_launch,
-    combine_stats,
-    gather_objects,
     is_sharded,
-    merge_records,
     sum_floats,
 )
-from madopd.distill.phases import PhasesMixin, _Micro, _SkipStep
-from madopd.distill.records import RecordsMixin, TokenDecoder
+from madopd.distill.phases import Micro, SkipStep
+from madopd.distill.records import StepRecorder, TokenDecoder
 from madopd.errors import ConfigError, DataError, ValueRangeError
 from madopd.opad import derive_seed
 from madopd.types import Sampling, StepRecord
 
 PHASES = ("rollout", "debate", "score", "loss", "update")
 TEMPLATES_BY_KIND = {"agentic": "tool_use", "code": "code", "general": "general"}
+
+
+@contextmanager
+def _clock(timings: dict[str, float], phase: str):
+    """Add the block's wall seconds to ``timings["time/<phase>"]`` (not when it raises)."""
+    t0 = time.perf_counter()
+    yield
+    timings[f"time/{phase}"] += time.perf_counter() - t0
 
 
 def debate_sampling(cfg: DistillConfig) -> Sampling:
@@ -69,7 +77,7 @@ def debate_sampling(cfg: DistillConfig) -> Sampling:
     return dataclasses.replace(s, seed=derive_seed(cfg.seed, s.seed, "debate"))
 
 
-class Distiller(PhasesMixin, RecordsMixin):
+class Distiller:
     """Distil ``student`` from ``teachers`` on ``task`` under ``config`` (see module docstring).
 
     Args:
@@ -137,6 +145,8 @@ class Distiller(PhasesMixin, RecordsMixin):
         self.rollout_engine = self._make_rollout_engine()
         self.rng = random.Random(derive_seed(cfg.seed, "distiller"))
         self._decode_tokens = TokenDecoder(student.tokenizer)
+        self.recorder = StepRecorder(cfg, self.K, self.teacher_names, student.tokenizer,
+                                     self._decode_tokens, task)
         self.step_count = 0
         self.nan_streak = 0
         self._saved_step: int | None = None  # step of the last checkpoint written or resumed
@@ -179,6 +189,7 @@ class Distiller(PhasesMixin, RecordsMixin):
         self.student.attach_engine(engine, acc.unwrap_model(engine), synced=is_sharded(acc))
         self.student.device = acc.device
         self.params = [p for p in engine.parameters() if p.requires_grad]
+        self.collective = Collective(acc, engine, self.student)
         if acc.num_processes > 1 and acc.is_main_process:
             import sys
 
@@ -234,7 +245,7 @@ class Distiller(PhasesMixin, RecordsMixin):
 
         if self.accelerator.num_processes == 1 or is_sharded(self.accelerator):
             return  # sharded: each process holds its own slice; the engine keeps them apart
-        sums = gather_objects(self.accelerator, params_checksum(self.params))
+        sums = self.collective.gather(params_checksum(self.params))
         if any(s != sums[0] for s in sums):
             raise ValueRangeError(f"step {self.step_count}: the {len(sums)} processes hold "
                                   f"different student weights (checksums {sums})")
@@ -276,9 +287,11 @@ class Distiller(PhasesMixin, RecordsMixin):
         return record
 
     def _step(self) -> StepRecord:
-        """One step, top to bottom (module docstring). Under several processes the engine
-        averages gradients in backward; the two ``sum_floats`` give every process the same
-        denominator and the same skip decision."""
+        """One step, top to bottom: rollout -> debate -> weights per micro-batch (phase 1, no
+        gradients), then score -> loss -> backward one micro-batch of logits at a time
+        (phase 2), then the update. Each phase is a function of ``distill/phases.py``; the
+        sums over processes (the loss denominator, the skip vote, the loss) go through
+        ``self.collective``, which is the identity for one process."""
         cfg = self.config
         if cfg.method == "base":
             raise ConfigError("method 'base' is the untrained student: there is no training step "
@@ -293,30 +306,43 @@ class Distiller(PhasesMixin, RecordsMixin):
         self.optimizer.zero_grad(set_to_none=True)
         student_before = dict(getattr(self.student, "counters", {}) or {})
 
-        # phase 1: rollouts, debate, weights (no gradients)
-        micros: list[_Micro] = []
+        # phase 1: rollout -> debate -> weights, per micro-batch (no gradients)
+        micros: list[Micro] = []
         local_skip = False
         try:
             for i in range(cfg.grad_accum):
-                micros += self._prepare_micro(step, i, timings, counters)
-        except _SkipStep:
+                with _clock(timings, "rollout"):
+                    ro = self._rollout(step, i, counters)
+                needs_debate = ro.on_policy or cfg.off_policy_loss == "divergence"
+                with _clock(timings, "debate"):
+                    transcripts = (phases.run_debate(cfg, self.debate, self.cache, ro.states,
+                                                     counters)
+                                   if needs_debate else [None] * len(ro.states))
+                weights, keep = (phases.one_hot_weights(ro.source, self.K)
+                                 if ro.source is not None and not needs_debate else
+                                 phases.debate_weights(cfg, self.K, transcripts, len(ro.states),
+                                                       counters))
+                micros.append(phases.micro_batch(ro, transcripts, weights, keep, counters))
+        except SkipStep:
             local_skip = True
-        denom, skipped = self._denominator(micros, local_skip)
+        denom, n_skip = self.collective.sum([phases.loss_denominator(cfg, micros),
+                                             float(local_skip)])
+        skipped = n_skip > 0
 
-        # phase 2: teachers score, divergences, backward (one micro-batch of logits at a time)
+        # phase 2: score -> loss -> backward, one micro-batch of logits at a time
         parts: list[dict[str, Any]] = []
         if not skipped and denom > 0:
             for i, mb in enumerate(micros):
-                with self._gradient_sync(last=i == len(micros) - 1):
+                with self.collective.accumulate(last=i == len(micros) - 1):
                     try:
                         if local_skip:
-                            raise _SkipStep()
-                        parts.append(self._micro_backward(mb, denom, timings, counters))
-                    except _SkipStep:
+                            raise SkipStep()
+                        parts.append(self._micro_loss_backward(mb, denom, timings, counters))
+                    except SkipStep:
                         local_skip = True
-                        self._join_backward()
+                        self.collective.join_backward()
         loss = sum(p["loss"] for p in parts) if parts else float("nan")
-        loss, n_skip = sum_floats(self.accelerator, [loss, float(local_skip)])
+        loss, n_skip = self.collective.sum([loss, float(local_skip)])
         if skipped or n_skip > 0:
             skipped = True
             step_counters["count/skipped_steps"] = 1.0
@@ -330,63 +356,58 @@ class Distiller(PhasesMixin, RecordsMixin):
         metrics = self._update(loss, denom, skipped, timings, step_counters)
         metrics.update(step_counters)
         timings["time/step"] = time.perf_counter() - t_start
-        record, stats = self._build_record(step, loss, micros, parts, metrics, timings, counters)
-        if self.accelerator.num_processes > 1:
-            record = self._gather_record(record, stats, micros, metrics)
+        record, stats = self.recorder.build(step, loss, float(self.scheduler.get_last_lr()[0]),
+                                            micros, parts, metrics, timings, counters)
+        if self.collective.processes > 1:
+            record = self.recorder.gather(self.collective, record, stats, micros, metrics)
         return record
 
-    def _gradient_sync(self, last: bool):
-        """Accumulate locally on all but the last micro-batch (the engine's ``no_sync``)."""
-        import contextlib
-
-        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.engine)
-
-    def _backward(self, loss: torch.Tensor) -> None:
-        """``loss`` is this process's share of Σ/N; the engine averages gradients over the
-        processes, so × processes makes the update the sum (= one process, union batch)."""
-        if not loss.requires_grad:  # no response token: nothing was forwarded with gradients
-            self._join_backward()
-            return
-        self.accelerator.backward(loss * self.accelerator.num_processes)
-
-    def _join_backward(self) -> None:
-        """A zero-weighted forward + backward on one token: this process contributes nothing
-        but takes part in the engine's gradient collectives like the others (several
-        processes only; a non-finite student makes these zeros NaN, which the NaN policy of
-        ``_update`` then skips on every process alike)."""
-        if self.accelerator.num_processes == 1:
-            return
-        ids = torch.full((1, 1), int(self.student.pad_id), dtype=torch.long,
-                         device=self.accelerator.device)
-        out = self.engine(input_ids=ids, use_cache=False)
-        self.accelerator.backward(out.logits.float().sum() * 0.0)
-
-    def _gather_record(self, record: StepRecord, stats: dict, micros: list[_Micro],
-                       metrics: dict) -> StepRecord:
-        """One record of the whole step on every process: metrics from the summed statistics;
-        per-sample lists of all processes on recorded steps (``record_every``), otherwise this
-        process's samples only (gathering every token's data costs a pickle per step)."""
+    def _rollout(self, step: int, micro: int, counters) -> phases.Rollout:
+        """The next micro-batch of states and their samples (``phases.rollout``)."""
         cfg = self.config
-        full = bool(cfg.record_every) and record.step % cfg.record_every == 0
-        sizes = [len(mb.states) for mb in micros]
-        got = gather_objects(self.accelerator, (stats, sizes, record if full else None))
-        base = {**metrics, "loss": record.loss, "lr": record.metrics["lr"]}
-        merged = self._metrics(base, combine_stats([g[0] for g in got]))
-        if not full:
-            record.metrics = merged
-            return record
-        return merge_records([g[2] for g in got], [g[1] for g in got], merged)
+        items = self.pool.next_batch()
+        sampling = phases.rollout_sampling(cfg, step, micro, self.collective.rank)
 
-    def _denominator(self, micros: list[_Micro], skip: bool = False) -> tuple[float, bool]:
-        """Kept tokens (or sequences) in the whole accumulated batch, over all processes, and
-        whether any process skips the step (one collective)."""
-        n = 0
-        for mb in micros:
-            for r, k in zip(mb.samples.response_ids, mb.keep.tolist()):
-                if k and r:
-                    n += len(r) if self.config.loss_normalization == "token" else 1
-        n, n_skip = sum_floats(self.accelerator, [float(n), float(skip)])
-        return n, n_skip > 0
+        def teacher_writer(states, sampling, counters):  # MT-SeqKD's off-policy samples
+            return phases.teacher_samples(
+                states, sampling, counters, teachers=self.teachers, debate=self.debate,
+                student=self.student, mix=cfg.fixed_weights or [1.0] * self.K, rng=self.rng)
+
+        return phases.rollout(cfg, items, self.sampler, sampling, self.rng,
+                              self.task.environment if self.pool.full else None, self.pool.full,
+                              teacher_writer, counters)
+
+    def _micro_loss_backward(self, mb: Micro, denom: float, timings, counters) -> dict[str, Any]:
+        """Phase 2 for one micro-batch: the teachers score the student's tokens, the student's
+        logits give the loss (``phases.micro_loss``), backward; -> the record's part."""
+        cfg = self.config
+        scored = None
+        if mb.on_policy or cfg.off_policy_loss == "divergence":
+            with _clock(timings, "score"):
+                scored = phases.score(cfg, self.teachers, self.debate, mb, counters)
+        t0 = time.perf_counter()
+        logits, mask = self.student.response_logits(mb.samples)  # [B, T, V] with grad
+        if not phases.finite_inputs(logits, scored.dists if scored is not None else []):
+            # A NaN/inf student (diverged training) or a NaN teacher: the NaN policy of _update
+            # skips the whole step and counts it (the divergences refuse non-finite input).
+            counters["count/nonfinite_inputs"] += 1
+            timings["time/loss"] += time.perf_counter() - t0
+            if self.collective.processes > 1:  # still join the engine's all-reduces
+                self.collective.backward(logits.float().sum() * 0.0)
+            return self.recorder.empty_part(mb, float("nan"))
+        ml = phases.micro_loss(cfg, self.spec, self.K, logits, mask, mb, scored, denom)
+        timings["time/loss"] += time.perf_counter() - t0
+        with _clock(timings, "update"):
+            if torch.isfinite(ml.loss) or self.collective.processes > 1:  # NaN: see _update
+                self.collective.backward(ml.loss)
+        return self.recorder.micro_part(mb, ml, scored)
+
+    # the step's statistics and metrics (``StepRecorder``; tests call these on a Distiller)
+    def _stats(self, parts, micros, weights, correct, resp_ids, counters, timings) -> dict:
+        return self.recorder.stats(parts, micros, weights, correct, resp_ids, counters, timings)
+
+    def _metrics(self, base: dict[str, float], stats: dict[str, Any]) -> dict[str, float]:
+        return self.recorder.metrics(base, stats)
 
     def _update(self, loss: float, denom: float, skipped: bool, timings, counters) -> dict:
         """Clip and step (gradients are already summed by the engine). ``loss``, ``denom`` and

@@ -1,6 +1,8 @@
 """Turn one step's tensors into the plain-Python ``StepRecord`` lists (ragged per sample).
 
 Kept apart from the loop so the loop reads like the diagram in docs/architecture.md §1.
+``StepRecorder`` holds what every record needs (config, teacher names, tokenizer, task);
+each method takes the step's pieces as arguments and returns the record's.
 """
 
 from __future__ import annotations
@@ -86,20 +88,25 @@ class TokenDecoder:
         return out
 
 
-class RecordsMixin:
-    """Builds the StepRecord of a step (needs the attributes ``Distiller.__init__`` sets)."""
+class StepRecorder:
+    """Builds a step's StepRecord: per-micro-batch parts, the step's sufficient statistics
+    (sums that add up over processes) and its metrics.
 
-    @staticmethod
-    def _finite_inputs(logits: torch.Tensor, dists: list[Any]) -> bool:
-        if not bool(torch.isfinite(logits.detach()).all()):
-            return False
-        for d in dists:
-            lp = d.logprobs if hasattr(d, "logprobs") else d
-            if bool(torch.isnan(lp).any()):  # -inf log-probs are zero probabilities: allowed
-                return False
-        return True
+    Args: config (DistillConfig), K (teachers), teacher_names, tokenizer (the student's),
+    decode_tokens (ids -> display strings, memoised: ``TokenDecoder``), task (``verify``).
+    """
 
-    def _empty_part(self, mb: Any, loss: float) -> dict[str, Any]:
+    def __init__(self, config: Any, K: int, teacher_names: list[str], tokenizer: Any,
+                 decode_tokens: Any, task: Any):
+        self.config = config
+        self.K = K
+        self.teacher_names = list(teacher_names)
+        self.tokenizer = tokenizer
+        self.decode_tokens = decode_tokens
+        self.task = task
+
+    def empty_part(self, mb: Any, loss: float) -> dict[str, Any]:
+        """The part of a micro-batch whose loss was not computed (non-finite inputs)."""
         B, K = len(mb.states), self.K
         return {"loss": loss, "per_token_divergence": [[] for _ in range(B)],
                 "per_token_loss": [[] for _ in range(B)],
@@ -107,9 +114,14 @@ class RecordsMixin:
                 "div_sum": [0.0] * K, "div_count": 0.0, "student_topk": None,
                 "teacher_topk": [None] * K}
 
-    def _micro_record(self, mb, lengths, logits, loss_tok, per, alive, tok_w, dists, w_rec,
-                      loss_value) -> dict[str, Any]:
+    def micro_part(self, mb: Any, ml: Any, scored: Any) -> dict[str, Any]:
+        """One micro-batch's part of the record from its ``phases.MicroLoss`` (``ml``) and
+        ``phases.Scored`` (None: NLL on teacher text)."""
         cfg = self.config
+        lengths = [len(r) for r in mb.samples.response_ids]
+        logits, loss_tok, per, tok_w, w_rec = ml.logits, ml.loss_tok, ml.per, ml.tok_w, ml.w_rec
+        alive, dists = (scored.alive if scored is not None else []), ml.dists
+        loss_value = float(ml.loss.detach())
         K = self.K
         out: dict[str, Any] = {"loss": loss_value}
         if per is not None:
@@ -137,7 +149,7 @@ class RecordsMixin:
             out["teacher_topk"] = tk
         return out
 
-    def _stats(self, parts, micros, weights, correct, resp_ids, counters, timings) -> dict:
+    def stats(self, parts, micros, weights, correct, resp_ids, counters, timings) -> dict:
         """Sufficient statistics of a step's metrics: sums that add up over processes
         (``distributed.combine_stats``), so one or several processes give the same metrics."""
         have = len(parts) == len(micros) and parts
@@ -162,7 +174,7 @@ class RecordsMixin:
                 st["neff_sum"] = float(effective_teachers(w[live]).sum())
         return st
 
-    def _metrics(self, base: dict[str, float], st: dict[str, Any]) -> dict[str, float]:
+    def metrics(self, base: dict[str, float], st: dict[str, Any]) -> dict[str, float]:
         """``base`` (loss, lr, grad_norm, step-level counters, eval) + metrics of the stats."""
         m = dict(base)
         m["tokens"] = st["tokens"]
@@ -187,11 +199,11 @@ class RecordsMixin:
                                              / c["count/teacher_samples_verified"])
         return {k: float(v) for k, v in m.items()}
 
-    def _build_record(self, step, loss, micros, parts, metrics, timings, counters
-                      ) -> tuple[StepRecord, dict[str, Any]]:
+    def build(self, step: int, loss: float, lr: float, micros: list, parts: list[dict],
+              metrics: dict, timings: dict, counters: dict) -> tuple[StepRecord, dict[str, Any]]:
         """This process's record of the step, and the statistics its metrics came from."""
         cfg = self.config
-        tok = self.student.tokenizer
+        tok = self.tokenizer
         states = [s for mb in micros for s in mb.states]
         samples = [mb.samples for mb in micros]
         resp_ids = [list(r) for s in samples for r in s.response_ids]
@@ -221,15 +233,15 @@ class RecordsMixin:
                             counters.get("count/teacher_samples_correct", 0) + c
         base = dict(metrics)
         base["loss"] = loss
-        base["lr"] = float(self.scheduler.get_last_lr()[0])
-        stats = self._stats(parts, micros, weights, correct, resp_ids, counters, timings)
+        base["lr"] = lr
+        stats = self.stats(parts, micros, weights, correct, resp_ids, counters, timings)
         keep = [bool(k) for mb in micros for k in mb.keep.tolist()]
         record = StepRecord(
-            step=step, loss=loss, metrics=self._metrics(base, stats),
+            step=step, loss=loss, metrics=self.metrics(base, stats),
             teacher_names=list(self.teacher_names), state_ids=[s.id for s in states],
             prompts=[tok.decode(p, skip_special_tokens=False) for s in samples for p in s.prompt_ids],
             responses=[t for s in samples for t in s.texts], response_ids=resp_ids,
-            response_tokens=[self._decode_tokens(r) for r in resp_ids],
+            response_tokens=[self.decode_tokens(r) for r in resp_ids],
             weights=weights,
             per_token_divergence=cat("per_token_divergence", [[] for _ in range(B)]),
             per_token_loss=cat("per_token_loss", [[] for _ in range(B)]),
@@ -241,3 +253,21 @@ class RecordsMixin:
                           for k in range(self.K)] if have and all("teacher_topk" in p for p in parts) else None,
             skipped=[not k for k in keep] if parts else [True] * B)
         return record, stats
+
+    def gather(self, collective: Any, record: StepRecord, stats: dict, micros: list,
+               metrics: dict) -> StepRecord:
+        """One record of the whole step on every process: metrics from the summed statistics;
+        per-sample lists of all processes on recorded steps (``record_every``), otherwise this
+        process's samples only (gathering every token's data costs a pickle per step)."""
+        from madopd.distill.distributed import combine_stats, merge_records
+
+        cfg = self.config
+        full = bool(cfg.record_every) and record.step % cfg.record_every == 0
+        sizes = [len(mb.states) for mb in micros]
+        got = collective.gather((stats, sizes, record if full else None))
+        base = {**metrics, "loss": record.loss, "lr": record.metrics["lr"]}
+        merged = self.metrics(base, combine_stats([g[0] for g in got]))
+        if not full:
+            record.metrics = merged
+            return record
+        return merge_records([g[2] for g in got], [g[1] for g in got], merged)

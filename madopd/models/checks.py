@@ -45,7 +45,7 @@ def _cached_on_hub(repo_id: str) -> bool:
 def check_model_path(path: str, field: str) -> None:
     """Raise ConfigError/DataError when ``path`` cannot be a loadable checkpoint (see module)."""
     from madopd import integrity
-    from madopd.runs import read_json_file
+    from madopd.integrity import read_json_file
 
     p = Path(path).expanduser()
     if not p.exists():

@@ -47,20 +47,16 @@ import signal
 import subprocess
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
 from madopd.errors import ConfigError, MadopdError
 from madopd.sandbox import cgroup
+from madopd.sandbox.counters import COUNTERS
+from madopd.sandbox.counters import count as _count
 from madopd.sandbox.layout import bwrap_path, filesystem_args, python_executable, visible_path
 from madopd.sandbox.seccomp import build_filter
-
-# Every degraded or notable event, counted (never silent): isolation_degraded, degraded/<what>,
-# truncated_output, timeouts_wall, leftover_processes_killed, stale_cgroups_swept, channel/...
-COUNTERS: Counter[str] = Counter()
-_COUNTER_LOCK = threading.Lock()
 
 SETUP_FAILED_EXIT = 125  # the launcher's exit code when it could not join the run's cgroup
 _MARK = "madopd-sandbox:"  # prefix of launcher diagnostics on stderr
@@ -70,11 +66,6 @@ _INNER_UID = 1000
 
 class SandboxUnavailable(MadopdError, RuntimeError):
     """bubblewrap is not installed (or not runnable) on this host."""
-
-
-def _count(key: str, n: int = 1) -> None:
-    with _COUNTER_LOCK:
-        COUNTERS[key] += n
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 from madopd._proc import pid_alive
+from madopd.sandbox.counters import count
 
 ROOT = "/sys/fs/cgroup"
 PARENT = "madopd-sandbox"
@@ -129,8 +130,6 @@ def _kill_and_remove(path: str, rounds: int = 200) -> int:
 
 def sweep_stale(backend: Backend) -> int:
     """Remove groups left by host processes that no longer exist; returns how many."""
-    from madopd.sandbox import _count
-
     swept = 0
     for parent in {backend.memory_dir, backend.pids_dir}:
         for name in os.listdir(parent):
@@ -139,7 +138,7 @@ def sweep_stale(backend: Backend) -> int:
                 _kill_and_remove(os.path.join(parent, name))
                 swept += 1
     if swept:
-        _count("stale_cgroups_swept", swept)
+        count("stale_cgroups_swept", swept)
     return swept
 
 

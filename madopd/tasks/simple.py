@@ -12,6 +12,7 @@ from typing import Any
 
 from madopd.errors import ConfigError, DataError
 from madopd.tasks.base import Environment, Episode, TaskKind
+from madopd.tasks.steps import teacher_forced_states
 from madopd.types import Chat, State
 
 
@@ -121,13 +122,9 @@ class SimpleEpisodicTask:
         return list(self._eval)
 
     def train_states(self) -> list[State]:
-        from madopd.opad import teacher_forced_states
-
         return [s for ep in self._train for s in teacher_forced_states(ep, self.environment)]
 
     def eval_states(self) -> list[State]:
-        from madopd.opad import teacher_forced_states
-
         return [s for ep in self._eval for s in teacher_forced_states(ep, self.environment)]
 
     def verify(self, state: State, response: str) -> float:

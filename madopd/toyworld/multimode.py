@@ -288,7 +288,7 @@ MECHANISM = (
 
 def multimode_html(summary: dict[str, Any] | None) -> str:
     """The report's section for the multi-mode group (every model-free string escaped)."""
-    from madopd.toyworld.report import esc
+    from madopd.widgets.style import esc  # report.esc's twin; report imports this module
 
     if not summary or not summary.get("table"):
         return ""

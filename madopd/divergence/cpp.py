@@ -1,6 +1,6 @@
 """Private: a hand-written C++ row kernel for dense divergences on CPU (issue 15).
 
-Why it exists: inductor's C++ code for the fused chunk function (``_divergence_fused``) runs
+Why it exists: inductor's C++ code for the fused chunk function (``fused.py``) runs
 each row reduction as its own loop over the whole chunk -- max and Σexp for the student and
 every teacher, then the value loop, then the gradient loop, which reads two [chunk, V]
 buffers it stored -- and computes JSD's log ratio with exp + log1p. JSD stayed compute
@@ -31,7 +31,7 @@ on a token the student gives exactly 0 (contributions of such tokens are < 1e-36
 Built with inductor's own C++ toolchain (``CppPythonBindingsCodeCache``: the same compiler,
 flags, vector headers (at::vec + Sleef) and on-disk cache as compiled kernels), so it needs
 exactly what ``torch.compile`` on CPU needs: a C++ compiler. Failures are the caller's to
-count (``_divergence_fused.cpp_kernel``).
+count (``fused.compiled_kernel``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Conventions: p = teacher, q = student. ``make_plan`` checks every argument once (raising a
 ShapeError / ValueRangeError / ConfigError that names the argument and the shapes), selects
 the masked-in rows (only those are ever read), and normalises teachers into ``Dense`` /
-``Sparse`` / ``Mixture`` targets for the chunked kernels in ``_divergence_core``.
+``Sparse`` / ``Mixture`` targets for the chunked kernels in ``core``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from madopd import _divergence_fused as fused_policy
+from madopd.divergence import fused as fused_policy
 from madopd.errors import ConfigError, ShapeError, ValueRangeError
 from madopd.types import TopKLogprobs
 
@@ -103,7 +103,7 @@ class Plan:
     values: torch.Tensor | None = None  # [M, J] per-target values, filled by the forward
     grad_buf: torch.Tensor | None = field(default=None, repr=False)
     auto_chunk: bool = True  # chunk came from the memory budget (recomputed on a fallback)
-    fused: bool = False  # try the compiled fused kernel (``_divergence_fused.use_fused``)
+    fused: bool = False  # try the compiled fused kernel (``fused.use_fused``)
 
     @property
     def M(self) -> int:
@@ -184,7 +184,8 @@ def make_plan(student_logits, teachers, kind, beta, *, mask, temperature, chunk_
         plan.targets = parsed
     else:
         plan.targets = [_mixture(parsed, mixture_weights.to(plan.cd), teacher_arg)]
-    plan.fused = fused_policy.use_fused(plan, plan.M * V * (1 + len(plan.targets)))
+    all_dense = all(isinstance(t, Dense) for t in plan.targets)
+    plan.fused = fused_policy.use_fused(all_dense, plan.M * V * (1 + len(plan.targets)))
     if plan.auto_chunk:
         plan.chunk = auto_chunk(V, len(plan.targets), z, plan.fused)
     return plan

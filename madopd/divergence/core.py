@@ -16,18 +16,13 @@ import math
 
 import torch
 
-from madopd import _divergence_fused as fused
-from madopd._divergence_plan import (  # noqa: F401  (re-exported for madopd.divergence)
-    KINDS,
+from madopd.divergence import fused
+from madopd.divergence.plan import (
     Dense,
-    Mixture,
     Plan,
     Sparse,
     _rows,
     auto_chunk,
-    check_kind_beta,
-    compute_dtype,
-    make_plan,
 )
 from madopd.errors import ValueRangeError
 
@@ -140,7 +135,7 @@ def run_chunks(plan: Plan, coef: torch.Tensor | None, grad_sink=None) -> torch.T
 
     Runs the compiled fused kernel when ``plan.fused`` (dense targets, policy allows), else
     the op-by-op loop; a compiler failure is handled by the policy (raise, or count and run
-    op-by-op). Which one ran is counted (``_divergence_fused.RUNS`` and ``plan.stats``).
+    op-by-op). Which one ran is counted (``fused.RUNS`` and ``plan.stats``).
     """
     if plan.fused:
         try:

@@ -40,7 +40,7 @@ Common keyword arguments of every divergence:
 
 Kernels: dense teachers run a fused kernel (value and gradient from one read of the logits)
 when the call is large enough, op-by-op torch otherwise. The fused kernel is, on CPU with
-float32 compute, a hand-written C++ row kernel (``_divergence_cpp``, built once with
+float32 compute, a hand-written C++ row kernel (``divergence.cpp``, built once with
 inductor's C++ toolchain), else ``torch.compile`` of the chunk function (float64, GPUs, or
 ``cpu_kernel="inductor"``). :class:`KernelPolicy` (``set_kernel_policy`` / ``kernel_policy``,
 environment ``MADOPD_DIVERGENCE_KERNEL``) chooses, and a compiler failure is counted and
@@ -71,9 +71,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from madopd import _divergence_core as core
-from madopd import _divergence_fused as fused
-from madopd._divergence_fused import KernelPolicy
+from madopd.divergence import core, fused
+from madopd.divergence.fused import KernelPolicy
+from madopd.divergence.plan import (
+    Dense,
+    Plan,
+    auto_chunk,
+    check_kind_beta,
+    compute_dtype,
+    make_plan,
+)
 from madopd.errors import ConfigError, ShapeError, ValueRangeError
 from madopd.types import TopKLogprobs
 
@@ -100,7 +107,7 @@ class DivergenceSpec:
                 "njsd, ignored by fkl/rkl"})
 
     def __post_init__(self):
-        core.check_kind_beta(self.kind, self.beta, where="DivergenceSpec")
+        check_kind_beta(self.kind, self.beta, where="DivergenceSpec")
 
 
 # ----------------------------------------------------------------------------- kernel policy
@@ -124,7 +131,7 @@ def auto_chunk_size(vocab: int, n_teachers: int = 1, n_rows: int = 1 << 30,
     pol = fused.get_policy()
     on = pol.mode == "compiled" or (pol.mode == "auto"
                                     and n_rows * vocab * (1 + n_teachers) >= pol.min_logits)
-    return core.auto_chunk(vocab, n_teachers, z, on)
+    return auto_chunk(vocab, n_teachers, z, on)
 
 
 _TASK_SPECS = {"agentic": DivergenceSpec("jsd", 0.5), "code": DivergenceSpec("rkl")}
@@ -144,7 +151,7 @@ def _check_reduction(reduction):
         raise ValueRangeError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _reduce(values: torch.Tensor, plan: core.Plan, reduction: str) -> torch.Tensor:
+def _reduce(values: torch.Tensor, plan: Plan, reduction: str) -> torch.Tensor:
     """values [M] (or [M, K]) at the selected rows -> the requested reduction."""
     B, T = plan.z.shape[:2]
     M = plan.M
@@ -166,7 +173,7 @@ def _reduce(values: torch.Tensor, plan: core.Plan, reduction: str) -> torch.Tens
     return (per_seq[keep] / cnt).mean(0)
 
 
-def _row_weights(plan: core.Plan, reduction: str) -> torch.Tensor | None:
+def _row_weights(plan: Plan, reduction: str) -> torch.Tensor | None:
     """The reduction as row weights r [M] (loss = Σ_rows r·D), None for "none".
 
     Folding r into the kernel's coefficients makes the gradient buffer final in the forward:
@@ -187,7 +194,7 @@ def _row_weights(plan: core.Plan, reduction: str) -> torch.Tensor | None:
 def _one(kind, beta, student_logits, teacher, mask, temperature, reduction, chunk_size,
          tail_floor, stats):
     _check_reduction(reduction)
-    plan = core.make_plan(student_logits, [teacher], kind, beta, mask=mask,
+    plan = make_plan(student_logits, [teacher], kind, beta, mask=mask,
                           temperature=temperature, chunk_size=chunk_size,
                           tail_floor=tail_floor, stats=stats)
     r = _row_weights(plan, reduction)
@@ -267,7 +274,7 @@ def per_teacher_divergence(student_logits, teachers: list, spec: DivergenceSpec,
     the backward recomputes chunk by chunk with the incoming per-teacher weights.
     """
     _check_teachers(teachers)
-    plan = core.make_plan(student_logits, list(teachers), spec.kind, spec.beta, mask=mask,
+    plan = make_plan(student_logits, list(teachers), spec.kind, spec.beta, mask=mask,
                           temperature=temperature, chunk_size=chunk_size,
                           tail_floor=tail_floor, stats=stats, teacher_arg="teachers")
     values = core.DivFn.apply(plan.z, None, plan)  # [M, K]
@@ -298,7 +305,7 @@ def multi_teacher_divergence(student_logits, teachers: list, weights: torch.Tens
         raise ConfigError(f"target must be 'sum' or 'mixture', got {target!r}")
     args = dict(mask=mask, temperature=temperature, chunk_size=chunk_size,
                 tail_floor=tail_floor, teacher_arg="teachers")
-    probe = core.make_plan(student_logits, list(teachers), spec.kind, spec.beta,
+    probe = make_plan(student_logits, list(teachers), spec.kind, spec.beta,
                            stats=stats if target == "sum" else None, **args)
     w = _weights_rows(weights, probe, len(teachers))  # [M, K]
     r = _row_weights(probe, reduction)
@@ -310,7 +317,7 @@ def multi_teacher_divergence(student_logits, teachers: list, weights: torch.Tens
         wd = w.detach()
         if w.numel() and float((wd.sum(-1) - 1).abs().max()) > 1e-4:
             raise ValueRangeError("weights must sum to 1 over teachers for target='mixture'")
-        plan = core.make_plan(student_logits, list(teachers), spec.kind, spec.beta,
+        plan = make_plan(student_logits, list(teachers), spec.kind, spec.beta,
                               mixture_weights=wd, stats=stats, **args)
         coef = torch.ones(plan.M, 1, dtype=plan.cd, device=plan.z.device) if r is None \
             else r[:, None]
@@ -330,7 +337,7 @@ def _check_teachers(teachers):
                          f"{'' if not isinstance(teachers, (list, tuple)) else ' of length 0'}")
 
 
-def _weights_rows(weights, plan: core.Plan, K: int) -> torch.Tensor:
+def _weights_rows(weights, plan: Plan, K: int) -> torch.Tensor:
     """Gather the weights of the selected rows: [M, K] (keeps the autograd path)."""
     B, T = plan.z.shape[:2]
     if plan.two_d:
@@ -371,7 +378,7 @@ def logit_grad_norm(student_logits, teacher, spec: DivergenceSpec, mask=None, or
     Prop. 1: for reverse KL the norm grows without bound (like log 1/p(v)) as p(v) → 0 with
     q(v) > 0; forward KL's gradient is q - p, so ≤ 1.
     """
-    plan = core.make_plan(student_logits, [teacher], spec.kind, spec.beta, mask=mask,
+    plan = make_plan(student_logits, [teacher], spec.kind, spec.beta, mask=mask,
                           temperature=temperature, chunk_size=chunk_size, tail_floor=tail_floor)
     norms = torch.zeros(plan.M, dtype=plan.cd, device=plan.z.device)
 
@@ -394,7 +401,7 @@ def entropy(logits_or_logprobs, *, mask=None, temperature=1.0, chunk_size=None):
     with torch.no_grad():
         if isinstance(x, TopKLogprobs):
             return _topk_entropy(x, mask)
-        plan = core.make_plan(x, [x], "fkl", 0.0, mask=mask, temperature=temperature,
+        plan = make_plan(x, [x], "fkl", 0.0, mask=mask, temperature=temperature,
                               chunk_size=chunk_size, tail_floor=0.0)
         h = torch.empty(plan.M, dtype=plan.cd, device=plan.z.device)
         bad: dict = {}
@@ -407,7 +414,7 @@ def entropy(logits_or_logprobs, *, mask=None, temperature=1.0, chunk_size=None):
 
 
 def _topk_entropy(x: TopKLogprobs, mask):
-    lp = x.logprobs.to(core.compute_dtype(x.logprobs))  # [B, T, k]
+    lp = x.logprobs.to(compute_dtype(x.logprobs))  # [B, T, k]
     if x.tail_mass is None:
         tail = -torch.expm1(torch.logsumexp(lp, -1))
     else:
@@ -432,12 +439,12 @@ def top1_agreement(student_logits, teacher, *, mask=None) -> torch.Tensor:
     Arguments (student_logits, teacher): p = teacher (dense [B, T, V] or TopKLogprobs: the id
     with the largest log-prob), q = student.
     """
-    plan = core.make_plan(student_logits, [teacher], "fkl", 0.0, mask=mask, temperature=1.0,
+    plan = make_plan(student_logits, [teacher], "fkl", 0.0, mask=mask, temperature=1.0,
                           chunk_size=None, tail_floor=0.0)
     with torch.no_grad():
         s_top = plan.z.argmax(-1)  # [B, T]
         t = plan.targets[0]
-        if isinstance(t, core.Dense):
+        if isinstance(t, Dense):
             t_top = t.x.argmax(-1)[plan.bi, plan.ti]
         else:
             t_top = t.ids.gather(1, t.logp.argmax(-1, keepdim=True)).squeeze(1)

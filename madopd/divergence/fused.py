@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from madopd import _divergence_cpp as _cpp
+from madopd.divergence import cpp as _cpp
 from madopd.errors import ConfigError
 
 MODES = ("auto", "compiled", "eager")
@@ -65,7 +65,7 @@ class KernelPolicy:
                 "ConfigError naming the compiler's error"})
     cpu_kernel: str = field(default="cpp", metadata={
         "help": "the fused kernel on CPU with float32 compute: 'cpp', the hand-written row "
-                "kernel (_divergence_cpp, built with inductor's C++ toolchain; if it fails to "
+                "kernel (divergence/cpp.py, built with inductor's C++ toolchain; if it fails to "
                 "build, counted as 'cpp_failed', warned once, and inductor's kernel runs), or "
                 "'inductor', torch.compile of fused_dense. float64 compute and accelerators "
                 "always use torch.compile"})
@@ -260,12 +260,11 @@ def mark_failed(key, err: Exception) -> None:
     _COMPILED.pop(key, None)
 
 
-def use_fused(plan, n_logits: int) -> bool:
-    """Whether this plan's chunk loop should try the compiled fused kernel."""
-    from madopd._divergence_plan import Dense
-
+def use_fused(all_dense: bool, n_logits: int) -> bool:
+    """Whether a chunk loop should try the compiled fused kernel: only when every target is a
+    dense teacher (``plan.Dense``; the caller says so, so this module never imports the plan)."""
     pol = _POLICY
-    if pol.mode == "eager" or not all(isinstance(t, Dense) for t in plan.targets):
+    if pol.mode == "eager" or not all_dense:
         return False
     return pol.mode == "compiled" or n_logits >= pol.min_logits
 
