@@ -28,7 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from madopd.errors import ConfigError
-from madopd.toyworld.demo_stats import PERM_NAME, TEST_NAME, format_gains, gains, interval_tables
+from madopd.toyworld.demo_stats import (
+    HOLM_NAME,
+    ITEM_BOOT_NAME,
+    PERM_NAME,
+    SEED_TEST_NAME,
+    TEST_NAME,
+    format_gains,
+    gains,
+    interval_tables,
+)
 from madopd.toyworld.zoo import quiet_worker
 from madopd.types import Sampling
 
@@ -605,8 +614,11 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
                         "debate_cache": round(sum(w.get("cpu_seconds", 0.0) for w in warm.values()), 1)},
         "metrics": {t: METRIC[t] for t in tasks},
         "divergences": {t: DIVERGENCE[t][0] for t in tasks},
-        "tests": {"primary": TEST_NAME, "secondary": PERM_NAME, "alpha": 0.05,
-                  "interval": f"95 % percentile interval, bootstrap over items x seeds, B = {profile.bootstrap}"},
+        "tests": {"primary": SEED_TEST_NAME, "secondary": PERM_NAME, "adjustment": HOLM_NAME,
+                  "alpha": 0.05, "decision": "significant = Holm-adjusted seed-level Welch p < alpha",
+                  "items_only": ITEM_BOOT_NAME,
+                  "interval": f"95 % percentile interval, paired bootstrap over items x seeds "
+                              f"(descriptive: {TEST_NAME}), B = {profile.bootstrap}"},
         "table": main, "intervals": intervals.get("main/default", {}),
         "gain": gains(intervals.get("main/default", {})),
         "extra": extra, "groups": table, "group_intervals": intervals,
@@ -644,13 +656,12 @@ def summary_text(summary: dict, tasks: tuple[str, ...] = TASKS) -> str:
                             f"seeds] (%, toy-tools = episode success, toy-code = pass@1)", tasks,
                             summary.get("intervals"))
     if summary.get("gain"):
-        text += (f"\ndifferences [95 % interval]; tests: {TEST_NAME} (B = {B}); {PERM_NAME}\n"
-                 + format_gains(summary["gain"], B))
+        text += "\n" + tests_legend(summary["intervals"], B) + "\n" + format_gains(summary["gain"], B)
     for key, rows in summary.get("extra", {}).items():
         iv = summary.get("extra_intervals", {}).get(key)
         text += "\n\n" + format_table(rows, key if iv else key + " (mean ± SE over seeds)", tasks, iv)
         if summary.get("extra_gain", {}).get(key):
-            text += "\n" + format_gains(summary["extra_gain"][key], B)
+            text += "\n" + tests_legend(iv, B) + "\n" + format_gains(summary["extra_gain"][key], B)
     if "multimode" in summary:
         from madopd.toyworld.multimode import format_multimode
 
@@ -662,6 +673,13 @@ def summary_text(summary: dict, tasks: tuple[str, ...] = TASKS) -> str:
             text += (f"; {summary['runs_executed']} runs executed, {summary['runs_replicated']} "
                      "evaluation-only runs copied from an equal run (same model, items, seed)")
     return text
+
+
+def tests_legend(iv: dict, B: int | None) -> str:
+    """The line under a table naming every test and the family Holm adjusts over."""
+    return (f"differences [95 % interval: bootstrap over items x seeds, B = {B}, descriptive]; "
+            f"decision: {SEED_TEST_NAME}, {HOLM_NAME} (m = {iv.get('family_size', '?')}), "
+            f"significant = adjusted p < 0.05; also: {PERM_NAME} (raw, Holm); {ITEM_BOOT_NAME}")
 
 
 def _longest_first(jobs: list[Job]) -> list[Job]:

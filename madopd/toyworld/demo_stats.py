@@ -7,8 +7,13 @@ Per table (group/world): every row's jobs give ``Outcomes`` [seeds, items] per t
 [0, 1]; shown in %). Comparisons: MAD-OPD minus each single-teacher OPD, minus MT-OPD, minus
 each blind teacher. ``gains`` then reads, per column, the difference to the best single-teacher
 OPD (chosen by its point estimate, so the comparison is with the strongest baseline, a
-selection that favours the baseline), to MT-OPD, and whether MAD-OPD beats EVERY blind teacher
-(each difference's paired bootstrap test p < 0.05 with a positive difference).
+selection that favours the baseline), to MT-OPD, and whether MAD-OPD beats EVERY blind teacher.
+
+Decisions are seed-level (the unit of replication is the training run): "significant" means the
+Welch t-test on the per-seed scores has a Holm-adjusted p < 0.05, Holm across the table's whole
+family (every comparison x column, ``madopd.stats.adjust_table``). The exact seed permutation p
+(raw and Holm) is printed beside it; the item bootstrap (runs fixed) is reported as what it is,
+the uncertainty over evaluation items for these runs, never as significance.
 """
 
 from __future__ import annotations
@@ -18,10 +23,21 @@ from typing import Any
 import numpy as np
 
 from madopd.errors import DataError
-from madopd.stats import PERM_NAME, TEST_NAME, Outcomes, bootstrap_table, fmt_p
+from madopd.stats import (
+    HOLM_NAME,
+    ITEM_BOOT_NAME,
+    PERM_NAME,
+    SEED_TEST_NAME,
+    TEST_NAME,
+    Outcomes,
+    adjust_table,
+    bootstrap_table,
+    fmt_p,
+)
 
-__all__ = ["PERM_NAME", "TEST_NAME", "comparisons", "fmt_diff", "fmt_p", "format_gains", "gains",
-           "interval_tables", "outcomes_by_table", "significance"]
+__all__ = ["HOLM_NAME", "ITEM_BOOT_NAME", "PERM_NAME", "SEED_TEST_NAME", "TEST_NAME", "comparisons",
+           "fmt_diff", "fmt_p", "format_gains", "gains", "interval_tables", "outcomes_by_table",
+           "significance", "significant"]
 
 METHOD = "MAD-OPD"
 OPD_ROWS = ("OPD-A", "OPD-B", "OPD-C")
@@ -56,12 +72,13 @@ def comparisons(rows: list[str]) -> list[tuple[str, str]]:
 
 
 def interval_tables(results: list[dict], *, B: int = 10_000, seed: int = 0) -> dict[str, Any]:
-    """{"group/world": bootstrap_table(...)} for every table whose rows carry item outcomes."""
+    """{"group/world": bootstrap_table(...)} for every table whose rows carry item outcomes, each
+    Holm-adjusted across its own family of comparisons (``adjust_table``)."""
     out = {}
     for table, tasks in outcomes_by_table(results).items():
         rows = sorted({r for ms in tasks.values() for r in ms})
         # the overall column needs every task of a row with the same seeds: tables are complete
-        out[table] = bootstrap_table(tasks, comparisons(rows), B=B, seed=seed)
+        out[table] = adjust_table(bootstrap_table(tasks, comparisons(rows), B=B, seed=seed))
     return out
 
 
@@ -88,20 +105,34 @@ def gains(iv: dict) -> dict[str, Any]:
         blind = {r: _diff(iv, r, col) for r in methods if r.endswith("(blind)") and col in methods[r]}
         if blind:
             g["blind"] = blind
-            g["beats_every_blind_teacher"] = all(v["diff"] > 0 and v["p_bootstrap"] < ALPHA
-                                                 for v in blind.values())
+            g["beats_every_blind_teacher"] = all(v["diff"] > 0 and significant(v) for v in blind.values())
         out[col] = g
     return out
 
 
+def significant(d: dict) -> bool:
+    """The decision: the seed-level Welch p, Holm-adjusted over the table, below ALPHA (the raw
+    p where no adjustment was made: a lone comparison)."""
+    p = d.get("p_seed_holm", d.get("p_seed"))
+    return p is not None and p < ALPHA
+
+
 def significance(d: dict) -> str:
-    return "significant at 0.05" if d["p_bootstrap"] < ALPHA else "not significant at 0.05"
+    return ("significant at 0.05 (seed-level, Holm-adjusted)" if significant(d)
+            else "not significant at 0.05 (seed-level, Holm-adjusted)")
+
+
+def _p_or_na(p: float | None, B: int | None = None) -> str:
+    return "n/a" if p is None else fmt_p(p, B)
 
 
 def fmt_diff(d: dict, B: int | None = None) -> str:
-    """'+12.3 [4.5, 20.1], paired bootstrap p = 0.002, seed permutation p = 0.008' (in %)."""
-    return (f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}], bootstrap "
-            f"{fmt_p(d['p_bootstrap'], B)}, seed permutation {fmt_p(d['p_permutation_seeds'])}")
+    """'+12.3 [4.5, 20.1], seed t p = 0.002 (Holm 0.02), seed permutation p = 0.008 (Holm 0.08),
+    items-only bootstrap p = 0.0001' (differences in %)."""
+    return (f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}], seed t "
+            f"{_p_or_na(d.get('p_seed'))} (Holm {_p_or_na(d.get('p_seed_holm'))}), seed permutation "
+            f"{_p_or_na(d.get('p_permutation_seeds'))} (Holm {_p_or_na(d.get('p_permutation_seeds_holm'))}),"
+            f" items-only bootstrap {_p_or_na(d.get('p_items'), B)}")
 
 
 def format_gains(g: dict, B: int | None = None, method: str = METHOD) -> str:
@@ -115,9 +146,10 @@ def format_gains(g: dict, B: int | None = None, method: str = METHOD) -> str:
         if v.get("mt_opd"):
             parts.append(f"minus MT-OPD {fmt_diff(v['mt_opd'], B)} ({significance(v['mt_opd'])})")
         for r, d in v.get("blind", {}).items():
-            parts.append(f"minus {r} {fmt_diff(d, B)}")
+            parts.append(f"minus {r} {fmt_diff(d, B)} ({significance(d)})")
         if "beats_every_blind_teacher" in v:
-            parts.append("beats every blind teacher" if v["beats_every_blind_teacher"]
-                         else "does NOT beat every blind teacher")
+            parts.append("beats every blind teacher (seed-level, Holm-adjusted)"
+                         if v["beats_every_blind_teacher"]
+                         else "does NOT beat every blind teacher significantly (seed-level, Holm-adjusted)")
         lines.append(f"  {col}: {method}\n    " + ";\n    ".join(parts))
     return "\n".join(lines)

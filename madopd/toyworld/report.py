@@ -298,9 +298,13 @@ def write_report(summary: dict, path: str | Path) -> Path:
              table_html(summary.get("table", {}), "main table (paper Table 1 in miniature)", iv)]
     g = summary.get("gain", {})
     if g:
-        parts.append(f"<p>Differences in points [95 % interval]. Test: {esc(tests.get('primary'))}, "
-                     f"B = {esc(B)}; also the {esc(tests.get('secondary'))}. 'Significant' means "
-                     f"p &lt; 0.05 in the first.</p>" + gains_html(g, B))
+        m = (iv or {}).get("family_size", "?")
+        parts.append(f"<p>Differences in points [95 % interval: bootstrap over items x seeds, "
+                     f"B = {esc(B)}, descriptive]. Decision: {esc(tests.get('primary'))}, "
+                     f"{esc(tests.get('adjustment', 'no multiple-comparison adjustment'))} (m = {esc(m)}); "
+                     f"'significant' means the adjusted p &lt; 0.05. Also printed: the "
+                     f"{esc(tests.get('secondary'))} (raw and Holm) and the "
+                     f"{esc(tests.get('items_only', 'item bootstrap'))}.</p>" + gains_html(g, B))
     parts.append(bar_chart(summary.get("table", {}), intervals=iv))
     for key, rows in summary.get("extra", {}).items():
         xiv = summary.get("extra_intervals", {}).get(key)
