@@ -74,11 +74,15 @@ def comparisons(rows: list[str]) -> list[tuple[str, str]]:
 def interval_tables(results: list[dict], *, B: int = 10_000, seed: int = 0) -> dict[str, Any]:
     """{"group/world": bootstrap_table(...)} for every table whose rows carry item outcomes, each
     Holm-adjusted across its own family of comparisons (``adjust_table``)."""
+    from madopd.toyworld.ablations import GROUPS, ablation_comparisons
+
     out = {}
     for table, tasks in outcomes_by_table(results).items():
         rows = sorted({r for ms in tasks.values() for r in ms})
+        group = table.split("/")[0]
+        pairs = ablation_comparisons(group, rows) if group in GROUPS else comparisons(rows)
         # the overall column needs every task of a row with the same seeds: tables are complete
-        out[table] = adjust_table(bootstrap_table(tasks, comparisons(rows), B=B, seed=seed))
+        out[table] = adjust_table(bootstrap_table(tasks, pairs, B=B, seed=seed))
     return out
 
 
@@ -152,4 +156,37 @@ def format_gains(g: dict, B: int | None = None, method: str = METHOD) -> str:
                          if v["beats_every_blind_teacher"]
                          else "does NOT beat every blind teacher significantly (seed-level, Holm-adjusted)")
         lines.append(f"  {col}: {method}\n    " + ";\n    ".join(parts))
+    return "\n".join(lines)
+
+
+def collapse_summary(results: list[dict]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{"group/world": {row: {"distinct": [per seed], "right": {family: mean share}}}} from the
+    toy-tools runs' ``ops/`` metrics (``demo.operation_calls``): how many operations a policy
+    calls over the held-out episodes (1 = collapsed onto one operation whatever the task)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in sorted(results, key=lambda r: r["job"]["seed"]):
+        j, ev = r["job"], r.get("eval", {})
+        if j["task"] != "toy-tools" or "ops/distinct" not in ev:
+            continue
+        cell = out.setdefault(f"{j['group']}/{j['world']}", {}).setdefault(j["row"], {"distinct": [], "right": {}})
+        cell["distinct"].append(int(ev["ops/distinct"]))
+        for k, v in ev.items():
+            if k.startswith("ops/right/"):
+                cell["right"].setdefault(k.split("/", 2)[2], []).append(v)
+    for rows in out.values():
+        for cell in rows.values():
+            cell["right"] = {f: 100.0 * sum(v) / len(v) for f, v in sorted(cell["right"].items())}
+    return out
+
+
+def format_collapse(rows: dict[str, dict[str, Any]], max_ops: int = 2) -> str:
+    """Lines per row: distinct operations per seed, the families' right-operation shares, and
+    the label 'COLLAPSED' when the median seed calls at most ``max_ops`` operations."""
+    lines = []
+    for row, c in rows.items():
+        d = sorted(c["distinct"])
+        collapsed = d[len(d) // 2] <= max_ops
+        lines.append(f"  {row}: distinct operations per seed {c['distinct']}; right operation % "
+                     + ", ".join(f"{f} {v:.0f}" for f, v in c["right"].items())
+                     + (f"  <- COLLAPSED (median seed calls <= {max_ops} operations)" if collapsed else ""))
     return "\n".join(lines)

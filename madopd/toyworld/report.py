@@ -276,6 +276,38 @@ def mechanism_html(summary: dict) -> str:
     return "".join(out)
 
 
+def ablations_html(ablations: dict, B: int | None) -> str:
+    """One section per ablation table (toyworld/ablations.py): the table, a bar chart, every
+    difference with its seed-level test and Holm-adjusted verdict, the per-family breakdown."""
+    from madopd.toyworld.demo_stats import fmt_diff, significance
+
+    out = []
+    for ab in ablations.values():
+        iv = ab.get("intervals") or None
+        m = (iv or {}).get("family_size", "?")
+        out.append(f"<h2>{esc(ab['title'])}</h2><p class=small>CPU seconds of its own runs: "
+                   f"{esc(ab.get('cpu_seconds'))} (a run shared with another table counts once). "
+                   f"Each variant against {esc(ab.get('reference') or 'each other variant')}; decision: "
+                   f"seed-level Welch t-test, Holm across the table's {esc(m)} comparisons.</p>")
+        out.append(table_html(ab["rows"], ab["title"], iv) + bar_chart(ab["rows"], intervals=iv))
+        items = [f"<li>{esc(name)} [{esc(col)}]: {esc(fmt_diff(c, (iv or {}).get('B')))} "
+                 f"({esc(significance(c))})</li>"
+                 for name, d in (iv or {}).get("diffs", {}).items() for col, c in d["columns"].items()]
+        if items:
+            out.append("<ul class=small>" + "".join(items) + "</ul>")
+        fams = ab.get("families") or {}
+        if fams:
+            cols = sorted({f for tasks in fams.values() for by_f in tasks.values() for f in by_f})
+            out.append("<table><caption>per family (%, mean over seeds)</caption><tr><th>row</th>"
+                       "<th>task</th>" + "".join(f"<th>{esc(f)}</th>" for f in cols) + "</tr>")
+            for row, tasks in fams.items():
+                for task, by_f in tasks.items():
+                    out.append(f"<tr><td>{esc(row)}</td><td>{esc(task)}</td>" + "".join(
+                        f"<td>{by_f[f]:.1f}</td>" if f in by_f else "<td>–</td>" for f in cols) + "</tr>")
+            out.append("</table>")
+    return "".join(out)
+
+
 def write_report(summary: dict, path: str | Path) -> Path:
     from madopd.toyworld.demo_stats import PERM_NAME, TEST_NAME
 
@@ -313,6 +345,7 @@ def write_report(summary: dict, path: str | Path) -> Path:
         eg = summary.get("extra_gain", {}).get(key)
         if eg:
             parts.append(gains_html(eg, B))
+    parts.append(ablations_html(summary.get("ablations", {}), B))
     from madopd.toyworld.multimode import (
         multimode_html,  # the multi-mode group (issue 13.7), if run
     )

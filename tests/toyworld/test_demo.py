@@ -134,8 +134,9 @@ def test_plan_and_bad_names():
     assert next(j for j in jobs if j.row == "OPD-B").teachers == (1,)
     full = plan(PROFILES["full"])
     groups = {j.group for j in full}
-    assert groups == {"main", "divergence", "rounds", "ablation", "control", "multimode"}
+    assert groups == {"main", "components", "divergence", "rounds", "confidence", "control", "multimode"}
     assert any(not j.transcript_in_score and j.rounds == 1 for j in full)
+    assert {j.rounds for j in full if j.group == "rounds"} == {0, 1, 2, 3}
     with pytest.raises(ConfigError, match="valid"):
         row_jobs("GPT-5", "toy-code", 0, 2)
     from madopd.toyworld.demo import DemoProfile
@@ -180,27 +181,6 @@ def test_smoke_profile_end_to_end(tmp_path):
 
     run = load_run(res["runs"][0]["run_dir"])
     assert run.config["demo_job"]["row"] in MAIN_ROWS
-
-
-def test_composite_tables_reuse_main_rows():
-    from madopd.toyworld.demo import composite_tables
-
-    res = _fake_results()
-    for seed in (0, 1, 2):
-        for task in ("toy-tools", "toy-code"):
-            j = row_jobs("MAD-OPD", task, seed, 2, group="rounds", rounds=1, label="MAD-OPD R=1")
-            res.append({"job": j.__dict__ | {"teachers": list(j.teachers)}, "score": 0.45})
-            j = row_jobs("MAD-OPD", task, seed, 2, group="divergence", divergence="fkl", label="MAD-OPD fkl")
-            res.append({"job": j.__dict__ | {"teachers": list(j.teachers)}, "score": 0.40})
-    tabs = composite_tables(summarize(res))
-    rounds = next(v for k, v in tabs.items() if k.startswith("debate rounds"))
-    assert list(rounds) == ["R = 0", "R = 1", "R = 2"]
-    assert rounds["R = 2"]["toy-tools"]["mean"] == pytest.approx(60.0)
-    assert rounds["R = 1"]["toy-code"]["mean"] == pytest.approx(45.0)
-    div = next(v for k, v in tabs.items() if k.startswith("divergence"))
-    assert div["MAD-OPD, JSD"]["toy-tools"]["mean"] == pytest.approx(60.0)  # main row, tools = JSD
-    assert div["MAD-OPD, RKL"]["toy-code"]["mean"] == pytest.approx(50.0)  # main row, code = RKL
-    assert div["MAD-OPD, FKL"]["toy-code"]["mean"] == pytest.approx(40.0)
 
 
 def test_evaluate_code_outcomes_reproduce_pass_at_1():
