@@ -586,8 +586,9 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
     paths = {w: zoo_paths_of(z) for w, z in worlds.items()}
     jobs, copies = split_replicas(jobs, profile, paths)
     if copies:
-        log(f"demo: {len(copies)} evaluation-only runs equal another run (same model, items and "
-            f"sampling seed); they are copied from it, not rerun (results.json: replicated_from)")
+        log(f"demo: {len(copies)} runs equal another run (an evaluation with the same model, items "
+            f"and sampling seed, or one ablation run shown in several tables); they are copied "
+            f"from it, not rerun (results.json: replicated_from)")
     cache_dir = out / "debate-cache"
     cache_dir.mkdir(exist_ok=True)
     need = sorted({(j.world, j.task, j.rounds, j.transcript_in_score) for j in jobs if j.rounds > 0})
@@ -727,7 +728,8 @@ def summary_text(summary: dict, tasks: tuple[str, ...] = TASKS) -> str:
                  f"debate caches {summary.get('debate_cache_seconds', 0):.0f} s)")
         if summary.get("runs_replicated"):
             text += (f"; {summary['runs_executed']} runs executed, {summary['runs_replicated']} "
-                     "evaluation-only runs copied from an equal run (same model, items, seed)")
+                     "runs copied from an equal run (evaluations: same model, items, seed; "
+                     "ablations: the same run in several tables)")
     return text
 
 
