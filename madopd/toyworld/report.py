@@ -309,9 +309,17 @@ def ablations_html(ablations: dict, B: int | None) -> str:
 
 
 def write_report(summary: dict, path: str | Path) -> Path:
-    from madopd.toyworld.demo_stats import PERM_NAME, TEST_NAME
+    from madopd.toyworld.demo_stats import (
+        HOLM_NAME,
+        ITEM_BOOT_NAME,
+        PERM_NAME,
+        SEED_TEST_NAME,
+        TEST_NAME,
+    )
 
-    tests = {"primary": TEST_NAME, "secondary": PERM_NAME, **summary.get("tests", {})}
+    tests = {"primary": SEED_TEST_NAME, "secondary": PERM_NAME, "adjustment": HOLM_NAME,
+             "items_only": ITEM_BOOT_NAME, "interval": f"95 % percentile interval, {TEST_NAME}",
+             **summary.get("tests", {})}
     iv = summary.get("intervals") or None
     B = (iv or {}).get("B")
     what = (f"Mean over training seeds {esc(plain(summary.get('profile_settings', {}).get('seeds')))} "
@@ -338,6 +346,12 @@ def write_report(summary: dict, path: str | Path) -> Path:
                      f"{esc(tests.get('secondary'))} (raw and Holm) and the "
                      f"{esc(tests.get('items_only', 'item bootstrap'))}.</p>" + gains_html(g, B))
     parts.append(bar_chart(summary.get("table", {}), intervals=iv))
+    coll = summary.get("collapse", {}).get("main/default")
+    if coll:
+        from madopd.toyworld.demo_stats import format_collapse
+
+        parts.append("<h3>collapse (toy-tools: the first operation each held-out episode calls)</h3>"
+                     f"<pre>{esc(format_collapse(coll))}</pre>")
     for key, rows in summary.get("extra", {}).items():
         xiv = summary.get("extra_intervals", {}).get(key)
         parts.append(f"<h2>{esc(key)}</h2>" + table_html(rows, key if xiv else key + " (mean ± SE)", xiv)

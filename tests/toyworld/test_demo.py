@@ -109,12 +109,15 @@ def test_report_escapes_model_text(tmp_path):
     evil = {"teachers": {"<script>alert(1)</script>": {"round1": {"toy-code": {"add": 1.0, "all": 1.0}}}},
             "calibration": {"A": [{"bucket": "80-100", "n": 3, "mean_confidence": 0.9, "accuracy": 1.0}]}}
     iv = interval_tables(_fake_results(), B=500)["main/default"]
+    coll = {"main/default": {"<script>x</script>": {"distinct": [1, 1], "right": {"sub": 100.0}}}}
     path = write_report({"profile": "test", "table": table, "intervals": iv, "gain": gains(iv),
-                         "zoo": {"default": {"spec": {}, "report": evil}}}, tmp_path / "r.html")
+                         "collapse": coll, "zoo": {"default": {"spec": {}, "report": evil}}}, tmp_path / "r.html")
     html = path.read_text()
-    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;script&gt;x" in html
     assert "<svg" in html and "MAD-OPD" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
     assert "2 SE" not in html and "paired bootstrap" in html
+    assert "Decision: two-sided Welch t-test on the per-seed scores" in html and "Holm" in html
+    assert "COLLAPSED" in html
     assert "what this world builds in" in html and "confidence &gt;= 50" in html
 
 
