@@ -11,7 +11,11 @@ Two modes (``DistillConfig.opad_mode``):
   actions, observations come from the environment. States do not depend on the student, so the
   debate about each state can be cached.
 * ``full``: the student acts turn after turn and a real ``Environment`` answers, so later states
-  come from the student's own earlier actions (Eqs. 9-10 as written).
+  come from the student's own earlier actions (Eqs. 9-10 as written). A state reached after
+  the student left the reference path has no reference (``reference=None``,
+  ``meta["reference_valid"] = False``, counted as ``count/opad_reference_dropped``): the gold
+  path's action belongs to a history the student did not produce. Only records read it
+  (``verify_train`` skips such states); the loss never does.
 
 Loss mapping. Eq. 9 is a token mean over one action; Eq. 10 sums Eq. 9 over the M steps of a
 trajectory. We train on step-states sampled uniformly (``GroupedSampler``): with
@@ -32,6 +36,7 @@ from madopd.errors import ConfigError, DataError
 from madopd.tasks.base import Environment, Episode
 from madopd.tasks.steps import (  # noqa: F401  (part of this module's API: callers import them here)
     env_step_messages,
+    same_action,
     step_state,
     teacher_forced_states,
 )
@@ -60,7 +65,7 @@ class EpisodeRollout:
     response_ids: list[list[int]] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)
     done: bool = False
-
+    deviated_at: int | None = None  # first step whose action differs from the reference
     def samples(self) -> Samples:
         return Samples(self.prompt_ids, self.response_ids, list(self.actions), list(self.truncated))
 
@@ -71,9 +76,13 @@ def rollout_episodes(student: Any, episodes: list[Episode], environment: Environ
     """Full on-policy rollouts, batched in lockstep across episodes (paper Eqs. 9-10).
 
     At step m every unfinished episode's state is sampled by the student in one batch; the
-    environment answers each action. Counters: ``count/episode_truncated`` (max_steps reached
-    without the environment ending the episode) and any counters the environment keeps
-    (``environment.counters``, e.g. ``replay_mismatch``) as deltas under ``count/``.
+    environment answers each action. Once a student's action differs from the episode's
+    reference action (up to whitespace), later states carry no reference (``step_state``:
+    the gold path's action is not the reference of a state the gold path never reaches).
+    Counters: ``count/episode_truncated`` (max_steps reached without the environment ending the
+    episode), ``count/opad_reference_dropped`` (states after a deviation, whose reference is
+    unknown) and any counters the environment keeps (``environment.counters``, e.g.
+    ``replay_mismatch``) as deltas under ``count/``.
     """
     if max_steps < 1:
         raise ConfigError(f"max_steps must be >= 1, got {max_steps}")
@@ -83,7 +92,7 @@ def rollout_episodes(student: Any, episodes: list[Episode], environment: Environ
         active = [r for r in runs if not r.done]
         if not active:
             break
-        states = [step_state(r.episode, r.history, m, "full") for r in active]
+        states = [step_state(r.episode, r.history, m, "full", r.deviated_at) for r in active]
         s = sampling if sampling.seed is None else replace(
             sampling, seed=derive_seed(sampling.seed, "opad-step", m))
         samples = student.rollout(states, s)
@@ -94,12 +103,17 @@ def rollout_episodes(student: Any, episodes: list[Episode], environment: Environ
             r.prompt_ids.append(list(samples.prompt_ids[i]))
             r.response_ids.append(list(samples.response_ids[i]))
             r.truncated.append(bool(samples.truncated[i]) if samples.truncated else False)
+            if r.deviated_at is None and not same_action(action, states[i].reference):
+                r.deviated_at = m
             observations, done = env_step_messages(environment, r.episode, r.history, action)
             r.history = r.history + [{"role": "assistant", "content": action}] + observations
             r.done = done
     if counters is not None:
         counters["count/episode_truncated"] = counters.get("count/episode_truncated", 0) + sum(
             not r.done for r in runs)
+        counters["count/opad_reference_dropped"] = counters.get("count/opad_reference_dropped", 0) + sum(
+            not s.meta["reference_valid"] and s.meta["step"] < s.meta["num_reference_steps"]
+            for r in runs for s in r.states)
         after = dict(getattr(environment, "counters", {}) or {})
         for key, value in after.items():
             delta = value - before.get(key, 0)

@@ -83,9 +83,10 @@ def summarize_real(results: list[dict], ids: list[str], families: list[str | Non
 
     Per metric, each row is an ``Outcomes`` [distinct runs, items] (items stratified by family);
     the same item draws for every row (paired), seeds resampled per row: the toy world's
-    bootstrap. Every contrast gets its difference, interval, the paired bootstrap test's p and,
-    with >= 3 runs in all, the exact seed permutation p (``None`` otherwise) and its smallest
-    possible value. Values in the table's units (accuracy %, NLL nats/token).
+    bootstrap. Every contrast gets its difference, interval, the seed-level Welch p (the decision,
+    Holm-adjusted across contrasts x metrics: ``p_seed_holm``), with >= 3 runs in all the exact
+    seed permutation p (``None`` otherwise; Holm too) and its smallest possible value, and the
+    bootstrap's p (descriptive). Values in the table's units (accuracy %, NLL nats/token).
 
     strata: "family" (items resampled within their family: the held-out split takes a fixed
     number per family) or "none" (all items one pool: families count as sampled too, wider).
@@ -133,11 +134,15 @@ def summarize_real(results: list[dict], ids: list[str], families: list[str | Non
             if sum(contrasts[name]["runs"]) < 3:  # 1 + 1 runs: the permutation test says nothing
                 c["p_permutation_seeds"] = None
             contrasts[name][key] = c
+    from madopd.stats import HOLM_NAME, SEED_TEST_NAME, holm_adjust
+
+    family = holm_adjust([contrasts[n][k] for n in contrasts for k in METRICS])  # the table's family
     n_runs = max((r["runs"] for r in rows.values()), default=0)
     return {"rows": rows, "contrasts": contrasts, "B": reps, "level": level, "seed": seed,
             "n_items": len(ids_t), "n_strata": n_strata, "strata": strata,
             "smallest_stratum": smallest, "test": bootstrap_test_name(n_strata > 1),
-            "permutation_test": PERM_NAME,
+            "permutation_test": PERM_NAME, "seed_test": SEED_TEST_NAME, "adjustment": HOLM_NAME,
+            "family_size": family,
             "covers": covers(n_runs, len(ids_t), n_strata, "held-out items")}
 
 
@@ -146,7 +151,8 @@ def _ci(c: dict, fmt: str, key: str = "mean") -> str:
 
 
 def _contrast_text(d: dict, B: int) -> str:
-    """'ref NLL -0.12 [-0.30, +0.05], paired bootstrap test p = 0.21, seed permutation p = 0.33;
+    """'ref NLL -0.12 [-0.30, +0.05], seed t p = 0.2 (Holm p = 1: not significant at 0.05), seed
+    permutation p = 0.33, bootstrap p = 0.21 (descriptive);
     acc ...' plus what the tests cannot show with this few runs."""
     from madopd.stats import fmt_p
 
@@ -156,8 +162,11 @@ def _contrast_text(d: dict, B: int) -> str:
         perm = ("" if c["p_permutation_seeds"] is None
                 else f", seed permutation {fmt_p(c['p_permutation_seeds'])}")
         unit = " pp" if key == "accuracy" else ""
+        seed = ("seed t n/a (one run each)" if c.get("p_seed") is None else
+                f"seed t {fmt_p(c['p_seed'])} (Holm {fmt_p(c['p_seed_holm'])}: "
+                f"{'significant' if c['p_seed_holm'] < ALPHA else 'not significant'} at {ALPHA})")
         parts.append(f"{label} {_ci(c, '+.3f' if key == 'ref_nll' else '+.1f', 'diff')}{unit}, "
-                     f"paired bootstrap test {fmt_p(c['p_bootstrap'], B)}{perm}")
+                     f"{seed}{perm}, bootstrap {fmt_p(c['p_bootstrap'], B)} (descriptive)")
     na, nb = d["runs"]
     if na + nb < 3:
         parts.append("one run per row: the bootstrap test covers items only, no seed permutation test")
@@ -199,9 +208,11 @@ def format_real_table(summary: dict, title: str | None = None) -> str:
                          f"{', '.join(map(str, c['run_seeds']))}'s run (no training, greedy "
                          f"evaluation: identical copies), counted once: its interval is a {c['covers']}")
     if summary["contrasts"]:
-        lines.append(f"contrasts a - b on the same items (NLL: negative = a better); paired "
-                     f"bootstrap test = {summary['test']}; seed permutation = "
-                     f"{summary['permutation_test']}:")
+        lines.append(f"contrasts a - b on the same items (NLL: negative = a better); decision: "
+                     f"{summary.get('seed_test', 'seed t-test')}, {summary.get('adjustment', 'Holm')} "
+                     f"(m = {summary.get('family_size', '?')}); seed permutation = "
+                     f"{summary['permutation_test']}; bootstrap = {summary['test']}, descriptive "
+                     "(it rejects a true null too often with few runs: docs/statistics.md):")
     for name, d in summary["contrasts"].items():
         lines.append(f"  {name}: {_contrast_text(d, summary['B'])}")
     return "\n".join(lines)

@@ -21,15 +21,25 @@ A resample is a pair of weight vectors (item weights w [N], seed weights v [S]) 
 is linear in Y: score* = vᵀ Y w. Its bootstrap mean equals the point estimate exactly
 (E w_i = 1/(F n_f), E v_s = 1/S, independent), which the tests check by enumeration.
 
-Tests (two-sided; both named wherever a p-value is printed: ``TEST_NAME``, ``PERM_NAME``):
-* ``paired bootstrap test``: p = 2·min(#{Δ* ≤ 0}, #{Δ* ≥ 0}) + 1 over (B + 1), capped at 1 —
-  the test dual to the percentile interval (p < 0.05 iff the 95 % interval excludes 0, up to
-  the +1s). Items and seeds both vary under it (items only where both methods have one seed).
-* ``exact permutation test over seeds``: the S_a + S_b runs of two methods are relabelled in all
-  C(S_a + S_b, S_a) ways (items held fixed), statistic |mean_a − mean_b| of the per-run scores.
-  Exact, needs no distributional assumption, but its smallest p is bounded below
-  (``permutation_min_p``: 2/252 ≈ 0.008 with 5 + 5 runs, 1/3 with 2 + 2), so with few seeds
-  it cannot reach 0.05 whatever the data.
+Tests (two-sided). The unit of replication is the training run, so the tests that decide
+"significant" work on the per-run (per-seed) scores; items enter only through each run's score:
+* ``seed-level Welch t-test`` (``welch_p``, primary, ``SEED_TEST_NAME``): per-run macro scores
+  of a against b, Welch's t with Satterthwaite's degrees of freedom. A side with a single distinct
+  run enters as a constant (right for an untrained model evaluated greedily, e.g. Base).
+* ``exact permutation test over seeds`` (``seed_permutation_p``, ``PERM_NAME``): the S_a + S_b
+  runs relabelled in all C(S_a + S_b, S_a) ways (items held fixed), statistic |mean_a − mean_b|.
+  Exact, assumption-free, but its smallest p is bounded below (``permutation_min_p``: 2/252 ≈
+  0.008 with 5 + 5 runs, 1/3 with 2 + 2), so with few seeds it cannot reach 0.05 whatever the data.
+* Holm's step-down correction (``holm``) across each table's family of comparisons (every
+  difference x column); "significant" means the Holm-adjusted seed-level p < alpha.
+Bootstraps (descriptive, not significance tests):
+* ``item bootstrap`` (``p_items``, ``lo_items``/``hi_items``): items resampled, runs FIXED — the
+  uncertainty over evaluation items for these particular runs. It ignores training randomness,
+  so it says nothing about a rerun with other seeds.
+* ``paired bootstrap over items x seeds`` (``p_bootstrap``, the cells' and differences' intervals):
+  p = 2·min(#{Δ* ≤ 0}, #{Δ* ≥ 0}) + 1 over (B + 1). Resampling S seeds with replacement sees
+  (S − 1)/S of the seed variance, so as a test it rejects a true null far too often with few
+  seeds (measured by ``madopd.stats_null``: docs/statistics.md); kept as an interval only.
 """
 
 from __future__ import annotations
@@ -85,8 +95,11 @@ def bootstrap_test_name(stratified: bool = True) -> str:
             "shared by both methods; seeds resampled per method)")
 
 
-TEST_NAME = bootstrap_test_name()
+TEST_NAME = bootstrap_test_name()  # the items x seeds bootstrap: an interval, not the primary test
 PERM_NAME = "exact permutation test over training seeds (items fixed)"
+SEED_TEST_NAME = "two-sided Welch t-test on the per-seed scores (unit = training run)"
+ITEM_BOOT_NAME = "item bootstrap (items resampled, runs fixed: uncertainty over items only)"
+HOLM_NAME = "Holm step-down adjustment across the table's comparisons (every difference x column)"
 
 
 def covers(n_seeds: int, n_items: int, n_strata: int = 1, what: str = "evaluation items") -> str:
@@ -194,6 +207,82 @@ def seed_permutation_p(a: np.ndarray, b: np.ndarray, *, max_exact: int = 200_000
     return hits / (n_random + 1)
 
 
+def welch_t(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Welch's t of per-run scores, batched: a [..., S_a], b [..., S_b] -> (diff, t, df) [...].
+
+    t = (ā − b̄) / sqrt(s_a²/S_a + s_b²/S_b), df = Satterthwaite's. A side with one run enters
+    as a constant (variance term 0, df from the other side alone). Both variance terms 0: t is
+    ±inf for a nonzero difference and 0 for none (no randomness left to test against).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    na, nb = a.shape[-1], b.shape[-1]
+    diff = a.mean(-1) - b.mean(-1)
+    va = a.var(-1, ddof=1) / na if na > 1 else np.zeros(diff.shape)
+    vb = b.var(-1, ddof=1) / nb if nb > 1 else np.zeros(diff.shape)
+    se2 = va + vb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se2 > 0, diff / np.sqrt(se2), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+        den = (va ** 2 / (na - 1) if na > 1 else 0.0) + (vb ** 2 / (nb - 1) if nb > 1 else 0.0)
+        df = np.where(den > 0, se2 ** 2 / np.where(den > 0, den, 1.0), np.inf)
+    return diff, t, df
+
+
+def welch_p_batch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two-sided Welch p, batched over leading axes (``welch_t``); NaN where both sides have one run."""
+    from scipy.stats import t as student_t
+
+    _, t, df = welch_t(a, b)
+    p = np.where(np.isinf(t), 0.0, 2.0 * student_t.sf(np.abs(np.where(np.isinf(t), 0.0, t)), df))
+    if np.asarray(a).shape[-1] < 2 and np.asarray(b).shape[-1] < 2:
+        p = np.full(np.shape(t), np.nan)
+    return np.minimum(1.0, p)
+
+
+def welch_p(a, b) -> float | None:
+    """The seed-level Welch t-test's two-sided p of per-run scores a [S_a] vs b [S_b] (primary);
+    None with one run on each side (no variance to test against)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 1 or len(b) < 1:
+        raise ShapeError(f"welch_p: needs runs on both sides, got {len(a)} and {len(b)}")
+    p = float(welch_p_batch(a, b))
+    return None if math.isnan(p) else p
+
+
+def holm(pvalues) -> list[float | None]:
+    """Holm's step-down adjusted p-values (None entries are skipped and stay None).
+
+    The j-th smallest of m p-values becomes max_{i <= j} min(1, (m − i + 1)·p_(i)); rejecting
+    where adjusted < alpha controls the family-wise error rate at alpha under any dependence.
+    """
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    out: list[float | None] = [None] * len(pvalues)
+    m = len(idx)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        out[i] = running
+    return out
+
+
+def holm_adjust(cells: list[dict], keys: tuple[str, ...] = ("p_seed", "p_permutation_seeds")) -> int:
+    """Add ``<key>_holm`` to every cell (one family: all ``cells``) for each p-value key; -> m,
+    the family's size (cells with a p-value for the first key)."""
+    for key in keys:
+        adj = holm([c.get(key) for c in cells])
+        for c, a in zip(cells, adj):
+            c[f"{key}_holm"] = a
+    return sum(c.get(keys[0]) is not None for c in cells)
+
+
+def adjust_table(table: dict[str, Any]) -> dict[str, Any]:
+    """Holm across one ``bootstrap_table`` result's family (every difference x column), in place:
+    adds ``p_seed_holm`` / ``p_permutation_seeds_holm`` to each cell and ``family_size``."""
+    cells = [c for d in table["diffs"].values() for c in d["columns"].values()]
+    table["family_size"] = holm_adjust(cells)
+    table["adjustment"] = HOLM_NAME
+    return table
+
+
 def _check_task(methods: dict[str, Outcomes], task: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     first = next(iter(methods.values()))
     for name, o in methods.items():
@@ -204,11 +293,12 @@ def _check_task(methods: dict[str, Outcomes], task: str) -> tuple[tuple[str, ...
 
 
 def bootstrap_draws(tasks: dict[str, dict[str, Outcomes]], *, B: int = 10_000, seed: int = 0,
-                    ) -> tuple[dict, dict, dict]:
+                    items_only: bool = False) -> tuple[dict, dict, dict]:
     """The resampled scores behind ``bootstrap_table``: (star, point, runs), each method -> column.
 
     star[m][col] [B] resampled scores; point[m][col] the estimate; runs[m][col] [S] per-seed
-    scores. One stratified item draw per task shared by all its methods (paired); one seed draw
+    scores. ``items_only``: the seeds are not resampled (every run weighs 1/S: runs fixed), the
+    same item draws otherwise. One stratified item draw per task shared by all its methods (paired); one seed draw
     per method shared by its tasks. ``overall`` (the mean over tasks) where a method has every task.
     """
     if B < 100:
@@ -227,7 +317,9 @@ def bootstrap_draws(tasks: dict[str, dict[str, Outcomes]], *, B: int = 10_000, s
     runs: dict[str, dict[str, np.ndarray]] = {m: {} for m in names}
     for t, ms in tasks.items():
         for m, o in ms.items():
-            star[m][t] = resampled_scores(o.values, W[t], V[m])
+            # runs fixed: every run weighs 1/S, so score* = w_bᵀ (mean over runs of Y)
+            star[m][t] = (W[t] @ o.values.mean(axis=0) if items_only
+                          else resampled_scores(o.values, W[t], V[m]))
             point[m][t] = point_estimate(o)
             runs[m][t] = per_seed_scores(o)
     for m in names:
@@ -245,9 +337,12 @@ def bootstrap_table(tasks: dict[str, dict[str, Outcomes]], comparisons: list[tup
     tasks: task -> method -> Outcomes (every method of a task on the same items).
     comparisons: (a, b) pairs; Δ = a − b (skipped when a method is missing).
     Returns {"methods": {m: {col: {mean, lo, hi}}}, "diffs": {"a - b": {"a", "b", col: {diff, lo,
-    hi, p_bootstrap, p_permutation_seeds}}}, "B", "level", "seed"}; values in the outcomes' unit.
+    hi (items x seeds), p_seed, t_seed, df_seed, runs, p_permutation_seeds, p_items, lo_items,
+    hi_items (runs fixed), p_bootstrap (items x seeds)}}}, "B", "level", "seed"}; values in the
+    outcomes' unit. Holm across the table: ``adjust_table`` (callers own the family).
     """
     star, point, runs = bootstrap_draws(tasks, B=B, seed=seed)
+    fixed, _, _ = bootstrap_draws(tasks, B=B, seed=seed, items_only=True)
     out: dict[str, Any] = {"B": B, "level": level, "seed": seed, "methods": {}, "diffs": {}}
     for m in star:
         out["methods"][m] = {c: {"mean": point[m][c], **dict(zip(("lo", "hi"), percentile_interval(x, level)))}
@@ -260,9 +355,15 @@ def bootstrap_table(tasks: dict[str, dict[str, Outcomes]], comparisons: list[tup
             if c not in star[b]:
                 continue
             d = star[a][c] - star[b][c]
+            d_items = fixed[a][c] - fixed[b][c]
             lo, hi = percentile_interval(d, level)
+            lo_i, hi_i = percentile_interval(d_items, level)
+            _, t, df = welch_t(runs[a][c], runs[b][c])
             cols[c] = {"diff": point[a][c] - point[b][c], "lo": lo, "hi": hi,
-                       "p_bootstrap": bootstrap_p(d),
-                       "p_permutation_seeds": seed_permutation_p(runs[a][c], runs[b][c])}
+                       "p_seed": welch_p(runs[a][c], runs[b][c]), "t_seed": float(t),
+                       "df_seed": float(df), "runs": [len(runs[a][c]), len(runs[b][c])],
+                       "p_permutation_seeds": seed_permutation_p(runs[a][c], runs[b][c]),
+                       "p_items": bootstrap_p(d_items), "lo_items": lo_i, "hi_items": hi_i,
+                       "p_bootstrap": bootstrap_p(d)}
         out["diffs"][f"{a} - {b}"] = {"a": a, "b": b, "columns": cols}
     return out

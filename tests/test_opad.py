@@ -153,6 +153,32 @@ def test_distiller_trains_on_episodes(tiny_dirs, mode):
         assert len(rec.state_ids) == 2 and rec.state_ids[0].split("#")[0] == rec.state_ids[1].split("#")[0]
     else:  # 2 episodes x 2 steps, the later step states built from the student's actions
         assert len(rec.state_ids) == 4
+        # the tiny random student never writes "call0()": its step-1 states are off the gold
+        # path, have no reference, and are not verified against the gold action (issue 28.4)
+        assert [c is None for c, sid in zip(rec.correct, rec.state_ids) if sid.endswith("#1")] == [True, True]
+        assert all(c is not None for c, sid in zip(rec.correct, rec.state_ids) if sid.endswith("#0"))
     assert all("<|tool|>" in p for p, sid in zip(rec.prompts, rec.state_ids) if sid.endswith("#1"))
     ev = d.evaluate()
     assert {"step_accuracy", "episode_success", "accuracy"} <= set(ev)
+
+
+def test_full_mode_drops_the_gold_reference_after_the_student_deviates():
+    """Issue 28.4: once the student's action leaves the reference path, the states it reaches
+    are not the gold path's, so the gold action is not their reference (before the fix every
+    state kept refs[m]). The deviating step itself still has its reference (its history was on
+    path); whitespace-only differences stay on path; the dropped states are counted."""
+    ep = _episode(length=4)  # refs call0() .. call3()
+    acts = {0: " call0() ", 1: "wrong()", 2: "call2()", 3: "call3()"}
+    counters = {}
+    run = rollout_episodes(ScriptedStudent(lambda s: acts[s.meta["step"]]), [ep], EchoEnv(length=4),
+                           Sampling(), max_steps=4, counters=counters)[0]
+    assert [s.reference for s in run.states] == ["call0()", "call1()", None, None]
+    assert [s.meta["reference_valid"] for s in run.states] == [True, True, False, False]
+    assert run.deviated_at == 1 and run.states[3].meta["deviated_at"] == 1
+    assert counters["count/opad_reference_dropped"] == 2
+    on_path = rollout_episodes(ScriptedStudent(lambda s: f"call{s.meta['step']}()"), [ep],
+                               EchoEnv(length=4), Sampling(), max_steps=4, counters={})[0]
+    assert [s.reference for s in on_path.states] == [f"call{j}()" for j in range(4)]
+    assert on_path.deviated_at is None
+    # teacher-forced states are always on the path
+    assert all(s.meta["reference_valid"] for s in teacher_forced_states(ep, EchoEnv(length=4)))

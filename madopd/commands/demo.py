@@ -13,9 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"one of {', '.join(PROFILES)} (smoke: CI, < 2 min; default: the main "
                              "table, 5 seeds, blind-teacher rows and the shared-blind-spot control "
                              "world, budget 20 min cold on 2 idle cores, ~12.5 min with the zoos "
-                             "cached; full: adds divergence, rounds and debate-vs-weights ablations "
+                             "cached; full: adds the paper's ablations "
                              "and the multi-mode code world; multimode: only that world, MAD-OPD "
-                             "with JSD / RKL / FKL, 5 seeds)")
+                             "with JSD / RKL / FKL, 5 seeds; ablations: only the paper's ablations "
+                             "(components, divergences, rounds R = 0..3, confidence robustness) on "
+                             "a zoo with 3-round teachers, 5 seeds, estimated ~30 min on 2 idle cores)")
     parser.add_argument("--out", default="madopd-out", help="output directory (default: madopd-out/)")
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")

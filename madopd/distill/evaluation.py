@@ -8,6 +8,7 @@ Keys (per family ``<key>/<family>`` as well):
   ``step_accuracy``, ``n`` episodes, ``count/episode_truncated``.
 
 ``outcomes`` (a list, optional) receives one ``{"id", "family", "value"}`` per evaluated item
+(episodes also carry their ``actions``)
 (state: verify score; episode: success), in evaluation order: what an interval over items needs.
 """
 
@@ -70,7 +71,8 @@ def _evaluate_episodes(student, task, sampling, limit, batch_size, max_steps,
                 steps[fam].append(float(task.step_correct(r.episode, st.messages, action)))
             success[fam].append(float(task.episode_success(r.episode, r.history)))
             if outcomes is not None:
-                outcomes.append({"id": r.episode.id, "family": fam, "value": success[fam][-1]})
+                outcomes.append({"id": r.episode.id, "family": fam, "value": success[fam][-1],
+                                 "actions": list(r.actions)})
     flat_steps = [x for v in steps.values() for x in v]
     flat_succ = [x for v in success.values() for x in v]
     out = {"step_accuracy": _macro(steps), "episode_success": _macro(success),

@@ -286,6 +286,12 @@ class Distiller:
         self._log(record)
         return record
 
+    def _weights(self, transcripts: list, n: int,
+                 counters: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample teacher weights w [n, K] and keep [n] (``phases.debate_weights``); a method
+        so an ablation can override it (``toyworld.ablations.shuffled_confidence_distiller``)."""
+        return phases.debate_weights(self.config, self.K, transcripts, n, counters)
+
     def _step(self) -> StepRecord:
         """One step, top to bottom: rollout -> debate -> weights per micro-batch (phase 1, no
         gradients), then score -> loss -> backward one micro-batch of logits at a time
@@ -320,8 +326,7 @@ class Distiller:
                                    if needs_debate else [None] * len(ro.states))
                 weights, keep = (phases.one_hot_weights(ro.source, self.K)
                                  if ro.source is not None and not needs_debate else
-                                 phases.debate_weights(cfg, self.K, transcripts, len(ro.states),
-                                                       counters))
+                                 self._weights(transcripts, len(ro.states), counters))
                 micros.append(phases.micro_batch(ro, transcripts, weights, keep, counters))
         except SkipStep:
             local_skip = True

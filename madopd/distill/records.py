@@ -222,6 +222,9 @@ class StepRecorder:
             correct = []
             for mb in micros:
                 for st, t in zip(mb.states, mb.samples.texts):
+                    if st.meta.get("reference_valid") is False:  # full OPAD off the gold path
+                        correct.append(None)  # no reference to verify against (counted in opad)
+                        continue
                     c = float(self.task.verify(st, t))
                     if mb.on_policy:
                         correct.append(c)

@@ -27,14 +27,29 @@ def env_step_messages(environment: Environment, episode: Episode, history: Chat,
     return ([] if obs is None else [{"role": "tool", "content": str(obs)}]), bool(done)
 
 
-def step_state(episode: Episode, history: Chat, m: int, mode: str) -> State:
-    """The decision point before action m (history is copied so later steps cannot change it)."""
+def step_state(episode: Episode, history: Chat, m: int, mode: str,
+               deviated_at: int | None = None) -> State:
+    """The decision point before action m (history is copied so later steps cannot change it).
+
+    ``deviated_at``: the step at which the acting policy's action left the reference path (full
+    mode). From then on the history is the student's own, so the gold path's action m is no
+    longer the reference of this state: ``reference`` is None and ``meta["reference_valid"]``
+    False (the state itself is unchanged: training never reads the reference).
+    """
     refs = episode.reference_actions or []
+    valid = deviated_at is None or m <= deviated_at
+    meta = {"episode_id": episode.id, "step": m, "opad_mode": mode, "num_reference_steps": len(refs)}
+    if deviated_at is not None:
+        meta["deviated_at"] = deviated_at
+    meta["reference_valid"] = valid and m < len(refs)
     return State(
         id=f"{episode.id}#{m}", messages=[dict(x) for x in history],
-        reference=refs[m] if m < len(refs) else None, family=episode.family,
-        meta={"episode_id": episode.id, "step": m, "opad_mode": mode,
-              "num_reference_steps": len(refs)})
+        reference=refs[m] if valid and m < len(refs) else None, family=episode.family, meta=meta)
+
+
+def same_action(a: str, b: str | None) -> bool:
+    """Whether an action equals a reference action up to whitespace (how a step stays on path)."""
+    return b is not None and " ".join(str(a).split()) == " ".join(str(b).split())
 
 
 def teacher_forced_states(episode: Episode, environment: Environment) -> list[State]:

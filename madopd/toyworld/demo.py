@@ -28,7 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from madopd.errors import ConfigError
-from madopd.toyworld.demo_stats import PERM_NAME, TEST_NAME, format_gains, gains, interval_tables
+from madopd.toyworld.demo_stats import (
+    HOLM_NAME,
+    ITEM_BOOT_NAME,
+    PERM_NAME,
+    SEED_TEST_NAME,
+    TEST_NAME,
+    format_gains,
+    gains,
+    interval_tables,
+)
 from madopd.toyworld.zoo import quiet_worker
 from madopd.types import Sampling
 
@@ -50,7 +59,11 @@ class DemoProfile:
     code_samples: int = field(default=4, metadata={"help": "samples per held-out spec for pass@k"})
     eval_episodes: int | None = field(default=None, metadata={"help": "None = all held-out episodes"})
     record_every: int = 25
-    ablations: bool = field(default=False, metadata={"help": "divergence, rounds, debate-vs-weights"})
+    ablations: bool = field(default=False, metadata={
+        "help": "the paper's ablations (toyworld/ablations.py): components, divergences, rounds "
+                "R = 0..3, confidence robustness, on the ablation zoo"})
+    ablation_zoo: str = field(default="ablations", metadata={
+        "help": "zoo profile of the ablation world (teachers trained for 3 debate rounds)"})
     control: bool = field(default=False, metadata={"help": "also run the shared-blind-spot world"})
     control_seeds: tuple[int, ...] | None = field(
         default=None, metadata={"help": "the control world's seeds (None = seeds)"})
@@ -79,6 +92,14 @@ PROFILES = {
     # budget: 20 min cold on 2 idle cores (measured 19 min 2 s, zoos included; README "Time")
     "default": DemoProfile(control=True, control_seeds=(0, 1, 2)),
     "full": DemoProfile(zoo="full", ablations=True, control=True, multimode=True),
+    # only the paper's ablations (toyworld/ablations.py), 5 seeds, on their own zoo (3-round
+    # teachers). Budget, estimated from the default profile's per-run cost (not measured on an
+    # idle machine): ~115 training runs + one zoo of 2 teachers, about 30 min on 2 idle cores
+    "ablations": DemoProfile(main=False, ablations=True, blind_teachers=False),
+    "ablations-smoke": DemoProfile(zoo="smoke", main=False, ablations=True, blind_teachers=False,
+                                   ablation_zoo="ablations-smoke", seeds=(0, 1), steps=4,
+                                   batch_size=8, code_samples=2, eval_episodes=20, record_every=2,
+                                   bootstrap=200),
     # only the multi-mode group (madopd/toyworld/multimode.py), with 5 seeds; and its tiny twin for tests
     "multimode": DemoProfile(main=False, multimode=True, seeds=(0, 1, 2, 3, 4)),
     "multimode-smoke": DemoProfile(zoo="smoke", main=False, multimode=True, multimode_zoo="multimode-smoke",
@@ -103,6 +124,9 @@ class Job:
     weighting: str = "uniform"
     divergence: str | None = None  # None = the task's (Remark 1)
     transcript_in_score: bool = True  # False: weights from the debate, teachers score blind
+    tau: float = 1.0  # confidence softmax temperature (Eq. 7)
+    shuffle_confidence: bool = False  # weights permuted across teachers per state (ablation)
+    opad_first_step: bool = False  # train on each episode's first decision point only (no OPAD)
 
     @property
     def name(self) -> str:
@@ -133,19 +157,9 @@ def plan(profile: DemoProfile, tasks: tuple[str, ...] = TASKS, K: int = 2) -> li
     jobs = ([row_jobs(r, t, s, K) for t in tasks for r in rows + blind for s in profile.seeds]
             if profile.main else [])
     if profile.ablations:
-        for t in tasks:
-            for s in profile.seeds:
-                for d in ("jsd", "rkl", "fkl"):
-                    if d != DIVERGENCE[t][0]:
-                        jobs.append(row_jobs("MAD-OPD", t, s, K, group="divergence", divergence=d,
-                                             label=f"MAD-OPD {d}"))
-                for r in (1,):  # R = 0 is MT-OPD's row, R = 2 is MAD-OPD's
-                    jobs.append(row_jobs("MAD-OPD", t, s, K, group="rounds", rounds=r, label=f"MAD-OPD R={r}"))
-                jobs.append(row_jobs("MAD-OPD", t, s, K, group="ablation", weighting="uniform",
-                                     label="debate, uniform w"))
-                # round-1 confidences as weights, teachers score blind (prototype's "no debate")
-                jobs.append(row_jobs("MAD-OPD", t, s, K, group="ablation", transcript_in_score=False,
-                                     rounds=1, label="confidence w, no debate"))
+        from madopd.toyworld.ablations import ablation_jobs
+
+        jobs += ablation_jobs(profile.seeds, tasks, K, row_jobs)
     if profile.control:
         for t in tasks:
             for r in ["Base", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD"] + blind:
@@ -191,7 +205,7 @@ def _config(job: Job, profile: DemoProfile, zoo_paths: dict, run_dir: Path, cach
         seed=job.seed, sampling=Sampling(temperature=1.0, max_new_tokens=12),
         debate_sampling=GREEDY_DEBATE, divergence=job.divergence or div, beta=beta,
         checkpoint_every=0, record_every=profile.record_every, record_topk=5,
-        verify_train=job.task == "toy-tools",  # code is verified in bulk at evaluation time
+        verify_train=job.task == "toy-tools", tau=job.tau,  # code is verified in bulk at evaluation time
         debate_cache=True, debate_cache_path=cache_path, warmup_ratio=0.05, schedule="cosine",
         opad_mode="teacher_forced")
     fields: dict[str, Any] = {"rounds": job.rounds, "weighting": job.weighting}
@@ -246,6 +260,31 @@ def evaluate_code(student, task, n_samples: int, seed: int, limit: int | None = 
     return res
 
 
+def operation_calls(outcomes: list[dict]) -> dict[str, float]:
+    """The collapse metric of toy-tools (issue 28, Build 3), from evaluated episodes' actions.
+
+    Per episode, the operation of its first operation call (``add 41 17`` -> add; none if it
+    never calls one). ``ops/distinct`` = distinct operations over all held-out episodes (1: the
+    policy calls one operation whatever the task word, i.e. collapsed; 5 = one per family
+    possible); per family, ``ops/distinct/<family>`` and ``ops/right/<family>`` (share of its
+    episodes whose operation is the family's own); ``ops/none`` = episodes with no call.
+    """
+    import re
+
+    op = re.compile(r"^(add|sub|max|min|dst) -?\d{1,4} -?\d{1,4}$")
+    by_fam: dict[str, list[str | None]] = {}
+    for o in outcomes:
+        first = next((m.group(1) for a in o.get("actions", []) if (m := op.match(str(a).strip()))), None)
+        by_fam.setdefault(o["family"], []).append(first)
+    called = [x for v in by_fam.values() for x in v]
+    out = {"ops/distinct": float(len({x for x in called if x is not None})),
+           "ops/none": float(sum(x is None for x in called))}
+    for fam, ops in by_fam.items():
+        out[f"ops/distinct/{fam}"] = float(len({x for x in ops if x is not None}))
+        out[f"ops/right/{fam}"] = sum(x == fam for x in ops) / len(ops)
+    return out
+
+
 def _items(outcomes: list[dict]) -> dict[str, list]:
     return {"ids": [o["id"] for o in outcomes], "families": [o["family"] for o in outcomes],
             "values": [o["value"] for o in outcomes]}
@@ -274,6 +313,10 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
     torch.manual_seed(job.seed)
     tools, code = make_tasks(ZooSpec(**zoo_paths["spec"]))
     task = tools if job.task == "toy-tools" else code
+    if job.opad_first_step:
+        from madopd.toyworld.ablations import FirstStepOnly
+
+        task = FirstStepOnly(task)
     run_dir = Path(out_dir) / "runs" / job.name.replace("/", "__").replace(" ", "_").replace("(", "").replace(")", "")
     blind = job.preset == "teacher_blind"
     cfg_job = dataclasses.replace(job, preset="base", teachers=()) if blind else job
@@ -290,8 +333,13 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
         policy = HFStudent(str(zoo_paths["student"]), name="student", batch_size=512)
         teachers = [HFTeacher(str(zoo_paths["teachers"][k]), name=zoo_paths["names"][k], batch_size=512)
                     for k in job.teachers]
-        d = Distiller(cfg, policy, teachers, task, debate_protocol=_protocol(job) if teachers else None,
-                      store=store)
+        cls = Distiller
+        if job.shuffle_confidence:
+            from madopd.toyworld.ablations import shuffled_confidence_distiller
+
+            cls = shuffled_confidence_distiller(job.seed)
+        d = cls(cfg, policy, teachers, task, debate_protocol=_protocol(job) if teachers else None,
+                store=store)
         records = d.train(progress=False) if job.preset != "base" else []
         steps = max(1, d.step_count)
     t_train = time.perf_counter() - t0
@@ -299,6 +347,7 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
         ev = evaluate_student(policy, task, Sampling(greedy=True, max_new_tokens=cfg.sampling.max_new_tokens),
                               limit=profile.eval_episodes, batch_size=512,
                               max_steps=cfg.opad_max_steps, outcomes=outcomes)
+        ev.update(operation_calls(outcomes))
         score = ev["episode_success"]
     else:
         n = profile.multimode_samples if job.group == "multimode" else profile.code_samples
@@ -341,11 +390,18 @@ def evaluation_key(job: Job, profile: DemoProfile, paths: dict) -> tuple | None:
 
 def split_replicas(jobs: list[Job], profile: DemoProfile, paths: dict
                    ) -> tuple[list[Job], list[tuple[Job, Job]]]:
-    """-> (jobs to run, [(job to copy into, the run job it equals)]), in ``jobs`` order."""
+    """-> (jobs to run, [(job to copy into, the run job it equals)]), in ``jobs`` order.
+
+    Evaluation-only jobs with equal ``evaluation_key``; and the ablation tables' shared training
+    runs (the same run shown in several tables, ``ablations.training_key``)."""
+    from madopd.toyworld.ablations import GROUPS, training_key
+
     first: dict[tuple, Job] = {}
     run, copies = [], []
     for j in jobs:
         key = evaluation_key(j, profile, paths)
+        if key is None and j.group in GROUPS:
+            key = training_key(j, DIVERGENCE[j.task][0])
         if key is not None and key in first:
             copies.append((j, first[key]))
             continue
@@ -450,32 +506,9 @@ def summarize(results: list[dict], tasks: tuple[str, ...] = TASKS) -> dict[str, 
 
 
 def composite_tables(table: dict, tasks: tuple[str, ...] = TASKS) -> dict[str, dict]:
-    """The full profile's ablation tables, with the main table's rows they share."""
-    main = table.get("main/default", {})
+    """Extra tables printed after the main one: the control world. (The ablations have their
+    own section: ``toyworld/ablations.py``, ``summary["ablations"]``.)"""
     out: dict[str, dict] = {}
-    div = table.get("divergence/default")
-    if div:
-        rows: dict[str, dict] = {}
-        for d in ("jsd", "rkl", "fkl"):
-            row = dict(div.get(f"MAD-OPD {d}", {}))
-            for t in tasks:
-                if DIVERGENCE[t][0] == d and t in main.get("MAD-OPD", {}):
-                    row[t] = main["MAD-OPD"][t]
-            row.pop("overall", None)
-            rows[f"MAD-OPD, {d.upper()}"] = row
-        out["divergence ablation (MAD-OPD; toy-tools default JSD, toy-code default RKL)"] = rows
-    rnd = table.get("rounds/default")
-    if rnd:
-        out["debate rounds R (MAD-OPD; R = 0 is MT-OPD)"] = {
-            "R = 0": main.get("MT-OPD", {}), "R = 1": rnd.get("MAD-OPD R=1", {}),
-            "R = 2": main.get("MAD-OPD", {})}
-    abl = table.get("ablation/default")
-    if abl:
-        out["debate vs weights"] = {
-            "MT-OPD (no debate, uniform w)": main.get("MT-OPD", {}),
-            "confidence w, no debate in context": abl.get("confidence w, no debate", {}),
-            "debate in context, uniform w": abl.get("debate, uniform w", {}),
-            "MAD-OPD (debate + confidence w)": main.get("MAD-OPD", {})}
     ctrl = table.get("control/blind")
     if ctrl:
         out["control: shared blind spot (every teacher knows only add/sub)"] = ctrl
@@ -531,7 +564,12 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     worlds = {}
-    if profile.main or profile.ablations:
+    if profile.ablations:
+        from madopd.toyworld.ablations import WORLD
+
+        worlds[WORLD] = load_zoo(profile_spec(profile.ablation_zoo), root=zoo_root, workers=workers,
+                                 force=rebuild_zoo, log=log)
+    if profile.main:
         worlds["default"] = load_zoo(profile_spec(profile.zoo), root=zoo_root, workers=workers,
                                      force=rebuild_zoo, log=log)
     if profile.multimode and "toy-code" in tasks:
@@ -548,8 +586,9 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
     paths = {w: zoo_paths_of(z) for w, z in worlds.items()}
     jobs, copies = split_replicas(jobs, profile, paths)
     if copies:
-        log(f"demo: {len(copies)} evaluation-only runs equal another run (same model, items and "
-            f"sampling seed); they are copied from it, not rerun (results.json: replicated_from)")
+        log(f"demo: {len(copies)} runs equal another run (an evaluation with the same model, items "
+            f"and sampling seed, or one ablation run shown in several tables); they are copied "
+            f"from it, not rerun (results.json: replicated_from)")
     cache_dir = out / "debate-cache"
     cache_dir.mkdir(exist_ok=True)
     need = sorted({(j.world, j.task, j.rounds, j.transcript_in_score) for j in jobs if j.rounds > 0})
@@ -605,8 +644,11 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
                         "debate_cache": round(sum(w.get("cpu_seconds", 0.0) for w in warm.values()), 1)},
         "metrics": {t: METRIC[t] for t in tasks},
         "divergences": {t: DIVERGENCE[t][0] for t in tasks},
-        "tests": {"primary": TEST_NAME, "secondary": PERM_NAME, "alpha": 0.05,
-                  "interval": f"95 % percentile interval, bootstrap over items x seeds, B = {profile.bootstrap}"},
+        "tests": {"primary": SEED_TEST_NAME, "secondary": PERM_NAME, "adjustment": HOLM_NAME,
+                  "alpha": 0.05, "decision": "significant = Holm-adjusted seed-level Welch p < alpha",
+                  "items_only": ITEM_BOOT_NAME,
+                  "interval": f"95 % percentile interval, paired bootstrap over items x seeds "
+                              f"(descriptive: {TEST_NAME}), B = {profile.bootstrap}"},
         "table": main, "intervals": intervals.get("main/default", {}),
         "gain": gains(intervals.get("main/default", {})),
         "extra": extra, "groups": table, "group_intervals": intervals,
@@ -616,6 +658,14 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
         "debate_cache": warm, "runs": results,
     }
     summary["extra_gain"] = {k: gains(v) for k, v in summary["extra_intervals"].items()}
+    from madopd.toyworld.demo_stats import collapse_summary
+
+    summary["collapse"] = collapse_summary(results)
+    if profile.ablations:
+        from madopd.toyworld.ablations import ablation_summary
+
+        summary["ablations"] = ablation_summary(
+            table, intervals, results, {"toy-tools": "episode_success", "toy-code": "pass@1"})
     if "multi" in worlds:
         from madopd.toyworld.multimode import multimode_summary
 
@@ -644,13 +694,31 @@ def summary_text(summary: dict, tasks: tuple[str, ...] = TASKS) -> str:
                             f"seeds] (%, toy-tools = episode success, toy-code = pass@1)", tasks,
                             summary.get("intervals"))
     if summary.get("gain"):
-        text += (f"\ndifferences [95 % interval]; tests: {TEST_NAME} (B = {B}); {PERM_NAME}\n"
-                 + format_gains(summary["gain"], B))
+        text += "\n" + tests_legend(summary["intervals"], B) + "\n" + format_gains(summary["gain"], B)
+    if summary.get("collapse", {}).get("main/default"):
+        from madopd.toyworld.demo_stats import format_collapse
+
+        text += ("\ncollapse (toy-tools, first operation call of each held-out episode):\n"
+                 + format_collapse(summary["collapse"]["main/default"]))
     for key, rows in summary.get("extra", {}).items():
         iv = summary.get("extra_intervals", {}).get(key)
         text += "\n\n" + format_table(rows, key if iv else key + " (mean ± SE over seeds)", tasks, iv)
         if summary.get("extra_gain", {}).get(key):
-            text += "\n" + format_gains(summary["extra_gain"][key], B)
+            text += "\n" + tests_legend(iv, B) + "\n" + format_gains(summary["extra_gain"][key], B)
+    for ab in summary.get("ablations", {}).values():
+        from madopd.toyworld.ablations import format_contrasts, format_families
+
+        iv = ab["intervals"]
+        text += ("\n\n" + format_table(ab["rows"], f"{ab['title']} ({len(seeds)} seeds; its own runs "
+                                      f"{ab['cpu_seconds']:.0f} CPU s)", tasks, iv)
+                 + "\n" + tests_legend(iv, B or iv.get("B")) + "\n" + format_contrasts(iv, iv.get("B")))
+        if ab["families"]:
+            text += "\nper family (%, mean over seeds):\n" + format_families(ab["families"])
+        coll = summary.get("collapse", {}).get(f"{ab['group']}/{ab['world']}")
+        if coll:
+            from madopd.toyworld.demo_stats import format_collapse
+
+            text += "\ncollapse (toy-tools):\n" + format_collapse(coll)
     if "multimode" in summary:
         from madopd.toyworld.multimode import format_multimode
 
@@ -660,8 +728,16 @@ def summary_text(summary: dict, tasks: tuple[str, ...] = TASKS) -> str:
                  f"debate caches {summary.get('debate_cache_seconds', 0):.0f} s)")
         if summary.get("runs_replicated"):
             text += (f"; {summary['runs_executed']} runs executed, {summary['runs_replicated']} "
-                     "evaluation-only runs copied from an equal run (same model, items, seed)")
+                     "runs copied from an equal run (evaluations: same model, items, seed; "
+                     "ablations: the same run in several tables)")
     return text
+
+
+def tests_legend(iv: dict, B: int | None) -> str:
+    """The line under a table naming every test and the family Holm adjusts over."""
+    return (f"differences [95 % interval: bootstrap over items x seeds, B = {B}, descriptive]; "
+            f"decision: {SEED_TEST_NAME}, {HOLM_NAME} (m = {iv.get('family_size', '?')}), "
+            f"significant = adjusted p < 0.05; also: {PERM_NAME} (raw, Holm); {ITEM_BOOT_NAME}")
 
 
 def _longest_first(jobs: list[Job]) -> list[Job]:

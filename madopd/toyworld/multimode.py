@@ -233,8 +233,24 @@ def multimode_summary(results: list[dict], teacher_modes_report: dict | None = N
         fams = sorted({k.split("/")[2] for k in row if k.startswith("modes/p_form/")})
         pq[f"student {name}"] = {f: [round(row[f"modes/p_form/{f}/{i}"]["mean"], 4)
                                      for i in range(3) if f"modes/p_form/{f}/{i}" in row] for f in fams}
-    return {"table": table, "welch_p": tests, "p_forms": pq,
+    from madopd.stats import holm
+
+    flat = [(pair, key) for pair, ps in tests.items() for key in ps]  # the group's family
+    adj = holm([None if tests[pr][k] != tests[pr][k] else tests[pr][k] for pr, k in flat])
+    holm_p = {pair: {} for pair in tests}
+    for (pair, key), a in zip(flat, adj):
+        holm_p[pair][key] = float("nan") if a is None else a
+    return {"table": table, "welch_p": tests, "welch_p_holm": holm_p, "p_forms": pq,
             "interval": "95 % Student-t over training seeds (held-out specs fixed)"}
+
+
+def _p_list(ps: dict, adj: dict) -> str:
+    """'pass@1 0.024 (Holm 0.14), ...' for the metrics with a p-value."""
+    def one(key: str, lab: str) -> str:
+        a = adj.get(key, float("nan"))
+        return f"{lab} {ps[key]:.3g}" + ("" if a != a else f" (Holm {a:.3g})")
+
+    return ", ".join(one(key, lab) for key, lab, _ in TABLE_METRICS if ps[key] == ps[key])
 
 
 def format_multimode(summary: dict[str, Any]) -> str:
@@ -260,8 +276,8 @@ def format_multimode(summary: dict[str, Any]) -> str:
             cells.append(f"{c['mean']:.{nd}f} ± {half}".rjust(15))
         lines.append(f"{name:<{w}}| " + " | ".join(cells))
     for pair, ps in summary["welch_p"].items():
-        lines.append(f"Welch two-sided p, {pair}: " + ", ".join(
-            f"{lab} {ps[key]:.3g}" for key, lab, _ in TABLE_METRICS if ps[key] == ps[key]))
+        lines.append(f"Welch two-sided p (Holm-adjusted over the group's comparisons), {pair}: "
+                     + _p_list(ps, summary.get("welch_p_holm", {}).get(pair, {})))
     lines.append("mean P(form i | spec) of the right family (form 0 = canonical), per family:")
     for who, fams in summary["p_forms"].items():
         lines.append(f"  {who:<28} " + "  ".join(
@@ -307,8 +323,8 @@ def multimode_html(summary: dict[str, Any] | None) -> str:
         out.append("</tr>")
     out.append("</table>")
     for pair, ps in summary.get("welch_p", {}).items():
-        out.append(f"<p class=small>Welch two-sided p, {esc(pair)}: " + esc(", ".join(
-            f"{lab} {ps[key]:.3g}" for key, lab, _ in TABLE_METRICS if ps[key] == ps[key])) + "</p>")
+        out.append(f"<p class=small>Welch two-sided p (Holm-adjusted over the group's comparisons), "
+                   f"{esc(pair)}: " + esc(_p_list(ps, summary.get("welch_p_holm", {}).get(pair, {}))) + "</p>")
     out.append("<table><caption>mean P(form i | spec) of the right family: teachers' p (privileged "
                "= with the debate transcript) vs each student's q</caption><tr><th>model</th>")
     fams = sorted({f for v in summary["p_forms"].values() for f in v})

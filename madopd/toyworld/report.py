@@ -276,10 +276,50 @@ def mechanism_html(summary: dict) -> str:
     return "".join(out)
 
 
-def write_report(summary: dict, path: str | Path) -> Path:
-    from madopd.toyworld.demo_stats import PERM_NAME, TEST_NAME
+def ablations_html(ablations: dict, B: int | None) -> str:
+    """One section per ablation table (toyworld/ablations.py): the table, a bar chart, every
+    difference with its seed-level test and Holm-adjusted verdict, the per-family breakdown."""
+    from madopd.toyworld.demo_stats import fmt_diff, significance
 
-    tests = {"primary": TEST_NAME, "secondary": PERM_NAME, **summary.get("tests", {})}
+    out = []
+    for ab in ablations.values():
+        iv = ab.get("intervals") or None
+        m = (iv or {}).get("family_size", "?")
+        out.append(f"<h2>{esc(ab['title'])}</h2><p class=small>CPU seconds of its own runs: "
+                   f"{esc(ab.get('cpu_seconds'))} (a run shared with another table counts once). "
+                   f"Each variant against {esc(ab.get('reference') or 'each other variant')}; decision: "
+                   f"seed-level Welch t-test, Holm across the table's {esc(m)} comparisons.</p>")
+        out.append(table_html(ab["rows"], ab["title"], iv) + bar_chart(ab["rows"], intervals=iv))
+        items = [f"<li>{esc(name)} [{esc(col)}]: {esc(fmt_diff(c, (iv or {}).get('B')))} "
+                 f"({esc(significance(c))})</li>"
+                 for name, d in (iv or {}).get("diffs", {}).items() for col, c in d["columns"].items()]
+        if items:
+            out.append("<ul class=small>" + "".join(items) + "</ul>")
+        fams = ab.get("families") or {}
+        if fams:
+            cols = sorted({f for tasks in fams.values() for by_f in tasks.values() for f in by_f})
+            out.append("<table><caption>per family (%, mean over seeds)</caption><tr><th>row</th>"
+                       "<th>task</th>" + "".join(f"<th>{esc(f)}</th>" for f in cols) + "</tr>")
+            for row, tasks in fams.items():
+                for task, by_f in tasks.items():
+                    out.append(f"<tr><td>{esc(row)}</td><td>{esc(task)}</td>" + "".join(
+                        f"<td>{by_f[f]:.1f}</td>" if f in by_f else "<td>–</td>" for f in cols) + "</tr>")
+            out.append("</table>")
+    return "".join(out)
+
+
+def write_report(summary: dict, path: str | Path) -> Path:
+    from madopd.toyworld.demo_stats import (
+        HOLM_NAME,
+        ITEM_BOOT_NAME,
+        PERM_NAME,
+        SEED_TEST_NAME,
+        TEST_NAME,
+    )
+
+    tests = {"primary": SEED_TEST_NAME, "secondary": PERM_NAME, "adjustment": HOLM_NAME,
+             "items_only": ITEM_BOOT_NAME, "interval": f"95 % percentile interval, {TEST_NAME}",
+             **summary.get("tests", {})}
     iv = summary.get("intervals") or None
     B = (iv or {}).get("B")
     what = (f"Mean over training seeds {esc(plain(summary.get('profile_settings', {}).get('seeds')))} "
@@ -298,10 +338,20 @@ def write_report(summary: dict, path: str | Path) -> Path:
              table_html(summary.get("table", {}), "main table (paper Table 1 in miniature)", iv)]
     g = summary.get("gain", {})
     if g:
-        parts.append(f"<p>Differences in points [95 % interval]. Test: {esc(tests.get('primary'))}, "
-                     f"B = {esc(B)}; also the {esc(tests.get('secondary'))}. 'Significant' means "
-                     f"p &lt; 0.05 in the first.</p>" + gains_html(g, B))
+        m = (iv or {}).get("family_size", "?")
+        parts.append(f"<p>Differences in points [95 % interval: bootstrap over items x seeds, "
+                     f"B = {esc(B)}, descriptive]. Decision: {esc(tests.get('primary'))}, "
+                     f"{esc(tests.get('adjustment', 'no multiple-comparison adjustment'))} (m = {esc(m)}); "
+                     f"'significant' means the adjusted p &lt; 0.05. Also printed: the "
+                     f"{esc(tests.get('secondary'))} (raw and Holm) and the "
+                     f"{esc(tests.get('items_only', 'item bootstrap'))}.</p>" + gains_html(g, B))
     parts.append(bar_chart(summary.get("table", {}), intervals=iv))
+    coll = summary.get("collapse", {}).get("main/default")
+    if coll:
+        from madopd.toyworld.demo_stats import format_collapse
+
+        parts.append("<h3>collapse (toy-tools: the first operation each held-out episode calls)</h3>"
+                     f"<pre>{esc(format_collapse(coll))}</pre>")
     for key, rows in summary.get("extra", {}).items():
         xiv = summary.get("extra_intervals", {}).get(key)
         parts.append(f"<h2>{esc(key)}</h2>" + table_html(rows, key if xiv else key + " (mean ± SE)", xiv)
@@ -309,6 +359,7 @@ def write_report(summary: dict, path: str | Path) -> Path:
         eg = summary.get("extra_gain", {}).get(key)
         if eg:
             parts.append(gains_html(eg, B))
+    parts.append(ablations_html(summary.get("ablations", {}), B))
     from madopd.toyworld.multimode import (
         multimode_html,  # the multi-mode group (issue 13.7), if run
     )

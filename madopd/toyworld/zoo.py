@@ -65,6 +65,9 @@ class ZooSpec:
     tool_episodes: int = 1500
     noisy_episodes: int = 1200
     eval_episodes: int = 250
+    debate_rounds: int = field(default=2, metadata={
+        "help": "debate rounds the teachers are trained for (2: r1, r2 turns, s1, s2 scoring; "
+                "3 adds r3/s3, for the round sweep's R = 3)"})
     code_world: str = field(default="single", metadata={
         "help": "'single': toy-code (one program per spec, both tasks trained); 'multi': "
                 "toy-code-multi (2-3 correct forms per spec, sampled evenly; code only)"})
@@ -76,6 +79,8 @@ class ZooSpec:
         for name in ("teacher_steps", "student_steps", "batch_size", "tool_episodes", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ZooSpec.{name} must be >= 1, got {getattr(self, name)}")
+        if self.debate_rounds < 1:
+            raise ConfigError(f"ZooSpec.debate_rounds must be >= 1, got {self.debate_rounds}")
         if not 0.0 <= self.student_skill <= 1.0:
             raise ConfigError(f"ZooSpec.student_skill must be in [0, 1], got {self.student_skill}")
 
@@ -96,6 +101,12 @@ PROFILES: dict[str, ZooSpec] = {
                         noisy_episodes=600, eval_episodes=40),
     "default": ZooSpec(),
     "full": ZooSpec(),
+    # the ablation profile's zoo: default sizes, teachers trained for 3 debate rounds (R sweep)
+    "ablations": ZooSpec(debate_rounds=3),
+    "ablations-smoke": ZooSpec(teacher_hidden=64, teacher_layers=2, teacher_intermediate=128,
+                               student_hidden=64, student_layers=1, student_intermediate=128,
+                               teacher_steps=40, student_steps=20, batch_size=16, tool_episodes=200,
+                               noisy_episodes=200, eval_episodes=40, debate_rounds=3),
     # the multi-mode code world (issue 13.7): default sizes, code-only members (several correct
     # forms per spec, sampled evenly in every member's data); its tiny twin for tests
     "multimode": ZooSpec(code_world="multi", teacher_steps=600, student_steps=300),
@@ -148,6 +159,8 @@ def member_settings(spec: ZooSpec, member: str) -> dict:
                   tool_episodes=spec.tool_episodes, merged=list(MERGED_TOKENS))
     if spec.code_world != "single":  # only then: single-world members keep their keys
         common["code_world"] = spec.code_world
+    if spec.debate_rounds != 2 and member != "student":  # the student never debates
+        common["debate_rounds"] = spec.debate_rounds
     if member == "student":
         return dict(common, role="student", hidden=spec.student_hidden, layers=spec.student_layers,
                     intermediate=spec.student_intermediate, steps=spec.student_steps,
@@ -346,6 +359,8 @@ def _spec_key(spec: ZooSpec) -> dict:
     d = asdict(spec)
     if d["code_world"] == "single":
         del d["code_world"]
+    if d["debate_rounds"] == 2:
+        del d["debate_rounds"]
     return d
 
 

@@ -91,7 +91,7 @@ def oracle_transcript(skills: list[TeacherSkill], task, state: State, rounds: in
 class Example:
     chat: Chat  # the prompt (rendered with add_generation_prompt)
     target: str  # the completion text (EOS appended at tokenisation)
-    kind: str  # r1 | r2 | s1 | s2 | blind | sft
+    kind: str  # r1 | r2 | s1 | s2 | blind | sft (| r3 | s3 ... with debate_rounds > 2)
 
 
 def _random_peer(task, state: State, rng: random.Random) -> tuple[str, int]:
@@ -99,8 +99,11 @@ def _random_peer(task, state: State, rng: random.Random) -> tuple[str, int]:
 
 
 def teacher_examples(skills: list[TeacherSkill], k: int, task, state: State,
-                     rng: random.Random, debate) -> list[Example]:
-    """The five debate/scoring examples of teacher k on one state."""
+                     rng: random.Random, debate, rounds: int = 2) -> list[Example]:
+    """The debate/scoring examples of teacher k on one state: five for ``rounds`` = 2 (r1, r2,
+    s1, s2, blind), two more per extra round (r_R: the round-R turn after R - 1 rounds, s_R:
+    scoring after R rounds), so a zoo trained with ``ZooSpec.debate_rounds`` = R debates R rounds
+    in its training distribution."""
     skill, K = skills[k], len(skills)
     own1 = teacher_turn(skill, task, state)
     # peers' round-1 turns: the real skills' (half the time) or random ones
@@ -119,13 +122,24 @@ def teacher_examples(skills: list[TeacherSkill], k: int, task, state: State,
         peers2 = [_random_peer(task, state, rng) for _ in range(K - 1)]
     own_s2 = revised_turn(skill, task, state, peers2)
     tr2 = _transcript(state, skills, k, 2, {1: (own1, peers1), 2: (own_s2, peers2)})
-    return [
+    out = [
         Example(debate.prompt(state, None, k, 1), own1[0] + confidence_tag(own1[1]), "r1"),
         Example(debate.prompt(state, tr1, k, 2), own2[0] + confidence_tag(own2[1]), "r2"),
         Example(debate.score_context(state, tr1, k), own2[0], "s1"),
         Example(debate.score_context(state, tr2, k), own_s2[0], "s2"),
         Example(debate.score_context(state, None, k), own1[0], "blind"),
     ]
+    turns, peers, tr = {1: (own1, peers1), 2: (own_s2, peers2)}, peers2, tr2
+    for r in range(3, rounds + 1):  # later rounds: revise on the peers' latest turns
+        own_r = revised_turn(skill, task, state, peers)
+        out.append(Example(debate.prompt(state, tr, k, r), own_r[0] + confidence_tag(own_r[1]), f"r{r}"))
+        peers = ([revised_turn(skills[j], task, state, [turns[r - 1][0]]) for j in range(K) if j != k]
+                 if rng.random() < 0.5 else [_random_peer(task, state, rng) for _ in range(K - 1)])
+        turns[r] = (own_r, peers)
+        tr = _transcript(state, skills, k, r, turns)
+        out.append(Example(debate.score_context(state, tr, k), revised_turn(skill, task, state, peers)[0],
+                           f"s{r}"))
+    return out
 
 
 def _transcript(state: State, skills, k: int, rounds: int, turns: dict) -> Transcript:

@@ -80,12 +80,14 @@ def build_examples(settings: dict, rng: random.Random) -> tuple[list[Example], l
                               "confident_wrong": tuple(s["confident_wrong"]),
                               "stubborn": tuple(s["stubborn"])}) for s in settings["skills"]]
     k = settings["index"]
-    debate = make_debate([s.name for s in skills])
-    tool_ex = [e for st in states["toy-tools"] for e in teacher_examples(skills, k, tools, st, rng, debate)]
+    rounds = settings.get("debate_rounds", 2)
+    debate = make_debate([s.name for s in skills], rounds)
+    tool_ex = [e for st in states["toy-tools"]
+               for e in teacher_examples(skills, k, tools, st, rng, debate, rounds)]
     code_ex = []
     for _ in range(6):  # fresh random peers each pass: copying must be learned, not memorised
         code_ex += [e for st in states["toy-code"]
-                    for e in teacher_examples(skills, k, code, st, rng, debate)]
+                    for e in teacher_examples(skills, k, code, st, rng, debate, rounds)]
     return tool_ex, code_ex
 
 

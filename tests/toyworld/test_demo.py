@@ -70,18 +70,29 @@ def test_summary_table_intervals_gain_and_json():
     g = gains(iv)
     assert g["toy-tools"]["best_opd"]["row"] == "OPD-B"
     assert g["toy-tools"]["best_opd"]["diff"] == pytest.approx(0.20)
-    assert g["toy-code"]["best_opd"]["row"] == "OPD-A" and g["toy-code"]["best_opd"]["p_bootstrap"] < 0.05
+    assert g["toy-code"]["best_opd"]["row"] == "OPD-A"
+    # seed-level decision with Holm over the table's 15 comparisons (5 rows x 3 columns): the
+    # items-only bootstrap finds +15 points clear (p < 0.01) and the raw seed-level t-test
+    # p = 0.021, but Holm's adjustment lifts it above 0.05: not significant (the old rule said yes)
+    best = g["toy-code"]["best_opd"]
+    assert iv["family_size"] == 15 and best["p_items"] < 0.01 and 0.01 < best["p_seed"] < 0.05
+    assert best["p_seed_holm"] > 0.05 and best["p_seed_holm"] >= best["p_seed"]
     # teacher A (blind) is better than MAD-OPD on toy-tools: not every blind teacher is beaten
     assert g["toy-tools"]["beats_every_blind_teacher"] is False
     assert g["toy-code"]["beats_every_blind_teacher"] is True
     text = format_table(table, "t", intervals=iv) + "\n" + format_gains(g, 2000)
     assert "MAD-OPD" in text and "Agentic avg" in text and "Teacher A (blind)" in text
-    assert " 60.0 [" in text and "+20.0 [" in text and "bootstrap p" in text
+    assert " 60.0 [" in text and "+20.0 [" in text and "seed t p = " in text and "(Holm " in text
+    code_best = text.split("minus the best single-teacher OPD (OPD-A) +15.0")[1].split(";")[0]
+    assert "(Holm p = 0.0639)" in code_best and code_best.endswith(
+        "(not significant at 0.05 (seed-level, Holm-adjusted))")
     assert "SE" not in text and "does NOT beat every blind teacher" in text
     json.dumps(iv)  # results.json content must be plain JSON
     summary = {"profile": "t", "profile_settings": {"seeds": [0, 1, 2]}, "table": table,
                "intervals": iv, "gain": g}
-    assert "paired bootstrap test" in summary_text(summary) and "2 SE" not in summary_text(summary)
+    st = summary_text(summary)
+    assert "Welch t-test on the per-seed scores" in st and "Holm" in st and "(m = 15)" in st
+    assert "2 SE" not in st
 
 
 def test_intervals_refuse_seeds_on_other_items():
@@ -98,12 +109,15 @@ def test_report_escapes_model_text(tmp_path):
     evil = {"teachers": {"<script>alert(1)</script>": {"round1": {"toy-code": {"add": 1.0, "all": 1.0}}}},
             "calibration": {"A": [{"bucket": "80-100", "n": 3, "mean_confidence": 0.9, "accuracy": 1.0}]}}
     iv = interval_tables(_fake_results(), B=500)["main/default"]
+    coll = {"main/default": {"<script>x</script>": {"distinct": [1, 1], "right": {"sub": 100.0}}}}
     path = write_report({"profile": "test", "table": table, "intervals": iv, "gain": gains(iv),
-                         "zoo": {"default": {"spec": {}, "report": evil}}}, tmp_path / "r.html")
+                         "collapse": coll, "zoo": {"default": {"spec": {}, "report": evil}}}, tmp_path / "r.html")
     html = path.read_text()
-    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;script&gt;x" in html
     assert "<svg" in html and "MAD-OPD" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")
     assert "2 SE" not in html and "paired bootstrap" in html
+    assert "Decision: two-sided Welch t-test on the per-seed scores" in html and "Holm" in html
+    assert "COLLAPSED" in html
     assert "what this world builds in" in html and "confidence &gt;= 50" in html
 
 
@@ -123,8 +137,9 @@ def test_plan_and_bad_names():
     assert next(j for j in jobs if j.row == "OPD-B").teachers == (1,)
     full = plan(PROFILES["full"])
     groups = {j.group for j in full}
-    assert groups == {"main", "divergence", "rounds", "ablation", "control", "multimode"}
+    assert groups == {"main", "components", "divergence", "rounds", "confidence", "control", "multimode"}
     assert any(not j.transcript_in_score and j.rounds == 1 for j in full)
+    assert {j.rounds for j in full if j.group == "rounds"} == {0, 1, 2, 3}
     with pytest.raises(ConfigError, match="valid"):
         row_jobs("GPT-5", "toy-code", 0, 2)
     from madopd.toyworld.demo import DemoProfile
@@ -169,27 +184,6 @@ def test_smoke_profile_end_to_end(tmp_path):
 
     run = load_run(res["runs"][0]["run_dir"])
     assert run.config["demo_job"]["row"] in MAIN_ROWS
-
-
-def test_composite_tables_reuse_main_rows():
-    from madopd.toyworld.demo import composite_tables
-
-    res = _fake_results()
-    for seed in (0, 1, 2):
-        for task in ("toy-tools", "toy-code"):
-            j = row_jobs("MAD-OPD", task, seed, 2, group="rounds", rounds=1, label="MAD-OPD R=1")
-            res.append({"job": j.__dict__ | {"teachers": list(j.teachers)}, "score": 0.45})
-            j = row_jobs("MAD-OPD", task, seed, 2, group="divergence", divergence="fkl", label="MAD-OPD fkl")
-            res.append({"job": j.__dict__ | {"teachers": list(j.teachers)}, "score": 0.40})
-    tabs = composite_tables(summarize(res))
-    rounds = next(v for k, v in tabs.items() if k.startswith("debate rounds"))
-    assert list(rounds) == ["R = 0", "R = 1", "R = 2"]
-    assert rounds["R = 2"]["toy-tools"]["mean"] == pytest.approx(60.0)
-    assert rounds["R = 1"]["toy-code"]["mean"] == pytest.approx(45.0)
-    div = next(v for k, v in tabs.items() if k.startswith("divergence"))
-    assert div["MAD-OPD, JSD"]["toy-tools"]["mean"] == pytest.approx(60.0)  # main row, tools = JSD
-    assert div["MAD-OPD, RKL"]["toy-code"]["mean"] == pytest.approx(50.0)  # main row, code = RKL
-    assert div["MAD-OPD, FKL"]["toy-code"]["mean"] == pytest.approx(40.0)
 
 
 def test_evaluate_code_outcomes_reproduce_pass_at_1():

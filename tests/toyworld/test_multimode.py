@@ -138,6 +138,11 @@ def test_multimode_summary_table_tests_and_report():
     assert cell["mean"] == pytest.approx(81.0) and cell["n"] == 3 and cell["half"] > 0
     assert s["table"]["MAD-OPD rkl"]["seeds"] == [0, 1, 2]
     assert s["welch_p"]["MAD-OPD rkl vs MAD-OPD fkl"]["pass@1"] < 1e-3
+    from madopd.stats import holm  # Holm over every (pair, metric) with a p-value (issue 28.2)
+    flat = [(pr, k) for pr, ps in s["welch_p"].items() for k, p in ps.items() if p == p]
+    adj = holm([s["welch_p"][pr][k] for pr, k in flat])
+    assert [s["welch_p_holm"][pr][k] for pr, k in flat] == pytest.approx(adj)
+    assert len(flat) > 1 and "(Holm " in format_multimode(s)
     assert s["p_forms"]["teacher A (privileged)"] == {"add": [0.3, 0.3, 0.3]}
     assert s["p_forms"]["student MAD-OPD fkl"] == {"add": [0.3, 0.3, 0.3]}
     text = format_multimode(s)
