@@ -25,9 +25,11 @@ again next step), 'disable' (stop using it, ``count/tracking/<tracker>_disabled`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -210,9 +212,10 @@ class _Trackio:
         self.trackio = trackio
         self.location = Path(trackio.utils.TRACKIO_DIR)
         self.project, self.run_name = project, run_name
-        self.run = trackio.init(project=project, name=run_name, config=config, resume="allow",
-                                embed=False, auto_log_gpu=False, auto_log_cpu=False,
-                                capture_console=False)
+        with contextlib.redirect_stdout(sys.stderr):  # its banners are not `madopd train` output
+            self.run = trackio.init(project=project, name=run_name, config=config,
+                                    resume="allow", embed=False, auto_log_gpu=False,
+                                    auto_log_cpu=False, capture_console=False)
 
     def log(self, step: int, scalars: dict[str, float], table: tuple | None) -> None:
         self.run.log(dict(scalars), step=step)
@@ -221,7 +224,8 @@ class _Trackio:
             self.run.log({TABLE_KEY: self.trackio.Table(columns=cols, data=rows)}, step=step)
 
     def close(self) -> None:
-        self.run.finish()
+        with contextlib.redirect_stdout(sys.stderr):
+            self.run.finish()
 
 
 class _Wandb:
