@@ -435,9 +435,12 @@ def check_disk(ctx: Context) -> Check:
     return Check("disk space", True, text)
 
 
-CHECKS = (check_tokenizer, check_chat_eos, check_windows, check_determinism, check_temperature,
-          check_zero_loss, check_confidences, check_cache_key, check_sandbox, check_vllm,
-          check_disk)
+CHECKS = {  # check -> the name its line carries (also when it cannot run)
+    check_tokenizer: "tokenizer", check_chat_eos: "chat template / EOS",
+    check_windows: "prompts fit the windows", check_determinism: "teachers score deterministically",
+    check_temperature: "scoring temperature", check_zero_loss: "student = teacher gives zero loss",
+    check_confidences: "confidence sources", check_cache_key: "debate cache key",
+    check_sandbox: "sandbox", check_vllm: "vLLM endpoints", check_disk: "disk space"}
 
 
 # ------------------------------------------------------------------------ the whole run
@@ -489,16 +492,16 @@ def run_doctor(config: Any, *, task: Any = None, student: Any = None, teachers: 
                     f"student + {len(ctx.teachers)} teacher(s), {len(ctx.states)} training "
                     f"states", "", time.perf_counter() - t0)]
     needs_teachers = {check_determinism, check_temperature, check_vllm}
-    for fn in CHECKS:
+    for fn, name in CHECKS.items():
         t = time.perf_counter()
         if fn in needs_teachers and not ctx.teachers:
-            c = Check(fn.__name__[6:], None, "no teachers")
+            c = Check(name, None, "no teachers")
         else:
             try:
                 c = fn(ctx)
-            except MadopdError as exc:
-                c = Check(fn.__name__[6:].replace("_", " "), False, one_line(exc),
-                          "fix the input this error names")
+            except MadopdError as exc:  # e.g. a served teacher that does not answer
+                c = Check(name, False, one_line(exc),
+                          "the check could not run: fix what this error names")
         c.seconds = time.perf_counter() - t
         checks.append(c)
     return checks

@@ -122,3 +122,30 @@ def test_format_marks_not_applicable_and_prints_fixes():
 def test_config_without_teachers_is_one_failed_load(tmp_path, tiny_dirs, capsys):
     rc, checks = _doctor(capsys, _config(tmp_path, tiny_dirs, teachers=[]), tmp_path)
     assert rc == 1 and list(checks) == ["models and task load"]
+
+
+def test_a_code_task_checks_the_sandbox(tmp_path, tiny_dirs, capsys):
+    data = tmp_path / "code.jsonl"
+    data.write_text("".join(json.dumps({"id": f"c{i}", "prompt": f"def f{i}():"}) + "\n"
+                            for i in range(6)))
+    cfg = _config(tmp_path, tiny_dirs, task=f"jsonl-code:{data}", rounds=0, method="mt_opd",
+                  weighting="uniform")
+    rc, checks = _doctor(capsys, cfg, tmp_path)
+    assert rc == 0 and checks["sandbox"]["ok"] is True  # CI installs bubblewrap (setup_sandbox)
+    assert "isolation full" in checks["sandbox"]["detail"]
+
+
+def test_a_served_teacher_that_does_not_answer(tmp_path, tiny_dirs, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = _config(tmp_path, tiny_dirs, teacher_backend="vllm_server", rounds=0, method="opd",
+                  weighting="uniform", teachers=[tiny_dirs["teacher_a"]],
+                  teacher_base_urls=[f"http://127.0.0.1:{port}"], teacher_timeout=2.0,
+                  teacher_deadline=4.0, teacher_retries=0)
+    rc, checks = _doctor(capsys, cfg, tmp_path)
+    assert rc == 1 and checks["vLLM endpoints"]["ok"] is False
+    assert "does not answer" in checks["vLLM endpoints"]["detail"]
+    assert checks["tokenizer"]["ok"] is True  # the local tokenizer folder is still compared

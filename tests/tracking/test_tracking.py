@@ -279,3 +279,31 @@ def test_a_failing_tracker_is_counted_and_the_run_goes_on(tmp_path, tiny_dirs, m
     lines = _metrics(tmp_path / "r2")
     assert calls == [1] and lines[0]["count/tracking/tensorboard_disabled"] == 1
     assert "count/tracking/tensorboard_errors" not in lines[1]
+
+
+@pytest.mark.tracking
+def test_under_two_processes_only_the_main_process_logs(tmp_path, tiny_dirs):
+    """DDP on gloo, 2 processes: one writer of event files, the values of metrics.jsonl (the
+    whole step's), and the table rows of both processes' samples on recorded steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_distributed import _config as ddp_config
+    from test_distributed import _launch
+
+    cfg = ddp_config(tmp_path, tiny_dirs, 2, "ddp.json", checkpoint_every=0, record_every=2)
+    run = tmp_path / "run"
+    _launch(tmp_path, ["--config", str(cfg), "--report-to", "tensorboard", "--out", str(run)])
+    files = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 1, files  # rank 1 opened no writer
+    acc = EventAccumulator(str(files[0]), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    lines = _metrics(run)
+    assert [m["step"] for m in lines] == [1, 2, 3, 4]
+    for line in lines:
+        for key, value in _scalars(line).items():
+            assert _close(value, {e.step: e.value for e in acc.Scalars(key)}[line["step"]]), key
+    share_steps = [e.step for e in acc.Scalars("share/teacher_a")]
+    assert share_steps == [2, 4]  # from records holding every process's samples only
+    texts = acc.Tensors("debate/text_summary")
+    assert [t.step for t in texts] == [2, 4]
+    md = texts[0].tensor_proto.string_val[0].decode()
+    assert len(md.split("\n")) == 2 + 4  # 2 samples per process x 2 processes
