@@ -17,6 +17,12 @@ Offline by default (``tracking_offline``): W&B runs in offline mode under ``RUN/
 (``wandb sync`` uploads it later), trackio writes its local SQLite store (``$TRACKIO_DIR``,
 else ``RUN/trackio``), TensorBoard writes event files under ``RUN/tensorboard``.
 
+After a resume, TensorBoard drops what the first attempt logged from the checkpoint's step on
+(``purge_step``), as ``metrics.jsonl`` does. W&B writes each attempt (each ``train()`` call)
+as its own ``offline-run-*`` folder under the run's one id (measured: a resume's folder holds
+only the steps it logged; which values the server keeps on ``wandb sync`` is W&B's rule);
+trackio keeps both attempts' rows of a step.
+
 A tracker that fails (at start or while logging) is counted in the same step's metrics line as
 ``count/tracking/<tracker>_errors``; ``on_tracker_error`` says what follows: 'continue' (try
 again next step), 'disable' (stop using it, ``count/tracking/<tracker>_disabled``) or 'raise'
@@ -183,11 +189,14 @@ def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
 class _TensorBoard:
     name = "tensorboard"
 
-    def __init__(self, run_dir: Path, run_name: str, project: str, config: dict, offline: bool):
+    def __init__(self, run_dir: Path, run_name: str, project: str, config: dict, offline: bool,
+                 first_step: int = 1):
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
         self.location = run_dir / "tensorboard"
-        self.writer = SummaryWriter(log_dir=str(self.location))
+        # a resumed run starts again at its checkpoint's step: TensorBoard drops what the
+        # first attempt logged from there on, as metrics.jsonl does (purge_step)
+        self.writer = SummaryWriter(log_dir=str(self.location), purge_step=first_step)
 
     def log(self, step: int, scalars: dict[str, float], table: tuple | None) -> None:
         for key, value in scalars.items():
@@ -203,7 +212,8 @@ class _TensorBoard:
 class _Trackio:
     name = "trackio"
 
-    def __init__(self, run_dir: Path, run_name: str, project: str, config: dict, offline: bool):
+    def __init__(self, run_dir: Path, run_name: str, project: str, config: dict, offline: bool,
+                 first_step: int = 1):
         # trackio reads $TRACKIO_DIR once, at import: the run folder unless the user chose one
         os.environ.setdefault("TRACKIO_DIR", str(run_dir / "trackio"))
         import trackio
@@ -231,7 +241,8 @@ class _Trackio:
 class _Wandb:
     name = "wandb"
 
-    def __init__(self, run_dir: Path, run_name: str, project: str, config: dict, offline: bool):
+    def __init__(self, run_dir: Path, run_name: str, project: str, config: dict, offline: bool,
+                 first_step: int = 1):
         if offline:  # nothing may try the network: also the env for wandb's service process
             os.environ["WANDB_MODE"] = "offline"
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -297,11 +308,11 @@ class Trackers:
             self.backends.pop(name, None)
             counters[f"count/tracking/{name}_disabled"] = 1
 
-    def _backend(self, name: str, counters: dict[str, float]) -> Any:
+    def _backend(self, name: str, counters: dict[str, float], first_step: int) -> Any:
         if name not in self.backends:
             try:
                 self.backends[name] = BACKENDS[name](self.run_dir, self.run_name, self.project,
-                                                     self.config, self.offline)
+                                                     self.config, self.offline, first_step)
             except Exception as exc:  # a tracker that cannot start must not end the run
                 self._fail(name, exc, counters)
                 return None
@@ -322,7 +333,7 @@ class Trackers:
         for name in self.names:
             if name in self.disabled:
                 continue
-            backend = self._backend(name, counters)
+            backend = self._backend(name, counters, record.step)
             if backend is None:
                 continue
             try:

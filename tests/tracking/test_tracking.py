@@ -307,3 +307,26 @@ def test_under_two_processes_only_the_main_process_logs(tmp_path, tiny_dirs):
     assert [t.step for t in texts] == [2, 4]
     md = texts[0].tensor_proto.string_val[0].decode()
     assert len(md.split("\n")) == 2 + 4  # 2 samples per process x 2 processes
+
+
+@pytest.mark.tracking
+def test_tensorboard_after_a_resume_keeps_the_second_attempt(tmp_path):
+    """Steps 1-3 logged, then a resume from step 1's checkpoint logs 2-3 again: TensorBoard's
+    reader shows the second attempt's values only (metrics.jsonl is truncated the same way)."""
+    import dataclasses
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from madopd.tracking import Trackers
+
+    first = Trackers(["tensorboard"], tmp_path, record_every=0)
+    for step in (1, 2, 3):
+        first.log(dataclasses.replace(_record(), step=step, metrics={"loss": float(step)}))
+    first.close()
+    second = Trackers(["tensorboard"], tmp_path, record_every=0)
+    for step in (2, 3):
+        second.log(dataclasses.replace(_record(), step=step, metrics={"loss": 10.0 * step}))
+    second.close()
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(1, 1.0), (2, 20.0), (3, 30.0)]
