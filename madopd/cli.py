@@ -23,6 +23,7 @@ COMMANDS = {
     "showcase": "a one-minute tour of the divergences on a toy distribution",
     "models": "real pretrained checkpoints that install offline: list | pull NAME",
     "notebooks": "JupyterLab ready for the notebooks (saved widget state): status | setup",
+    "doctor": "check a config before a long run: tokenizers, templates, windows, zero loss, ...",
 }
 
 

@@ -57,6 +57,10 @@ class RolloutError(MadopdError, RuntimeError):
     weight update (the message names the URL and the route)."""
 
 
+class TrackerError(MadopdError, RuntimeError):
+    """An experiment tracker (TensorBoard, trackio, W&B) failed under on_tracker_error='raise'."""
+
+
 class TokenizerMismatchError(MadopdError, ValueError):
     """Student and teacher tokenizers differ; cross-tokenizer distillation is future work."""
 

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out from its latest checkpoint")
     parser.add_argument("--steps", type=int, default=None,
                         help="train at most this many steps now (default: up to max_steps)")
+    parser.add_argument("--report-to", metavar="TRACKERS", help="log to experiment trackers: "
+                        "tensorboard,trackio,wandb (offline by default; sets report_to)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--help-config", action="store_true",
                         help="list every config field with its default and help, then exit")
@@ -48,6 +50,8 @@ def _help_config() -> str:
 
 
 def _load_config(args):
+    if getattr(args, "report_to", None) is not None:
+        args.overrides = [*args.overrides, f"report_to={args.report_to}"]
     from madopd.distill.config import (
         DistillConfig,
         apply_overrides,

@@ -211,6 +211,23 @@ class DistillConfig:
     verify_train: bool = _help("run task.verify on training responses (StepRecord.correct)",
                                default=True)
 
+    # ---- experiment trackers (madopd.tracking) ----------------------------------------------
+    report_to: list[str] = _help(
+        "experiment trackers the main process logs to: any of 'tensorboard', 'trackio', 'wandb' "
+        "(a list or 'a,b'; 'all', 'none'). Every metrics.jsonl scalar under its own name, "
+        "share/<teacher> token shares, and a debate/completions table every record_every steps. "
+        "Needs pip install 'madopd[tracking]'", default_factory=list)
+    tracking_project: str = _help("project name in trackio / W&B (the run is named after its "
+                                  "folder)", default="madopd")
+    tracking_offline: bool = _help(
+        "True: nothing tries the network (W&B offline mode, `wandb sync RUN/wandb/offline-run-*` "
+        "uploads later; trackio's local store; TensorBoard event files). False: W&B online",
+        default=True)
+    on_tracker_error: str = _help(
+        "a tracker failing to start or to log: 'continue' (counted as "
+        "count/tracking/<tracker>_errors, tried again next step), 'disable' (counted, not used "
+        "again) or 'raise'", default="continue")
+
     # ---- debate cache, OPAD ----------------------------------------------------------------
     debate_cache: bool = _help("cache debate transcripts (the debate never sees the student's "
                                "answer)", default=True)
@@ -226,6 +243,9 @@ class DistillConfig:
         self.sampling = _as_sampling(self.sampling, "sampling")
         self.teachers = list(self.teachers or [])
         self.adam_betas = [float(b) for b in self.adam_betas]
+        from madopd.tracking import normalize_report_to
+
+        self.report_to = normalize_report_to(self.report_to)
         self.validate()
 
     # ---- validation ------------------------------------------------------------------------
@@ -272,6 +292,7 @@ class DistillConfig:
         _choice(self, "schedule", SCHEDULES)
         _choice(self, "opad_mode", ("teacher_forced", "full"))
         _choice(self, "rollout_backend", ROLLOUT_BACKENDS)
+        _choice(self, "on_tracker_error", ("continue", "disable", "raise"))
         self._validate_rollout_server()
         if self.rollout_max_model_len is not None and self.rollout_max_model_len < 2:
             raise ConfigError(f"rollout_max_model_len must be >= 2 or None, got "

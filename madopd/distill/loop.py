@@ -152,6 +152,9 @@ class Distiller:
         self._saved_step: int | None = None  # step of the last checkpoint written or resumed
         self._stop = False
         self.check_in_sync()
+        from madopd.tracking import check_installed
+
+        check_installed(cfg.report_to)  # a missing tracker package: one line, before step 1
 
     # ------------------------------------------------------------------ construction helpers
     def _divergence_spec(self):
@@ -508,11 +511,17 @@ class Distiller:
         bar.close()
         if self.store is not None and records and self._saved_step != self.step_count:
             self.save_checkpoint()
+        from madopd.tracking import close_trackers
+
+        close_trackers(self)  # flush W&B / trackio / TensorBoard (a later step reopens them)
         return records
 
     def _log(self, record: StepRecord) -> None:
         if self.store is None or not self.accelerator.is_main_process:
             return
+        from madopd.tracking import log_step
+
+        log_step(self, record)  # config.report_to: TensorBoard / trackio / W&B (main process)
         self.store.log_metrics(record.step, record.metrics)
         if self.config.record_every and record.step % self.config.record_every == 0:
             self.store.log_record(record)
