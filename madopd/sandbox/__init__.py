@@ -327,7 +327,10 @@ def _run(texts, stdin, limits, cfg, probe, channel, fds, start, isolation) -> Ru
     seccomp_fd = _memfd("madopd-seccomp", filt) if filt is not None else None
     if seccomp_fd is not None:
         fds.append(seccomp_fd)
-    prog = [python_executable(cfg.python), "-E", "-s", "-S", "-B", "main.py"]
+    # A channel program is trusted (the verifier's harness, BFCL's executors): -I keeps /tmp (its
+    # script dir, the candidate's writable work dir) off sys.path and ignores PYTHON* variables.
+    flags = ["-I", "-S", "-B"] if channel else ["-E", "-s", "-S", "-B"]
+    prog = [python_executable(cfg.python), *flags, "main.py"]
     nonce, res_r = None, None
     if channel:
         nonce = secrets.token_hex(16)

@@ -89,7 +89,11 @@ while True:
 '''
 
 HARNESS = r'''
-import builtins, ctypes, json, os, select, subprocess, sys, time
+import signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # pid 1 acts only on handled signals: handle none
+import builtins, ctypes, json, os, select, shutil, subprocess, sys, time
+if not sys.flags.isolated or not sys.flags.no_site:
+    sys.exit("madopd-sandbox: the harness must run as python -I -S (nothing writable on sys.path)")
 i = sys.argv.index("--madopd-channel")
 RESULT_FD, NONCE_FD = int(sys.argv[i + 1]), int(sys.argv[i + 2])
 for fd in (RESULT_FD, NONCE_FD):
@@ -105,6 +109,8 @@ os.close(NONCE_FD)
 with open("cases.json") as fh:
     SPEC = json.load(fh)
 os.unlink("cases.json")  # the hidden tests are gone before any candidate code runs
+WORKDIR = os.getcwd()  # the private writable /tmp: the candidate's, never the harness's
+os.chdir("/")  # read-only: a relative name in trusted code never resolves to a planted file
 WORKER = SPEC["worker"]
 PER_CASE = float(SPEC["per_case_seconds"])
 MAX_LINE = 1 << 25
@@ -119,8 +125,8 @@ class Worker:
         req_r, self.req_w = os.pipe()
         self.resp_r, resp_w = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-E", "-s", "-S", "-B", "-u", "-c", WORKER, str(req_r), str(resp_w)],
-            pass_fds=(req_r, resp_w), stdin=subprocess.DEVNULL)
+            [sys.executable, "-I", "-S", "-B", "-u", "-c", WORKER, str(req_r), str(resp_w)],
+            pass_fds=(req_r, resp_w), stdin=subprocess.DEVNULL, cwd=WORKDIR)
         os.close(req_r); os.close(resp_w)
         self.buf = b""
     def ask(self, req, deadline):
