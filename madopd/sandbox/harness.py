@@ -175,6 +175,43 @@ def reap():  # as pid 1, orphans of the candidate become ours
         if pid == 0:
             return
 
+def kill_all_but_me(seconds=5.0):
+    """SIGKILL every other process of the run's pid namespace and reap them all (as pid 1,
+    kill(-1) reaches exactly this namespace, daemons and setsid sessions included)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            os.kill(-1, 9)
+        except ProcessLookupError:
+            return True  # nobody left, zombies included
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            time.sleep(0.001)  # a subreaper's orphans reach us once it is gone
+    return False
+
+def _unlock(func, path, exc):  # a directory the candidate made unwritable: ours to open again
+    os.chmod(os.path.dirname(path), 0o700)
+    func(path)
+
+def wipe(root):
+    """Empty a writable tmpfs (links are removed, never followed). True when it is empty."""
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                shutil.rmtree(path, onerror=_unlock)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+    return not os.listdir(root)
+
+def fresh_room():
+    """Between two cases: nothing of the last candidate survives, no process and no file."""
+    return kill_all_but_me() and all([wipe(WORKDIR), wipe("/dev/shm")])
+
 SAFE_EXC = {n: v for n, v in vars(builtins).items()
             if isinstance(v, type) and issubclass(v, Exception)}
 
@@ -313,11 +350,16 @@ def run_case(case, worker, ns_id):
         return "fail", "exception", f"{type(e).__name__}: {str(e)[:200]}"
     return "pass", "", ""
 
-verdicts, worker = [], None
+verdicts, worker, dirty = [], None, False
 for n, case in enumerate(SPEC["cases"]):
     if worker is None or not SPEC["shared_worker"]:
         if worker is not None:
             worker.close()
+        if n and not SPEC["shared_worker"] and not fresh_room():
+            dirty = True  # the last case left what cannot be removed: no later case is judged
+        if dirty:
+            verdicts.append(("fail", "isolation", "a batch-mate left processes or files behind"))
+            continue
         worker = Worker()
     try:
         verdicts.append(run_case(case, worker, n))

@@ -173,3 +173,70 @@ def test_candidate_interrupts_do_not_reach_the_harness():
     got = verify_cases([TestCase(noisy.format("a + b"), tests, "add"),
                         TestCase(noisy.format("0"), tests, "add")], per_case_seconds=10)
     assert [(v.status, v.reason) for v in got] == [("pass", ""), ("fail", "assertion")]
+
+
+# ------------------------------------------------------------------------- batch-mates
+# Case 1 leaves a daemon that waits for case 2's worker, stops it, takes over its pipes through
+# /proc/<pid>/fd and answers every call with 3 (issue 23 item 2).
+HIJACKER = WRONG + textwrap.dedent("""\
+    import json, os, signal, time
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            seen = set(os.listdir("/proc"))
+            end = time.time() + 8
+            while time.time() < end:
+                for p in set(os.listdir("/proc")) - seen:
+                    if not p.isdigit():
+                        continue
+                    try:
+                        argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\\0")
+                    except OSError:
+                        continue
+                    if b"-c" not in argv:
+                        continue
+                    os.kill(int(p), signal.SIGSTOP)
+                    req = os.open(f"/proc/{p}/fd/{int(argv[-3])}", os.O_RDONLY)
+                    resp = os.open(f"/proc/{p}/fd/{int(argv[-2])}", os.O_WRONLY)
+                    for line in os.fdopen(req, "rb"):
+                        op = json.loads(line)["op"]
+                        out = {"load": {"ok": 1}, "get": {"v": {"h": 1}}}.get(op, {"v": 3})
+                        os.write(resp, (json.dumps(out) + "\\n").encode())
+                    os._exit(0)
+                time.sleep(0.001)
+        os._exit(0)
+    os.wait()
+""")
+
+
+def test_a_daemon_left_by_one_case_cannot_answer_for_the_next():
+    cases = [TestCase(HIJACKER, TESTS, "add"), TestCase(WRONG, TESTS, "add")] * 2
+    got = verify_cases(cases, per_case_seconds=5, batch_size=4)
+    assert [v.status for v in got] == ["fail"] * 4, [(v.status, v.reason) for v in got]
+
+
+def test_batch_mates_share_no_process_and_no_file():
+    """What case 1 leaves (a setsid daemon, files in /tmp and /dev/shm) is gone for case 2."""
+    leave = WRONG + textwrap.dedent("""\
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            time.sleep(30)
+            os._exit(0)
+        for d in ("/tmp", "/dev/shm"):
+            os.makedirs(d + "/left/sub", exist_ok=True)
+            open(d + "/left/sub/f", "w").write("x")
+            os.chmod(d + "/left/sub", 0o500)  # a directory the wipe must unlock first
+            open(d + "/left.txt", "w").write("x")
+    """)
+    count = textwrap.dedent("""\
+        import os
+        def add(a, b):
+            others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]
+            files = sorted(os.listdir("/tmp")) + sorted(os.listdir("/dev/shm"))
+            return [others, files]
+    """)
+    tests = "def check(candidate):\n    assert candidate(0, 0) == [[], []], candidate(0, 0)\n"
+    got = verify_cases([TestCase(leave, tests, "add"), TestCase(count, tests, "add")],
+                       per_case_seconds=5, batch_size=2)
+    assert (got[1].status, got[1].reason) == ("pass", ""), got[1].detail
