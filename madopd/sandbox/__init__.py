@@ -387,6 +387,7 @@ def _supervise(argv, stdin_fd, fds, limits, group, res_r, nonce, start, isolatio
         wall_killed = True
         _count("timeouts_wall")
     _kill_group(proc.pid)  # bwrap's monitor: --die-with-parent takes the namespace with it
+    oom = group is not None and group.oom_kills() > 0  # before close(): the count goes with it
     if group is not None:
         group_killed = group.close()  # anything that is still running, whatever its session
         if group_killed and not wall_killed:
@@ -402,7 +403,6 @@ def _supervise(argv, stdin_fd, fds, limits, group, res_r, nonce, start, isolatio
     truncated = bool(out_trunc or err_trunc)
     if truncated:
         _count("truncated_output")
-    oom = group is not None and group.oom_kills() > 0
     status, reason = _classify(rc, stderr, wall_killed, setup_failed, oom)
     _count(f"status/{status}")
     return RunResult(status, rc, out_b.decode("utf-8", "replace"), stderr, time.monotonic() - start,
@@ -473,6 +473,7 @@ def sandbox_info(config: SandboxConfig | None = None) -> dict:
     backend = probe["cgroup"]
     return {"bwrap": probe["bwrap"], "userns": probe["userns"],
             "cgroup": f"v{backend.version}" if backend else None, "seccomp": probe["seccomp"],
+            "cgroup_nested": backend.nested if backend else None,
             "missing": _missing(probe), "require_isolation": cfg.require_isolation,
             "python": python_executable(cfg.python), "binds": filesystem_args(cfg.python),
             "counters": dict(COUNTERS)}
