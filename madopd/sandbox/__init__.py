@@ -14,7 +14,8 @@ How a run is contained (Linux; the threat model and measurements are in docs/san
   /dev/shm, a minimal /dev and a /proc of the run's own pid namespace. The checkout, /home,
   /root, /run and every host socket are absent. Files go in through memfds (``--file FD``), so
   the host never creates a temp dir that a killed madopd could leave behind.
-* **Caps**: a per-run cgroup (``cgroup.py``) caps the total memory of all the run's processes
+* **Caps**: a per-run cgroup (``cgroup.py``, below madopd's own cgroup; a kill at its memory
+  cap is labelled ``memory``) caps the total memory of all the run's processes
   (shared memory, memfd and tmpfs pages included) and the number of processes/threads; rlimits
   (``prlimit``) add CPU seconds per process (SIGXCPU, then SIGKILL one second later), address
   space per process (a clean ``MemoryError``), file size and no core dumps; the host adds a
@@ -24,7 +25,11 @@ How a run is contained (Linux; the threat model and measurements are in docs/san
   killed through the run's cgroup and pid namespace, never by uid.
 * **Environment**: PATH, HOME, TMPDIR, LANG only (``--clearenv``).
 * **A result channel** (``channel=True``, used by ``madopd.sandbox.verify``): a pipe whose write
-  end only the run's pid 1 holds, with a per-run nonce read once from another pipe.
+  end only the run's pid 1 holds, with a per-run nonce read once from another pipe. A channel
+  program is trusted code, so it runs as ``python -I -S -B``: its sys.path holds nothing the
+  sandbox can write (untrusted programs run as ``-E -s -S -B``, their own directory first).
+* **Seccomp** also refuses sockets of address families the network namespace does not isolate
+  (AF_VSOCK, AF_PACKET, ...) and every syscall newer than the reviewed table (``seccomp.py``).
 
 If bwrap is missing, ``run_code`` raises ``SandboxUnavailable`` naming the package and the install
 line. If a protection is unavailable on this host (no user namespaces, no usable cgroups, no

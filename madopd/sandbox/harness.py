@@ -194,19 +194,40 @@ def _unlock(func, path, exc):  # a directory the candidate made unwritable: ours
     os.chmod(os.path.dirname(path), 0o700)
     func(path)
 
+def _mount_points():
+    """Mount points in this sandbox (the kernel's list: the candidate cannot mount)."""
+    with open("/proc/self/mountinfo") as fh:
+        return {line.split()[4].encode().decode("unicode_escape") for line in fh}
+
+MOUNTS = _mount_points()
+
 def wipe(root):
-    """Empty a writable tmpfs (links are removed, never followed). True when it is empty."""
-    for name in os.listdir(root):
-        path = os.path.join(root, name)
+    """Empty a writable tmpfs, removing links, never following them. Read-only binds below it
+    (an interpreter that lives under /tmp) and the directories leading to them stay. True when
+    nothing else is left."""
+    keep = set()
+    for m in MOUNTS:
+        while m.startswith(root + "/"):
+            keep.add(m)
+            m = os.path.dirname(m)
+    return _wipe_dir(root, keep)
+
+def _wipe_dir(d, keep):
+    for name in os.listdir(d):
+        path = os.path.join(d, name)
         try:
-            if os.path.isdir(path) and not os.path.islink(path):
+            if path in keep:
+                if path not in MOUNTS:
+                    os.chmod(path, 0o755)
+                    _wipe_dir(path, keep)
+            elif os.path.isdir(path) and not os.path.islink(path):
                 os.chmod(path, 0o700)
                 shutil.rmtree(path, onerror=_unlock)
             else:
                 os.unlink(path)
         except OSError:
             pass
-    return not os.listdir(root)
+    return all(os.path.join(d, n) in keep for n in os.listdir(d))
 
 def fresh_room():
     """Between two cases: nothing of the last candidate survives, no process and no file."""
