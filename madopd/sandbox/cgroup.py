@@ -10,7 +10,8 @@ Detected, never assumed (``detect()``):
   ``memory.memsw.limit_in_bytes`` when swap accounting is on, so swap is no way around the cap)
   and ``pids.max``. Where our own group cannot hold children the groups sit at the hierarchy's
   root instead: ``Backend.nested`` is False, ``sandbox_info`` says so and
-  ``COUNTERS["cgroup/not_nested"]`` counts it.
+  ``COUNTERS["cgroup/not_nested"]`` counts it. An empty parent inside our own cgroup is removed
+  at exit (never a parent at a hierarchy root, which older madopd versions share).
 * **cgroup v2**: a delegated subtree (our own cgroup, from /proc/self/cgroup) whose
   ``cgroup.subtree_control`` enables ``memory`` and ``pids``; groups get ``memory.max``,
   ``memory.swap.max = 0`` and ``pids.max``.
@@ -132,10 +133,20 @@ def detect() -> Backend | None:
     return _DETECTED[0]
 
 
+def _removable_parents(backend: Backend) -> list[str]:
+    """The v1 parents inside our own (non-root) cgroup. Never the hierarchy-root ones, nor v2's:
+    madopd versions before issue 23 share those and create their groups without re-making the
+    parent, so removing it between their runs would break them."""
+    if backend.version != 1:
+        return []
+    roots = {os.path.join(ROOT, c, PARENT) for c in ("memory", "pids")}
+    return [p for p in {backend.memory_dir, backend.pids_dir} if p not in roots]
+
+
 def _remove_parents(backend: Backend) -> None:
-    """At exit: leave no empty madopd-sandbox directory in the caller's cgroup (a non-empty
+    """At exit: leave no empty madopd-sandbox directory in the caller's own cgroup (a non-empty
     one, still used by another madopd, stays: rmdir refuses)."""
-    for parent in {backend.memory_dir, backend.pids_dir}:
+    for parent in _removable_parents(backend):
         try:
             os.rmdir(parent)
         except OSError:

@@ -151,3 +151,15 @@ def test_a_group_is_locked_by_its_creator_for_its_whole_life():
         group.close()
     assert not any(os.path.exists(p) for p in group.paths)
     assert group.close() == 0  # idempotent
+
+
+def test_exit_cleanup_never_removes_a_parent_that_older_versions_share():
+    """Older madopd versions keep their groups in <hierarchy root>/madopd-sandbox (v1) or
+    <own>/madopd-sandbox (v2) and make that parent only once: it must survive our exit."""
+    shared = cgroup.Backend(1, os.path.join(cgroup.ROOT, "memory", cgroup.PARENT),
+                            os.path.join(cgroup.ROOT, "pids", cgroup.PARENT), True, False)
+    assert cgroup._removable_parents(shared) == []
+    mixed = cgroup.Backend(1, os.path.join(cgroup.ROOT, "memory", "me", cgroup.PARENT),
+                           os.path.join(cgroup.ROOT, "pids", cgroup.PARENT), True, True)
+    assert cgroup._removable_parents(mixed) == [os.path.join(cgroup.ROOT, "memory", "me", cgroup.PARENT)]
+    assert cgroup._removable_parents(cgroup.Backend(2, "/x/madopd-sandbox", "/x/madopd-sandbox", True)) == []
