@@ -27,7 +27,8 @@ directories for the group's whole life. The kernel drops it when that process di
 it dies, and the lock lives on the directory's inode, which every PID namespace sharing the
 cgroupfs sees. So a group is stale exactly when its lock can be taken: the sweep at each start
 (``stale_cgroups_swept``) never touches a live run of another madopd, whatever PID namespace
-it runs in and whatever the PID in the name means there.
+it runs in and whatever the PID in the name means there. Groups of older versions hold no lock,
+so a group whose name's PID is alive in our namespace is also left alone (the rule before).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ import secrets
 import signal
 import time
 from dataclasses import dataclass
+
+from madopd._proc import pid_alive
 
 ROOT = "/sys/fs/cgroup"
 PARENT = "madopd-sandbox"
@@ -215,6 +218,14 @@ def _kill_and_remove(path: str, seconds: float = 10.0) -> int:
     raise RuntimeError(f"sandbox cgroup {path} could not be removed: {_procs(path)} survive SIGKILL")
 
 
+def _named_owner_alive(name: str) -> bool:
+    """``run-<pid>-...``: whether that PID is alive *in our namespace* (a second guard, for
+    groups of madopd versions before issue 23, which hold no lock; a PID reused by another
+    process only delays a sweep)."""
+    parts = name.split("-")
+    return len(parts) == 4 and parts[1].isdigit() and pid_alive(int(parts[1]))
+
+
 def sweep_stale(backend: Backend) -> int:
     """Remove groups whose creator is dead (their flock is free); returns how many. A group whose
     processes cannot be killed from here (another PID namespace) is left and counted."""
@@ -230,6 +241,8 @@ def sweep_stale(backend: Backend) -> int:
             if not name.startswith("run-"):
                 continue
             path = os.path.join(parent, name)
+            if _named_owner_alive(name):
+                continue  # older versions hold no lock: their PID in our namespace still counts
             fd = _lock(path)
             if fd is None:
                 continue  # its creator is alive (in whatever PID namespace) or it is gone

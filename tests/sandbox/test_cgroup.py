@@ -163,3 +163,18 @@ def test_exit_cleanup_never_removes_a_parent_that_older_versions_share():
                            os.path.join(cgroup.ROOT, "pids", cgroup.PARENT), True, True)
     assert cgroup._removable_parents(mixed) == [os.path.join(cgroup.ROOT, "memory", "me", cgroup.PARENT)]
     assert cgroup._removable_parents(cgroup.Backend(2, "/x/madopd-sandbox", "/x/madopd-sandbox", True)) == []
+
+
+def test_a_lockless_group_of_an_older_version_with_a_live_pid_is_spared():
+    """madopd before issue 23 held no lock: its live groups (named after a PID alive in our
+    namespace) must survive our sweep, as they did under the old rule."""
+    backend = cgroup.detect()
+    old_style = [os.path.join(d, f"run-{os.getpid()}-999999-0ldv3rs1") for d in {backend.memory_dir, backend.pids_dir}]
+    for p in old_style:
+        os.mkdir(p)
+    try:
+        cgroup.sweep_stale(backend)
+        assert all(os.path.isdir(p) for p in old_style)
+    finally:
+        for p in old_style:
+            os.rmdir(p)
