@@ -14,7 +14,8 @@ How a run is contained (Linux; the threat model and measurements are in docs/san
   /dev/shm, a minimal /dev and a /proc of the run's own pid namespace. The checkout, /home,
   /root, /run and every host socket are absent. Files go in through memfds (``--file FD``), so
   the host never creates a temp dir that a killed madopd could leave behind.
-* **Caps**: a per-run cgroup (``cgroup.py``) caps the total memory of all the run's processes
+* **Caps**: a per-run cgroup (``cgroup.py``, below madopd's own cgroup; a kill at its memory
+  cap is labelled ``memory``) caps the total memory of all the run's processes
   (shared memory, memfd and tmpfs pages included) and the number of processes/threads; rlimits
   (``prlimit``) add CPU seconds per process (SIGXCPU, then SIGKILL one second later), address
   space per process (a clean ``MemoryError``), file size and no core dumps; the host adds a
@@ -24,7 +25,11 @@ How a run is contained (Linux; the threat model and measurements are in docs/san
   killed through the run's cgroup and pid namespace, never by uid.
 * **Environment**: PATH, HOME, TMPDIR, LANG only (``--clearenv``).
 * **A result channel** (``channel=True``, used by ``madopd.sandbox.verify``): a pipe whose write
-  end only the run's pid 1 holds, with a per-run nonce read once from another pipe.
+  end only the run's pid 1 holds, with a per-run nonce read once from another pipe. A channel
+  program is trusted code, so it runs as ``python -I -S -B``: its sys.path holds nothing the
+  sandbox can write (untrusted programs run as ``-E -s -S -B``, their own directory first).
+* **Seccomp** also refuses sockets of address families the network namespace does not isolate
+  (AF_VSOCK, AF_PACKET, ...) and every syscall newer than the reviewed table (``seccomp.py``).
 
 If bwrap is missing, ``run_code`` raises ``SandboxUnavailable`` naming the package and the install
 line. If a protection is unavailable on this host (no user namespaces, no usable cgroups, no
@@ -318,7 +323,10 @@ def _run(texts, stdin, limits, cfg, probe, channel, fds, start, isolation) -> Ru
     seccomp_fd = _memfd("madopd-seccomp", filt) if filt is not None else None
     if seccomp_fd is not None:
         fds.append(seccomp_fd)
-    prog = [python_executable(cfg.python), "-E", "-s", "-S", "-B", "main.py"]
+    # A channel program is trusted (the verifier's harness, BFCL's executors): -I keeps /tmp (its
+    # script dir, the candidate's writable work dir) off sys.path and ignores PYTHON* variables.
+    flags = ["-I", "-S", "-B"] if channel else ["-E", "-s", "-S", "-B"]
+    prog = [python_executable(cfg.python), *flags, "main.py"]
     nonce, res_r = None, None
     if channel:
         nonce = secrets.token_hex(16)
@@ -375,6 +383,7 @@ def _supervise(argv, stdin_fd, fds, limits, group, res_r, nonce, start, isolatio
         wall_killed = True
         _count("timeouts_wall")
     _kill_group(proc.pid)  # bwrap's monitor: --die-with-parent takes the namespace with it
+    oom = group is not None and group.oom_kills() > 0  # before close(): the count goes with it
     if group is not None:
         group_killed = group.close()  # anything that is still running, whatever its session
         if group_killed and not wall_killed:
@@ -390,7 +399,6 @@ def _supervise(argv, stdin_fd, fds, limits, group, res_r, nonce, start, isolatio
     truncated = bool(out_trunc or err_trunc)
     if truncated:
         _count("truncated_output")
-    oom = group is not None and group.oom_kills() > 0
     status, reason = _classify(rc, stderr, wall_killed, setup_failed, oom)
     _count(f"status/{status}")
     return RunResult(status, rc, out_b.decode("utf-8", "replace"), stderr, time.monotonic() - start,
@@ -461,6 +469,7 @@ def sandbox_info(config: SandboxConfig | None = None) -> dict:
     backend = probe["cgroup"]
     return {"bwrap": probe["bwrap"], "userns": probe["userns"],
             "cgroup": f"v{backend.version}" if backend else None, "seccomp": probe["seccomp"],
+            "cgroup_nested": backend.nested if backend else None,
             "missing": _missing(probe), "require_isolation": cfg.require_isolation,
             "python": python_executable(cfg.python), "binds": filesystem_args(cfg.python),
             "counters": dict(COUNTERS)}

@@ -89,7 +89,11 @@ while True:
 '''
 
 HARNESS = r'''
-import builtins, ctypes, json, os, select, subprocess, sys, time
+import signal
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # pid 1 acts only on handled signals: handle none
+import builtins, ctypes, json, os, select, shutil, subprocess, sys, time
+if not sys.flags.isolated or not sys.flags.no_site:
+    sys.exit("madopd-sandbox: the harness must run as python -I -S (nothing writable on sys.path)")
 i = sys.argv.index("--madopd-channel")
 RESULT_FD, NONCE_FD = int(sys.argv[i + 1]), int(sys.argv[i + 2])
 for fd in (RESULT_FD, NONCE_FD):
@@ -105,6 +109,8 @@ os.close(NONCE_FD)
 with open("cases.json") as fh:
     SPEC = json.load(fh)
 os.unlink("cases.json")  # the hidden tests are gone before any candidate code runs
+WORKDIR = os.getcwd()  # the private writable /tmp: the candidate's, never the harness's
+os.chdir("/")  # read-only: a relative name in trusted code never resolves to a planted file
 WORKER = SPEC["worker"]
 PER_CASE = float(SPEC["per_case_seconds"])
 MAX_LINE = 1 << 25
@@ -119,8 +125,8 @@ class Worker:
         req_r, self.req_w = os.pipe()
         self.resp_r, resp_w = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-E", "-s", "-S", "-B", "-u", "-c", WORKER, str(req_r), str(resp_w)],
-            pass_fds=(req_r, resp_w), stdin=subprocess.DEVNULL)
+            [sys.executable, "-I", "-S", "-B", "-u", "-c", WORKER, str(req_r), str(resp_w)],
+            pass_fds=(req_r, resp_w), stdin=subprocess.DEVNULL, cwd=WORKDIR)
         os.close(req_r); os.close(resp_w)
         self.buf = b""
     def ask(self, req, deadline):
@@ -168,6 +174,64 @@ def reap():  # as pid 1, orphans of the candidate become ours
             return
         if pid == 0:
             return
+
+def kill_all_but_me(seconds=5.0):
+    """SIGKILL every other process of the run's pid namespace and reap them all (as pid 1,
+    kill(-1) reaches exactly this namespace, daemons and setsid sessions included)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            os.kill(-1, 9)
+        except ProcessLookupError:
+            return True  # nobody left, zombies included
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            time.sleep(0.001)  # a subreaper's orphans reach us once it is gone
+    return False
+
+def _unlock(func, path, exc):  # a directory the candidate made unwritable: ours to open again
+    os.chmod(os.path.dirname(path), 0o700)
+    func(path)
+
+def _mount_points():
+    """Mount points in this sandbox (the kernel's list: the candidate cannot mount)."""
+    with open("/proc/self/mountinfo") as fh:
+        return {line.split()[4].encode().decode("unicode_escape") for line in fh}
+
+MOUNTS = _mount_points()
+
+def wipe(root):
+    """Empty a writable tmpfs, removing links, never following them. Read-only binds below it
+    (an interpreter that lives under /tmp) and the directories leading to them stay. True when
+    nothing else is left."""
+    keep = set()
+    for m in MOUNTS:
+        while m.startswith(root + "/"):
+            keep.add(m)
+            m = os.path.dirname(m)
+    return _wipe_dir(root, keep)
+
+def _wipe_dir(d, keep):
+    for name in os.listdir(d):
+        path = os.path.join(d, name)
+        try:
+            if path in keep:
+                if path not in MOUNTS:
+                    os.chmod(path, 0o755)
+                    _wipe_dir(path, keep)
+            elif os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                shutil.rmtree(path, onerror=_unlock)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+    return all(os.path.join(d, n) in keep for n in os.listdir(d))
+
+def fresh_room():
+    """Between two cases: nothing of the last candidate survives, no process and no file."""
+    return kill_all_but_me() and all([wipe(WORKDIR), wipe("/dev/shm")])
 
 SAFE_EXC = {n: v for n, v in vars(builtins).items()
             if isinstance(v, type) and issubclass(v, Exception)}
@@ -307,11 +371,16 @@ def run_case(case, worker, ns_id):
         return "fail", "exception", f"{type(e).__name__}: {str(e)[:200]}"
     return "pass", "", ""
 
-verdicts, worker = [], None
+verdicts, worker, dirty = [], None, False
 for n, case in enumerate(SPEC["cases"]):
     if worker is None or not SPEC["shared_worker"]:
         if worker is not None:
             worker.close()
+        if n and not SPEC["shared_worker"] and not fresh_room():
+            dirty = True  # the last case left what cannot be removed: no later case is judged
+        if dirty:
+            verdicts.append(("fail", "isolation", "a batch-mate left processes or files behind"))
+            continue
         worker = Worker()
     try:
         verdicts.append(run_case(case, worker, n))

@@ -11,6 +11,16 @@ A verdict must not be forgeable by the code under test. Design (details in docs/
   made by the harness: objects whose ``__eq__`` is always True, patched builtins or checkers,
   ``sys.exit``/``os._exit``/``SystemExit``/``atexit`` in the candidate cannot make a failing test
   pass (an early exit is the worker dying: a failure).
+* **Nothing the candidate writes reaches trusted code.** The harness runs as ``python -I -S -B``
+  (no script directory, no cwd, no user site, no ``PYTHON*`` variables on its path: only the
+  read-only interpreter prefix), leaves the writable /tmp for the read-only root before any
+  candidate code runs, and starts every worker the same way; it ignores SIGINT (a Python pid 1
+  would turn the candidate's SIGINT into ``KeyboardInterrupt``; other signals from inside the
+  namespace cannot reach a pid 1 that does not handle them).
+* **Batch-mates share nothing** (``batch_size > 1`` without ``shared_worker``): before each later
+  case the harness SIGKILLs every other process of the pid namespace (``kill(-1)`` from pid 1)
+  and empties /tmp and /dev/shm; if it cannot, the remaining cases fail with reason
+  ``isolation``.
 * **Hidden tests.** The cases file is deleted before any candidate code runs; the harness is
   non-dumpable (no /proc/1/mem, /proc/1/fd), so the worker cannot read tests or expected values.
 * **A channel the candidate cannot write.** The harness writes its verdicts on a pipe whose write
@@ -86,9 +96,11 @@ def verify_cases(cases: list[TestCase], *, limits: Limits | None = None,
                  per_case_seconds: float | None = None, batch_size: int = 1,
                  shared_worker: bool = False, workers: int = 2,
                  progress: bool = False) -> list[Verdict]:
-    """Verdicts for ``cases`` (same order). ``batch_size`` cases share one sandbox run; with
-    ``shared_worker`` they also share one worker process (faster; safe only when candidates
-    cannot reach each other, e.g. toy-code's grammar-filtered expressions)."""
+    """Verdicts for ``cases`` (same order). ``batch_size`` cases share one sandbox run, each with
+    a fresh worker in an emptied sandbox (no process or file of an earlier case survives); with
+    ``shared_worker`` they also share one worker process and nothing is cleared between them
+    (faster; safe only when candidates cannot reach each other, e.g. toy-code's grammar-filtered
+    expressions)."""
     if batch_size < 1 or workers < 1:
         raise ConfigError("verify_cases: batch_size and workers must be >= 1")
     limits = limits or Limits()
