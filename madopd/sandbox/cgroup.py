@@ -97,9 +97,7 @@ def _v1() -> Backend | None:
         except OSError:
             continue
         if not nested:
-            from madopd.sandbox import _count
-
-            _count("cgroup/not_nested")
+            count("cgroup/not_nested")
         return Backend(1, parents[0], parents[1], swap, nested)
     return None
 
