@@ -30,7 +30,7 @@ from typing import Any
 
 from madopd.errors import ConfigError, DataError
 from madopd.tasks.base import Environment, Episode
-from madopd.types import Chat, Message, Samples, Sampling, State
+from madopd.types import Chat, Message, Samples, Sampling, State, step_state_id
 
 
 def derive_seed(*parts: Any) -> int:
@@ -58,7 +58,7 @@ def step_state(episode: Episode, history: Chat, m: int, mode: str) -> State:
     """The decision point before action m (history is copied so later steps cannot change it)."""
     refs = episode.reference_actions or []
     return State(
-        id=f"{episode.id}#{m}", messages=[dict(x) for x in history],
+        id=step_state_id(episode.id, m), messages=[dict(x) for x in history],
         reference=refs[m] if m < len(refs) else None, family=episode.family,
         meta={"episode_id": episode.id, "step": m, "opad_mode": mode,
               "num_reference_steps": len(refs)})
