@@ -2,7 +2,7 @@
 // slider recomputed here from the cached top-k (see madopd/widgets/lens.py:lens_values), and a
 // click-a-token panel with each candidate's contribution. Model text only via textContent.
 import { buckets, contributions, divergences, quantile } from "./divmath.js";
-import { h, fmt, seqColor, textColor, tokenSpan, legend, teacherColor, slider, minimap } from "./common.js";
+import { h, fmt, seqColor, textColor, tokenSpan, legend, teacherColor, slider, minimap, remountOnPayload } from "./common.js";
 
 export const LENS_KINDS = ["fkl", "rkl", "jsd"];
 const LABELS = { fkl: "forward KL(p‖q), top-k", rkl: "reverse KL(q‖p), top-k", jsd: "JSD(β), top-k", recorded: "training loss D (recorded)" };
@@ -164,4 +164,4 @@ function render({ model, el }) {
   draw();
 }
 
-export default { render };
+export default { render: remountOnPayload(render) };

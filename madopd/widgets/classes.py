@@ -115,8 +115,14 @@ class DivergenceLens(MadopdWidget):
 
     def __init__(self, record: StepRecord, sample: int = 0, *, beta: float = 0.5,
                  decode=None, **kw):
+        self._decode = decode
         super().__init__(payload=lens_payload(record, sample, beta=beta, decode=decode),
                          beta=beta, **kw)
+
+    def show(self, record: StepRecord, sample: int = 0) -> None:
+        """Switch the lens to another sample (used by the failure-case finder)."""
+        self.selected_token = -1
+        self.payload = lens_payload(record, sample, beta=self.beta, decode=self._decode)
 
     def _static_payload(self) -> dict:
         from madopd.widgets.lens import lens_values
@@ -149,10 +155,11 @@ class DebateBoard(MadopdWidget):
         super().__init__(payload=payload, tau=tau, **kw)
 
     def show(self, transcript: Transcript, *, record: StepRecord | None = None,
-             sample: int = 0, policy: str | None = None) -> None:
+             sample: int = 0, policy: str | None = None, reference: str | None = None) -> None:
         """Switch the board to another debate (used by the failure-case finder)."""
         self.payload = debate_payload(transcript, record=record, sample=sample, tau=self.tau,
-                                      policy=policy or self.payload.get("policy", "uniform"))
+                                      policy=policy or self.payload.get("policy", "uniform"),
+                                      reference=reference)
 
     def static_html(self) -> str:
         if not self.payload:
@@ -182,6 +189,10 @@ class LossDecomposition(MadopdWidget):
     def __init__(self, record: StepRecord, sample: int = 0, **kw):
         super().__init__(payload=decomposition_payload(record, sample), **kw)
 
+    def show(self, record: StepRecord, sample: int = 0) -> None:
+        """Switch to another sample (used by the failure-case finder)."""
+        self.payload = decomposition_payload(record, sample)
+
     def static_html(self) -> str:
         return render_decomposition_html(self.payload)
 
@@ -192,17 +203,22 @@ class LossDecomposition(MadopdWidget):
 class FailureFinder(MadopdWidget):
     """Sortable, filterable table of a run's samples; ``selected`` = {"step", "sample"} (synced).
 
-    With ``board=DebateBoard(...)`` the board follows the selection (linked through the kernel).
+    With ``board=DebateBoard(...)``, ``lens=DivergenceLens(...)`` and/or
+    ``decomposition=LossDecomposition(...)`` those views follow the selection (linked through
+    the kernel): one click on a row shows its debate, its tokens and its loss split.
+    ``references`` = {state_id: reference answer} judges each teacher's answer.
     """
 
     _esm = assets.bundle("failures.js")
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(self, records: Sequence[StepRecord], *, board: DebateBoard | None = None,
+                 lens: DivergenceLens | None = None, decomposition: LossDecomposition | None = None,
                  references: dict | None = None, **kw):
         self.records = list(records)
+        self.references = dict(references or {})
         super().__init__(payload=failures_payload(self.records, references), **kw)
-        self.board = board
+        self.board, self.lens, self.decomposition = board, lens, decomposition
         self.observe(self._on_select, names="selected")
 
     def selected_record(self) -> tuple[StepRecord, int] | None:
@@ -216,11 +232,16 @@ class FailureFinder(MadopdWidget):
 
     def _on_select(self, _change) -> None:
         hit = self.selected_record()
-        if self.board is None or hit is None:
+        if hit is None:
             return
         rec, b = hit
-        if b < len(rec.transcripts) and rec.transcripts[b] is not None:
-            self.board.show(rec.transcripts[b], record=rec, sample=b)
+        if self.board is not None and b < len(rec.transcripts) and rec.transcripts[b] is not None:
+            self.board.show(rec.transcripts[b], record=rec, sample=b,
+                            reference=self.references.get(rec.state_ids[b]))
+        if self.lens is not None:
+            self.lens.show(rec, b)
+        if self.decomposition is not None:
+            self.decomposition.show(rec, b)
 
     def static_html(self) -> str:
         return render_failures_html(self.payload)
