@@ -419,43 +419,69 @@ NOTEBOOKS["04_failure_cases"] = [
     md("""
 # 04 · Finding failure cases
 
-A run directory (written by `RunStore`) holds every step's record. The **failure-case finder**
-lists every sample with its divergence, teacher disagreement, weight entropy, confidence vs
-correctness and missing tags; click a row and the linked **debate board** shows that sample's
-debate. The selection is also readable from Python (`finder.selected`).
+Which teacher was confidently wrong, and did the student learn it? A run directory (written by
+`RunStore`) holds every step's record. The **failure-case finder** lists every sample with its
+divergence, teacher disagreement, weight entropy and missing tags, and judges each teacher's
+final answer against the reference: filters show where a *teacher* was confidently wrong, where
+the debate flipped a teacher from right to wrong, and where the student copied a wrong teacher.
+Click a row: the **debate board**, the **divergence lens** and the **loss decomposition** below
+show that sample, and the detail pane follows the same state across the run's steps.
 """),
     SETUP,
     ZOO,
     code("""
+# The run to inspect. Set RUN_DIR to any run folder, e.g. a demo run
+# ("madopd-out/demo/runs/MAD-OPD_toy-tools_seed0"): it is only read, never written.
+# None trains a small fresh run into a temporary folder.
+RUN_DIR = None
+"""),
+    code("""
 import tempfile
-from madopd.distill import Distiller
 from madopd.runs import RunStore, load_run
 
-run_dir = tempfile.mkdtemp(prefix="madopd-run-")
-cfg = zoo.config("mad_opd", rounds=2, batch_size=8 if SMOKE else 32, max_steps=6 if SMOKE else 50,
-                 record_every=1)
-store = RunStore(run_dir, cfg.to_dict())
-Distiller.from_config(cfg, tools_task, store=store, debate_protocol=zoo.debate_protocol(cfg.rounds)
-                      ).train(cfg.max_steps, progress=False)
-run = load_run(run_dir)
-print(len(run.records), "records in", run_dir)
+if RUN_DIR is None:
+    from madopd.distill import Distiller
+
+    RUN_DIR = tempfile.mkdtemp(prefix="madopd-run-")
+    cfg = zoo.config("mad_opd", rounds=2, batch_size=8 if SMOKE else 32, max_steps=6 if SMOKE else 50,
+                     record_every=1)
+    Distiller.from_config(cfg, tools_task, store=RunStore(RUN_DIR, cfg.to_dict()),
+                          debate_protocol=zoo.debate_protocol(cfg.rounds)).train(cfg.max_steps, progress=False)
+run = load_run(RUN_DIR)  # reads config.json, metrics.jsonl and records/: writes nothing
+print(len(run.records), "records in", RUN_DIR)
 """),
     code("""
-from madopd.widgets import DebateBoard, FailureFinder
+from madopd.toyworld.zoo import make_tasks
+from madopd.widgets import DebateBoard, DivergenceLens, FailureFinder, LossDecomposition
 
 records = list(run.records)
+# references by state id ("tools/0/621#2": episode 621, step 2), train and held-out episodes of
+# the default world (a superset of the tutorial world's): rows without one are counted, not hidden
+ref_task = make_tasks(profile_spec("default"))[0]
+refs = {s.id: s.reference for s in ref_task.train_states() + ref_task.eval_states()}
+tok = zoo.student().tokenizer
 board = DebateBoard(record=records[0], sample=0)
-refs = {s.id: s.reference for s in tools_task.train_states()}  # shown beside the student's answer
-finder = FailureFinder(records, board=board, references=refs)
+lens = DivergenceLens(records[0], 0, decode=tok)
+deco = LossDecomposition(records[0], 0)
+finder = FailureFinder(records, board=board, lens=lens, decomposition=deco, references=refs)
+print(finder.payload["references_missing"], "of", len(finder.payload["rows"]), "rows without a reference")
 finder
 """),
+    md("The selected sample's debate (prompt and reference on top), its tokens and its loss by teacher:"),
     code("board"),
-    md("Select from Python too — e.g. the sample with the largest loss — and read the choice back:"),
+    code("lens"),
+    code("deco"),
+    md("""
+Select from Python too — the first sample where a teacher was confidently wrong (else the largest
+loss) — and follow its state across the run: did the student end up copying the wrong teacher?
+"""),
     code("""
-worst = max(finder.payload["rows"], key=lambda r: r["loss"] or 0)
-finder.selected = {"step": worst["step"], "sample": worst["sample"]}
-rec, b = finder.selected_record()
-print("selected", finder.selected, "| state", rec.state_ids[b], "| response:", repr(rec.responses[b][:80]))
+rows = finder.payload["rows"]
+pick = next((r for r in rows if r["conf_wrong"]), None) or max(rows, key=lambda r: r["loss"] or 0)
+finder.selected = {"step": pick["step"], "sample": pick["sample"]}
+print("state", pick["state_id"], "| reference", pick["reference"], "| wrong teachers:", pick["teacher_wrong"] or "none")
+for e in finder.payload["history"][pick["state_id"]]:
+    print(f"  step {e['step']}: student {'right' if e['correct'] else 'wrong'}{' (copied a wrong teacher)' if e['copied'] else ''}")
 import json
 from madopd.widgets.health import run_health
 
