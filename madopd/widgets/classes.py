@@ -145,13 +145,44 @@ class DebateBoard(MadopdWidget):
     _esm = assets.bundle("debate.js")
     tau = traitlets.Float(1.0).tag(sync=True)
     only_disagreements = traitlets.Bool(False).tag(sync=True)
+    index = traitlets.Int(0).tag(sync=True)  # which debate of ``browse`` is shown
+
+    @classmethod
+    def browse(cls, records: Sequence[StepRecord] = (), *, transcripts: Sequence[Transcript] = (),
+               references: dict | None = None, tau: float = 1.0, policy: str = "uniform",
+               **kw) -> DebateBoard:
+        """A board over every debate of a run (prev/next, search by state id): one entry per
+        (step, sample) of ``records`` with a transcript, in step order, then each of
+        ``transcripts`` (debates run without a student); ``references`` = {state_id: answer}."""
+        entries = [(r.transcripts[b], r, b) for r in records for b in range(len(r.transcripts))
+                   if r.transcripts[b] is not None] + [(t, None, 0) for t in transcripts]
+        if not entries:
+            from madopd.errors import DataError
+
+            raise DataError("no debate to browse: every record has R = 0 (no transcripts)")
+        board = cls(entries[0][0], record=entries[0][1], sample=entries[0][2], tau=tau,
+                    policy=policy, **kw)
+        board._entries, board._references = entries, dict(references or {})
+        board.observe(lambda _c: board._show_entry(), names="index")
+        board._show_entry()
+        return board
+
+    def _show_entry(self) -> None:
+        i = min(max(self.index, 0), len(self._entries) - 1)
+        tr, rec, b = self._entries[i]
+        self.show(tr, record=rec, sample=b, reference=self._references.get(tr.state_id))
+        self.payload = dict(self.payload, browse={
+            "index": i, "count": len(self._entries),
+            "ids": [(f"step {r.step} · " if r is not None else "") + t.state_id
+                    for t, r, _ in self._entries]})
 
     def __init__(self, transcript: Transcript | None = None, *, record: StepRecord | None = None,
-                 sample: int = 0, tau: float = 1.0, policy: str = "uniform", **kw):
+                 sample: int = 0, tau: float = 1.0, policy: str = "uniform",
+                 reference: str | None = None, **kw):
         if transcript is None and record is not None:
             transcript = record.transcripts[sample]
-        payload = debate_payload(transcript, record=record, sample=sample, tau=tau,
-                                 policy=policy) if transcript is not None else {}
+        payload = debate_payload(transcript, record=record, sample=sample, tau=tau, policy=policy,
+                                 reference=reference) if transcript is not None else {}
         super().__init__(payload=payload, tau=tau, **kw)
 
     def show(self, transcript: Transcript, *, record: StepRecord | None = None,
