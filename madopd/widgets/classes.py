@@ -90,9 +90,12 @@ class Playground(MadopdWidget):
                          temperature=payload["temperature"],
                          teacher_probs=list(payload["teacher_probs"]), **kw)
 
-    def _static_payload(self) -> dict:
+    def current_payload(self) -> dict:
+        """The payload as the browser shows it now: the dragged teacher, β and T (synced)."""
         return dict(self.payload, beta=self.beta, temperature=self.temperature,
                     teacher_probs=list(self.teacher_probs) or self.payload["teacher_probs"])
+
+    _static_payload = current_payload
 
     def static_html(self) -> str:
         return render_playground_html(self._static_payload())
@@ -166,6 +169,20 @@ class DebateBoard(MadopdWidget):
         board.observe(lambda _c: board._show_entry(), names="index")
         board._show_entry()
         return board
+
+    def show_sample(self, record: StepRecord, sample: int, reference: str | None = None) -> None:
+        """Show ``record``'s debate for ``sample``; a browsing board moves its index there (so
+        prev/next continue from it)."""
+        entries = getattr(self, "_entries", None)
+        if entries:
+            for i, (_, r, b) in enumerate(entries):
+                if r is not None and r.step == record.step and b == sample:
+                    if self.index == i:
+                        self._show_entry()
+                    else:
+                        self.index = i  # the observer shows it
+                    return
+        self.show(record.transcripts[sample], record=record, sample=sample, reference=reference)
 
     def _show_entry(self) -> None:
         i = min(max(self.index, 0), len(self._entries) - 1)
@@ -267,8 +284,7 @@ class FailureFinder(MadopdWidget):
             return
         rec, b = hit
         if self.board is not None and b < len(rec.transcripts) and rec.transcripts[b] is not None:
-            self.board.show(rec.transcripts[b], record=rec, sample=b,
-                            reference=self.references.get(rec.state_ids[b]))
+            self.board.show_sample(rec, b, reference=self.references.get(rec.state_ids[b]))
         if self.lens is not None:
             self.lens.show(rec, b)
         if self.decomposition is not None:

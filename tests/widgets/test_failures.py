@@ -124,31 +124,12 @@ def test_flat_column_plain_in_html_and_lightest_in_png(recs):
 
 
 # ---------------------------------------------------------------- teachers judged (issue 29.2)
-def _debate(state_id, first, final, conf):
-    """Two teachers A, B: round-1 answers ``first``, final answers ``final``, final confidences."""
-    from madopd.types import DebateMessage, Transcript
-
-    msgs = [DebateMessage(k, 1, a, a, 50.0, confidence_source="tag") for k, a in enumerate(first)]
-    msgs += [DebateMessage(k, 2, a, a, c, confidence_source="tag" if c is not None else None)
-             for k, (a, c) in enumerate(zip(final, conf))]
-    return Transcript(state_id, ["A", "B"], 2, msgs)
-
-
 def _judged_run():
     """Step 0: s1 = B confidently wrong ("ans 58" at 90 vs "ans 5") and the student copies it;
     s2 = A flips from right to wrong (at 60); s3 = both right. Step 1: s1 again, the student right."""
-    from madopd.widgets.examples import example_record
+    from madopd.widgets.examples import example_judged_run
 
-    base = example_record(0, batch=3, teacher_names=("A", "B"))
-    tr = [_debate("tools/0/621#3", ["ans 5", "ans 58"], ["ans 5", "ans 58"], [70.0, 90.0]),
-          _debate("tools/0/7#2", ["add 1 2", "add 1 2"], ["sub 1 2", "add 1 2"], [60.0, 95.0]),
-          _debate("tools/0/9#0", ["get a", "get a"], ["get a", "get a"], [90.0, 90.0])]
-    step0 = dataclasses.replace(base, state_ids=[t.state_id for t in tr], transcripts=tr,
-                                responses=["ans 58", "add 1 2", "get a"], correct=[0.0, 1.0, 1.0])
-    step1 = dataclasses.replace(step0, step=1, responses=["ans 5", "add 1 2", "get a"],
-                                correct=[1.0, 1.0, 1.0])
-    refs = {"tools/0/621#3": "ans 5", "tools/0/7#2": "add 1 2", "tools/0/9#0": "get a"}
-    return [step0, step1], refs
+    return example_judged_run()
 
 
 def test_teachers_are_judged_against_the_reference():
@@ -163,7 +144,7 @@ def test_teachers_are_judged_against_the_reference():
     s3 = rows[(0, "tools/0/9#0")]
     assert s3["teacher_wrong"] == "" and not (s3["conf_wrong"] or s3["flipped"] or s3["copied"])
     assert not rows[(1, "tools/0/621#3")]["copied"]  # the student is right at step 1
-    assert s1["sources"] == ["tag", "tag"]
+    assert s1["sources"] == ["tag", "tag"] and s2["sources"] == ["forced_tag", "tag"]
 
 
 def test_without_references_teacher_columns_are_unknown_and_counted():
@@ -208,3 +189,14 @@ def test_one_click_shows_the_row_on_board_lens_and_decomposition():
     assert board.payload["reference"] == "ans 5"
     assert lens.payload["step"] == 0 and lens.payload["tokens"] == recs[0].response_tokens[0]
     assert deco.payload["tokens"] == recs[0].response_tokens[0]
+
+
+def test_finder_moves_a_browsing_board_to_the_row():
+    from madopd.widgets import DebateBoard, FailureFinder
+
+    recs, refs = _judged_run()
+    board = DebateBoard.browse(recs, references=refs)
+    finder = FailureFinder(recs, board=board, references=refs)
+    finder.selected = {"step": 1, "sample": 1}
+    assert board.index == 4 and board.payload["browse"]["index"] == 4
+    assert board.payload["state_id"] == "tools/0/7#2" and board.payload["reference"] == "add 1 2"
