@@ -136,7 +136,9 @@ export function teacherLegend(names) {
 // A row of labelled range input; onInput(value) is called with a Number.
 export function slider(label, { min, max, step, value }, onInput) {
   const out = h("span", { class: "madopd-val" }, fmt(value, 2));
-  const input = h("input", { type: "range", min, max, step, value });
+  // data-lm-suppress-shortcuts: JupyterLab (Lumino) would otherwise take the arrow keys for its
+  // own shortcuts (move between cells), so a focused slider never moved with the keyboard
+  const input = h("input", { type: "range", min, max, step, value, "data-lm-suppress-shortcuts": "true" });
   input.addEventListener("input", () => {
     out.textContent = fmt(Number(input.value), 2);
     onInput(Number(input.value));

@@ -58,11 +58,13 @@ function render({ model, el }) {
   function sync() {
     const P = model.get("payload");
     const paused = model.get("paused"), at = model.get("paused_at") ?? -1;
-    btn.textContent = paused ? "resume" : "pause";
+    const finished = model.get("finished") ?? false;  // training ended: nothing left to pause
+    btn.textContent = finished ? "finished" : paused ? "resume" : "pause";
+    btn.disabled = finished;
     const done = P.steps.length ? P.steps[P.steps.length - 1] : 0, total = P.total_steps;
     bar.value = total ? done / total : 0;
     bar.style.display = total ? "" : "none";
-    let s = total ? `step ${done} / ${total} · ETA ${clock(eta(P.times || [], P.steps, total))}` : `${P.steps.length} steps`;
+    let s = total ? `step ${done} / ${total}` + (finished ? "" : ` · ETA ${clock(eta(P.times || [], P.steps, total))}`) : `${P.steps.length} steps`;
     if (paused) s += at >= 0 ? ` · paused after step ${at} (the training thread waits)` : " · pausing at the next step boundary…";
     status.textContent = s;
   }
@@ -95,6 +97,7 @@ function render({ model, el }) {
   model.on("change:payload", draw);
   model.on("change:paused", sync);
   model.on("change:paused_at", sync);
+  model.on("change:finished", sync);
   draw();
 }
 

@@ -45,7 +45,7 @@ function render({ model, el }) {
   };
   const count = h("span", { class: "madopd-small madopd-count" });
   const table = h("table", { class: "madopd-table" });
-  const scroller = h("div", { class: "madopd-finder-scroll", tabindex: 0, title: "↑/↓ move the selection",
+  const scroller = h("div", { class: "madopd-finder-scroll", tabindex: 0, title: "↑/↓ move the selection", "data-lm-suppress-shortcuts": "true",
     style: { maxHeight: "360px", overflow: "auto" } }, table);
   const detail = h("div", { class: "madopd-detail madopd-finder-detail" }, "Click a row (or focus the table and use ↑/↓) to compare the answers.");
   const stateChip = h("span", { class: "madopd-small madopd-state-filter" });
@@ -120,10 +120,10 @@ function render({ model, el }) {
         } else if (c === "conf_wrong" || c === "flipped" || c === "copied") {
           tr.append(h("td", { "data-col": c }, v === null || v === undefined ? "–" : v ? "⚠ yes" : ""));
         } else if (P.numeric.includes(c) && v !== null && v !== undefined && constant.has(c)) {
-          tr.append(h("td", { "data-col": c, title: flatTip }, fmt(v)));
+          tr.append(h("td", { "data-col": c, title: flatTip }, fmt(v, c === "max_conf" ? 0 : undefined)));
         } else if (P.numeric.includes(c) && v !== null && v !== undefined) {
           const bg = seqColor(v, vmax[c]);
-          tr.append(h("td", { "data-col": c, style: { background: bg, color: textColor(bg) } }, fmt(v)));
+          tr.append(h("td", { "data-col": c, style: { background: bg, color: textColor(bg) } }, fmt(v, c === "max_conf" ? 0 : undefined)));
         } else if (c === "response") {
           const shown = String(v).replace(/\r?\n/g, "↵");  // one line per row
           tr.append(h("td", { "data-col": c, class: "madopd-text", title: String(v) }, shown + (r.truncated ? "…" : "")));

@@ -311,6 +311,7 @@ class LiveDashboard(MadopdWidget):
     paused = traitlets.Bool(False).tag(sync=True)
     stop_requested = traitlets.Bool(False).tag(sync=True)
     paused_at = traitlets.Int(-1).tag(sync=True)  # the step the training thread waits after (-1: running)
+    finished = traitlets.Bool(False).tag(sync=True)  # training ended: the pause button is disabled
 
     def __init__(self, teacher_names: Sequence[str] = (), *, every: int = 10,
                  probe: Callable[[int], tuple[list[str], list[float]]] | None = None,
@@ -334,7 +335,7 @@ class LiveDashboard(MadopdWidget):
 
     def on_step(self, record: StepRecord) -> bool:
         """Distiller callback: fold the record in, re-score the probe, honour pause/stop."""
-        dash.add_record(self._data, record)
+        dash.add_record(self._data, record, now=time.time() - self.paused_seconds)
         if self.probe is not None and record.step % self.every == 0:
             tokens, values = self.probe(record.step)
             dash.add_probe(self._data, record.step, tokens, values)
@@ -365,7 +366,10 @@ class LiveDashboard(MadopdWidget):
                 self.records += distiller.train(steps, callbacks=[self], progress=False)
             except BaseException as exc:  # re-raised in join(), never swallowed
                 self._error = exc
+            finally:
+                self.finished = True
 
+        self.finished = False
         self._thread = threading.Thread(target=run, name="madopd-train", daemon=True)
         self._thread.start()
         return self._thread

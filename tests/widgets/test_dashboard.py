@@ -159,3 +159,39 @@ def test_js_ticks_equal_python():
                    "print(DATA.map(([a, b, n]) => C.niceTicks(a, b, n)));", cases)
     for (a, b, n), got in zip(cases, js):
         assert got == pytest.approx(nice_ticks(a, b, n), abs=1e-12)
+
+
+def test_eta_clock_excludes_paused_time(monkeypatch):
+    """Issue 29.8: a pause between two steps must not enter the ETA's rate."""
+    import time
+
+    from madopd.widgets import LiveDashboard
+    from madopd.widgets.examples import example_run
+
+    clock = [5000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    recs = example_run(3)
+    dash = LiveDashboard(recs[0].teacher_names, total_steps=3)
+    dash.on_step(recs[0])
+    clock[0] += 1002.0  # the user paused for 1000 s; the step itself took 2 s
+    dash.paused_seconds += 1000.0
+    dash.on_step(recs[1])
+    t = dash.payload["times"]
+    assert t[1] - t[0] == 2.0
+
+
+def test_finished_after_training_thread_ends():
+    from madopd.widgets import LiveDashboard
+    from madopd.widgets.examples import example_run
+
+    class FakeDistiller:
+        def train(self, steps, callbacks=(), progress=False):
+            recs = example_run(steps)
+            for r in recs:
+                for cb in callbacks:
+                    cb(r)
+            return recs
+
+    dash = LiveDashboard(total_steps=2)
+    dash.start(FakeDistiller(), steps=2)
+    assert len(dash.join(timeout=30)) == 2 and dash.finished
