@@ -95,6 +95,15 @@ def test_finder_board_and_lens(lab, page):
     assert _until(lambda: board.locator(".madopd-browse-pos").inner_text() == "debate 6 of 6")
     assert board.locator(".madopd-next").is_disabled()
 
+    # --- arrow keys move a focused slider (JupyterLab's cell shortcuts must not take them)
+    tau = board.locator(".madopd-tau input")
+    tau.focus()
+    start = float(tau.input_value())
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowRight")
+    assert float(tau.input_value()) == pytest.approx(start + 0.1)
+    assert _until(lambda: board.locator(".madopd-tau .madopd-val").inner_text() == f"{start + 0.1:.2f}")
+
     # --- lens: the sampled token outside teacher A's top-k still has its own row
     lens.locator('.madopd-strip[data-kind="jsd"] .madopd-tok[data-t="0"]').click()
     row = lens.locator(".madopd-detail tr.madopd-sampled-rest")
