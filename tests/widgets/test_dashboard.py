@@ -195,3 +195,19 @@ def test_finished_after_training_thread_ends():
     dash = LiveDashboard(total_steps=2)
     dash.start(FakeDistiller(), steps=2)
     assert len(dash.join(timeout=30)) == 2 and dash.finished
+
+
+def test_weight_and_neff_axes_span_their_natural_range():
+    """Issue 29.8: near-equal weights (0.498..0.502) must not fill the whole y axis."""
+    from jsrun import node_json
+
+    got = node_json(
+        'const D = await import(STATIC + "/dashboard.js");'
+        'const C = await import(STATIC + "/chart.js");'
+        "const w = [0.498, 0.5, 0.502];"
+        "print({w: C.yRange(w.concat(D.naturalRange('weights', 2))), fit: C.yRange(w),"
+        " neff: D.naturalRange('n_eff', 3), other: D.naturalRange('loss', 3)});")
+    lo, hi = got["w"]
+    assert lo <= 0 and hi >= 1
+    assert got["fit"][1] - got["fit"][0] < 0.01  # what the old fitted range showed
+    assert got["neff"] == [1, 3] and got["other"] == []
