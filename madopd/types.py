@@ -32,6 +32,14 @@ class State:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def step_state_id(episode_id: str, step: int) -> str:
+    """The id of the decision point before action ``step`` of an episode, the one scheme used by
+    records (``madopd.opad``), tasks' own step states and reference tables (``"tools/0/621#2"``).
+
+    Episode ids may contain ``/``, so ``#`` separates the step unambiguously."""
+    return f"{episode_id}#{int(step)}"
+
+
 @dataclass
 class Sampling:
     """Decoding settings shared by students and teachers (same everywhere for fair baselines)."""

@@ -44,10 +44,12 @@ ZOO = code("""
 from madopd.toyworld.zoo import load_zoo, profile_spec
 
 # The toy world: tiny Qwen3 teachers with complementary skills (A: add/sub, B: max/min) and a
-# weak student, trained once and cached (SMOKE: the "tutorial" zoo, ~40 s; else the default
-# zoo, ~3.5 min). They were trained to debate with the compact toy templates and greedy
-# 12-token turns: zoo.debate_protocol() and zoo.config() use exactly those.
-zoo = load_zoo(profile_spec("tutorial" if SMOKE else "default"), progress=False)
+# weak student, trained once and cached; a progress bar per member shows the first build.
+# SMOKE: the "tutorial" zoo, 85 CPU-seconds measured (2 training processes, then the student:
+# about a minute on 2 idle cores); else the default zoo, ~3.5 min. They were trained to debate
+# with the compact toy templates and greedy 12-token turns: zoo.debate_protocol() and
+# zoo.config() use exactly those.
+zoo = load_zoo(profile_spec("tutorial" if SMOKE else "default"), progress=True)
 tools_task, code_task = zoo.tasks()
 print("teachers:", zoo.teacher_names)
 """)
@@ -65,33 +67,37 @@ NOTEBOOKS["00_gallery"] = [
 # madopd widget gallery (static renders)
 
 Every madopd widget has a *static* renderer: plain HTML with inline styles, shown wherever no
-kernel is running (GitHub, exported HTML, this page). The data below is **synthetic example
-data** (`madopd.widgets.examples`), including hostile "model text" such as `<script>` tags,
-which every renderer escapes. Charts are embedded as SVG *images*, which JupyterLab keeps even
-when the notebook is untrusted (a fresh clone). Open the other notebooks for the live,
-interactive versions.
+kernel is running (GitHub, exported HTML, this page). The examples below are small runs in the
+style of the toy world (tool-calling states like `T:sum g h`, teachers A and B), built in
+`madopd.widgets.examples`; a real SmolLM2 debate follows. Charts are embedded as SVG *images*,
+which JupyterLab keeps even when the notebook is untrusted (a fresh clone). Open the other
+notebooks for the live, interactive versions.
 """),
     code("""
 from IPython.display import HTML
 
 from madopd import widgets as W
-from madopd.widgets.examples import example_probe, example_record, example_run
+from madopd.widgets.examples import example_judged_run, example_probe, example_record, example_run
 from madopd.widgets.export import svg_as_img  # charts as <img>: kept in untrusted notebooks too
 
 rec = example_record()
 run = example_run(8)
+judged, refs = example_judged_run()  # a run where teacher B is confidently wrong once
 decode = lambda i: bytes([i]).decode("latin-1")  # the example vocabulary is bytes
 """),
     md("**Divergence playground**: a unimodal student fitted to a bimodal teacher under each divergence."),
     code("HTML(svg_as_img(W.render_playground_html(W.playground_payload(with_reference=False))))"),
     md("**Divergence lens**: per-token FKL / RKL / JSD(β) of one completion, per teacher."),
     code("HTML(W.render_lens_html(W.lens_payload(rec, 0, decode=decode)))"),
-    md("**Debate board**: teachers × rounds, confidence badges, weights, the student's tokens."),
-    code("HTML(W.render_debate_html(W.debate_payload(rec.transcripts[3], record=rec, sample=3)))"),
+    md("**Debate board**: the prompt and reference, teachers × rounds with confidence badges (written or fallback), weights, the student's tokens."),
+    code("""
+HTML(W.render_debate_html(W.debate_payload(judged[0].transcripts[0], record=judged[0], sample=0,
+                                           reference=refs[judged[0].state_ids[0]])))
+"""),
     md("**Per-token loss decomposition** by teacher, and what equal weights would change."),
     code("HTML(svg_as_img(W.render_decomposition_html(W.decomposition_payload(rec, 1))))"),
-    md("**Failure-case finder** over a run's samples (sorted by loss)."),
-    code("HTML(W.render_failures_html(W.failures_payload(run), max_rows=12))"),
+    md("**Failure-case finder**: each teacher judged against the reference (who was confidently wrong, did the student copy it)."),
+    code("HTML(W.render_failures_html(W.failures_payload(judged, refs), sort_by='max_conf', max_rows=12))"),
     md("**Training dashboard** with a probe ribbon (rows = steps, columns = probe tokens)."),
     code("""
 from madopd.widgets.dashboard import add_probe
@@ -104,21 +110,36 @@ HTML(svg_as_img(W.render_dashboard_html(dash)))
 """),
 ]
 
+SHOT_NAMES = ("debate", "lens", "decomposition", "failures", "dashboard", "playground")
 _SHOTS = "\n".join(
-    f"| {name} | ![{name}, light](../docs/img/widgets/{name}-light.png) | "
-    f"![{name}, dark](../docs/img/widgets/{name}-dark.png) |"
-    for name in ("debate", "lens", "decomposition", "failures", "dashboard", "playground"))
-NOTEBOOKS["00_gallery"].append(md(f"""
+    f"| {name} | ![{name}, light](attachment:{name}-light.png) | "
+    f"![{name}, dark](attachment:{name}-dark.png) |" for name in SHOT_NAMES)
+
+
+def screenshot_cell():
+    """The screenshots travel inside the notebook as cell attachments, so they show whatever
+    folder JupyterLab was opened in (a ``../docs`` link breaks under ``jupyter lab notebooks/``)."""
+    import base64
+
+    cell = md(f"""
 ## The live widgets in JupyterLab (screenshots, light and dark theme)
 
 On a short MAD-OPD run of the toy world's trained teachers (the "tutorial" zoo), taken by the
 real-browser test `tests/ui/test_widget_screenshots.py` (which also checks axes, legends and
-text contrast in both themes).
+text contrast in both themes); the same files are in `docs/img/widgets/`.
 
 | widget | light | dark |
 |---|---|---|
 {_SHOTS}
-"""))
+""")
+    img = HERE.parent / "docs" / "img" / "widgets"
+    cell["attachments"] = {
+        f"{n}-{theme}.png": {"image/png": base64.b64encode((img / f"{n}-{theme}.png").read_bytes()).decode()}
+        for n in SHOT_NAMES for theme in ("light", "dark")}
+    return cell
+
+
+NOTEBOOKS["00_gallery"].append(screenshot_cell())
 
 
 def real_debate_cells(live: bool) -> list:
@@ -182,8 +203,9 @@ dragged is synced back to Python:
 import math
 from madopd.widgets.playground import simulate
 
-print("teacher p =", [round(x, 3) for x in (pg.teacher_probs or pg.payload["teacher_probs"])])
-payload = dict(pg.payload, beta=pg.beta, temperature=pg.temperature)
+# the widget's current state: the teacher as dragged in the browser, β and T as set there
+payload = pg.current_payload()
+print("teacher p =", [round(x, 3) for x in payload["teacher_probs"]])
 for kind in ("fkl", "rkl", "jsd"):
     mu, log_sigma = simulate(payload, kind, 300)["theta"]
     print(f"{kind}: student mean {mu:5.2f}, width σ = {math.exp(log_sigma):.2f}")
@@ -198,11 +220,31 @@ creates): reverse KL's gradient grows like log(1/ε), JSD's stays bounded.
     code("""
 from madopd.divergence import DivergenceSpec, logit_grad_norm
 
+import plotly.graph_objects as go
+
 student = torch.tensor([[4.0, 0.0, 0.0, 0.0]])  # q puts ~95% on outcome 0
-for eps in (1e-2, 1e-6, 1e-12):
+epsilons = [10.0 ** -e for e in range(1, 13)]
+norms = {k: [] for k in ("fkl", "rkl", "jsd")}
+for eps in epsilons:
     teacher = torch.log(torch.tensor([[eps, 1.0, 1.0, 1.0]]))  # p(outcome 0) ≈ ε
-    norms = {k: float(logit_grad_norm(student, teacher, DivergenceSpec(k))) for k in ("fkl", "rkl", "jsd")}
-    print(f"ε = {eps:.0e}:", {k: round(v, 3) for k, v in norms.items()})
+    for k in norms:
+        norms[k].append(float(logit_grad_norm(student, teacher, DivergenceSpec(k))))
+print({k: [round(v, 3) for v in vals[::5]] for k, vals in norms.items()}, "at ε =", epsilons[::5])
+fig = go.Figure()
+names = {"fkl": "forward KL", "rkl": "reverse KL", "jsd": "JSD(0.5)"}
+for k, color in zip(norms, ("#0072B2", "#D55E00", "#009E73")):
+    fig.add_scatter(x=epsilons, y=norms[k], mode="lines+markers", name=names[k], line={"color": color})
+fig.update_layout(title="Largest logit gradient ‖∇_z D‖∞ as the teacher's mass ε on the student's choice shrinks",
+                  xaxis={"title": "teacher mass ε on the outcome the student prefers", "type": "log",
+                         "autorange": "reversed"},
+                  yaxis_title="‖∇_z D‖∞ (one scale for all three)", hovermode="x unified", height=340)
+fig
+"""),
+    md("""
+**What to look at:** moving right, the teacher puts ever less mass where the student already is.
+The reverse-KL line keeps climbing (it grows like log 1/ε), while forward KL and JSD level off
+below 2: in agentic tasks the teachers often put almost no mass on a student's action, and JSD
+keeps those updates bounded.
 """),
 ]
 
@@ -336,10 +378,19 @@ print(len(transcripts), "debates,", sum(len(t.messages) for t in transcripts), "
     code("""
 from madopd.widgets import DebateBoard
 
-# show a debate where the teachers disagree (the interesting case), else the first one
-pick = next((t for t in transcripts if len({m.answer for m in t.messages if m.round == 1}) > 1), transcripts[0])
-board = DebateBoard(pick, tau=1.0, policy=protocol.on_missing_confidence)
+# every debate above, browsable (prev/next, or type part of a state id and press Enter),
+# with each state's reference; it opens on one where the teachers disagree (the interesting case)
+refs = {s.id: s.reference for s in states}
+board = DebateBoard.browse(transcripts=transcripts, references=refs, tau=1.0,
+                           policy=protocol.on_missing_confidence)
+board.index = next((i for i, t in enumerate(transcripts)
+                    if len({m.answer for m in t.messages if m.round == 1}) > 1), 0)
 board
+"""),
+    md("""
+**What to look at:** the badge on each answer is the teacher's confidence; "(written)" means the
+teacher wrote the tag itself, "(fallback: …)" that the run had to compute it. A pink edge marks an
+answer that changed after the teacher read its peers; compare the final answers with the reference.
 """),
     md("Weights as the training loop computes them (`madopd.weighting`), for every debate above:"),
     code("""
@@ -364,28 +415,34 @@ MAD-OPD end to end on the toy agentic task: the student samples, the teachers de
 student's tokens, and the student minimises the confidence-weighted JSD (Eq. 8). The **live
 dashboard** follows the run (loss, divergence quantiles, weights, effective number of teachers,
 and a fixed probe completion re-scored every N steps). Training runs in a background thread, so
-the **pause** button works while it trains.
+the **pause** button works while it trains. Every 50 steps the student is evaluated on held-out
+episodes; the last chart puts that curve next to the untrained student.
 """),
     SETUP,
     ZOO,
     code("""
 from madopd.distill import Distiller
 
-# SMOKE: 150 steps of 16 samples, ~30 s on 2 CPU cores; otherwise the demo's MAD-OPD run
-cfg = zoo.config("mad_opd", rounds=2, batch_size=16 if SMOKE else 32, max_steps=150 if SMOKE else 100,
-                 lr=3e-3 if SMOKE else 2e-3, schedule="cosine", warmup_ratio=0.05)
+# SMOKE: 300 steps of 16 samples (about a minute on 2 idle cores); otherwise the demo's 300-step
+# MAD-OPD run. Held-out episode success is measured every 50 steps (eval/... in the records).
+STEPS, EVAL_EVERY, EVAL_EPISODES = 300, 50, 40 if SMOKE else 250
+cfg = zoo.config("mad_opd", rounds=2, batch_size=16 if SMOKE else 32, max_steps=STEPS, lr=3e-3,
+                 schedule="cosine", warmup_ratio=0.05, eval_every=EVAL_EVERY, eval_limit=EVAL_EPISODES)
 distiller = Distiller.from_config(cfg, tools_task, debate_protocol=zoo.debate_protocol(cfg.rounds))
-print(cfg.method, "| divergence:", distiller.spec, "| held-out success before:",
-      distiller.evaluate(limit=40, batch_size=256)["episode_success"])
+before = distiller.evaluate(limit=EVAL_EPISODES, batch_size=256)["episode_success"]
+print(cfg.method, "| divergence:", distiller.spec, "| held-out episode success of the untrained student:", round(before, 3))
 """),
     code("""
 from madopd.widgets import LiveDashboard, make_probe
 
 probe = make_probe(distiller, tools_task.eval_states()[0], max_new_tokens=24)
-dash = LiveDashboard(distiller.teacher_names, every=10, probe=probe, total_steps=cfg.max_steps)
+dash = LiveDashboard(distiller.teacher_names, every=25, probe=probe, total_steps=cfg.max_steps)
 dash
 """),
     code("""
+import time
+
+t_train = time.perf_counter()
 dash.start(distiller, steps=cfg.max_steps)  # returns at once: training runs in a thread
 """),
     md("""
@@ -397,19 +454,46 @@ so under "Run All" pause would do nothing).
 """),
     code("""
 records = await dash.wait()  # not dash.join(): the pause button keeps working meanwhile
-print(len(records), "steps; last loss", round(records[-1].loss, 4), "| paused for", round(dash.paused_seconds, 1), "s")
-print("held-out success after:", distiller.evaluate(limit=40, batch_size=256)["episode_success"])
+seconds = time.perf_counter() - t_train - dash.paused_seconds
+curve = [(0, before)] + [(r.step, r.metrics["eval/episode_success"]) for r in records
+                         if "eval/episode_success" in r.metrics]
+print(len(records), "steps in", round(seconds, 1), "s (pauses excluded); last loss", round(records[-1].loss, 4))
 import json
 from madopd.widgets.health import run_health
 
 print("HEALTH", json.dumps(run_health(records[-10:])))  # CI checks: confidences parsed, divergence << ln 2
+print("HELDOUT", json.dumps({"before": before, "after": curve[-1][1], "curve": curve,
+                             "seconds": round(seconds, 1)}))  # CI checks the gain from this line
 """),
-    md("The last step, token by token: the **divergence lens** (click a token) and the loss split by teacher."),
+    code("""
+import plotly.graph_objects as go
+
+fig = go.Figure()
+fig.add_scatter(x=[s for s, _ in curve], y=[v for _, v in curve], mode="lines+markers", name="MAD-OPD student")
+fig.add_scatter(x=[0, cfg.max_steps], y=[before, before], mode="lines", line={"dash": "dash"},
+                name="untrained student (baseline)")
+fig.update_layout(title="Held-out episode success", xaxis_title="training step",
+                  yaxis_title="episode success", yaxis_range=[0, 1], hovermode="x unified", height=320)
+fig
+"""),
+    md("""
+**What to look at:** the solid line leaves the dashed one. The untrained student knows the tool
+formats but picks the operation (add, sub, max, min, gap) at random; the teachers each know half
+of the operations, and the debate tells the student which teacher to follow for which task word.
+"""),
+    md("The last step's first debate: prompt, reference, each teacher's answer and confidence per round."),
+    code("""
+from madopd.widgets import DebateBoard
+
+last = records[-1]
+refs = {s.id: s.reference for s in tools_task.train_states()}
+DebateBoard(last.transcripts[0], record=last, sample=0, reference=refs.get(last.state_ids[0]))
+"""),
+    md("The same sample token by token: the **divergence lens** (click a token) and the loss split by teacher."),
     code("""
 from madopd.widgets import DivergenceLens, LossDecomposition
 
 tok = distiller.student.tokenizer
-last = records[-1]
 DivergenceLens(last, 0, decode=tok)
 """),
     code("LossDecomposition(last, 0)"),
@@ -419,43 +503,69 @@ NOTEBOOKS["04_failure_cases"] = [
     md("""
 # 04 · Finding failure cases
 
-A run directory (written by `RunStore`) holds every step's record. The **failure-case finder**
-lists every sample with its divergence, teacher disagreement, weight entropy, confidence vs
-correctness and missing tags; click a row and the linked **debate board** shows that sample's
-debate. The selection is also readable from Python (`finder.selected`).
+Which teacher was confidently wrong, and did the student learn it? A run directory (written by
+`RunStore`) holds every step's record. The **failure-case finder** lists every sample with its
+divergence, teacher disagreement, weight entropy and missing tags, and judges each teacher's
+final answer against the reference: filters show where a *teacher* was confidently wrong, where
+the debate flipped a teacher from right to wrong, and where the student copied a wrong teacher.
+Click a row: the **debate board**, the **divergence lens** and the **loss decomposition** below
+show that sample, and the detail pane follows the same state across the run's steps.
 """),
     SETUP,
     ZOO,
     code("""
+# The run to inspect. Set RUN_DIR to any run folder, e.g. a demo run
+# ("madopd-out/demo/runs/MAD-OPD_toy-tools_seed0"): it is only read, never written.
+# None trains a small fresh run into a temporary folder.
+RUN_DIR = None
+"""),
+    code("""
 import tempfile
-from madopd.distill import Distiller
 from madopd.runs import RunStore, load_run
 
-run_dir = tempfile.mkdtemp(prefix="madopd-run-")
-cfg = zoo.config("mad_opd", rounds=2, batch_size=8 if SMOKE else 32, max_steps=6 if SMOKE else 50,
-                 record_every=1)
-store = RunStore(run_dir, cfg.to_dict())
-Distiller.from_config(cfg, tools_task, store=store, debate_protocol=zoo.debate_protocol(cfg.rounds)
-                      ).train(cfg.max_steps, progress=False)
-run = load_run(run_dir)
-print(len(run.records), "records in", run_dir)
+if RUN_DIR is None:
+    from madopd.distill import Distiller
+
+    RUN_DIR = tempfile.mkdtemp(prefix="madopd-run-")
+    cfg = zoo.config("mad_opd", rounds=2, batch_size=8 if SMOKE else 32, max_steps=6 if SMOKE else 50,
+                     record_every=1)
+    Distiller.from_config(cfg, tools_task, store=RunStore(RUN_DIR, cfg.to_dict()),
+                          debate_protocol=zoo.debate_protocol(cfg.rounds)).train(cfg.max_steps, progress=False)
+run = load_run(RUN_DIR)  # reads config.json, metrics.jsonl and records/: writes nothing
+print(len(run.records), "records in", RUN_DIR)
 """),
     code("""
-from madopd.widgets import DebateBoard, FailureFinder
+from madopd.toyworld.zoo import make_tasks
+from madopd.widgets import DebateBoard, DivergenceLens, FailureFinder, LossDecomposition
 
 records = list(run.records)
+# references by state id ("tools/0/621#2": episode 621, step 2), train and held-out episodes of
+# the default world (a superset of the tutorial world's): rows without one are counted, not hidden
+ref_task = make_tasks(profile_spec("default"))[0]
+refs = {s.id: s.reference for s in ref_task.train_states() + ref_task.eval_states()}
+tok = zoo.student().tokenizer
 board = DebateBoard(record=records[0], sample=0)
-refs = {s.id: s.reference for s in tools_task.train_states()}  # shown beside the student's answer
-finder = FailureFinder(records, board=board, references=refs)
+lens = DivergenceLens(records[0], 0, decode=tok)
+deco = LossDecomposition(records[0], 0)
+finder = FailureFinder(records, board=board, lens=lens, decomposition=deco, references=refs)
+print(finder.payload["references_missing"], "of", len(finder.payload["rows"]), "rows without a reference")
 finder
 """),
+    md("The selected sample's debate (prompt and reference on top), its tokens and its loss by teacher:"),
     code("board"),
-    md("Select from Python too — e.g. the sample with the largest loss — and read the choice back:"),
+    code("lens"),
+    code("deco"),
+    md("""
+Select from Python too — the first sample where a teacher was confidently wrong (else the largest
+loss) — and follow its state across the run: did the student end up copying the wrong teacher?
+"""),
     code("""
-worst = max(finder.payload["rows"], key=lambda r: r["loss"] or 0)
-finder.selected = {"step": worst["step"], "sample": worst["sample"]}
-rec, b = finder.selected_record()
-print("selected", finder.selected, "| state", rec.state_ids[b], "| response:", repr(rec.responses[b][:80]))
+rows = finder.payload["rows"]
+pick = next((r for r in rows if r["conf_wrong"]), None) or max(rows, key=lambda r: r["loss"] or 0)
+finder.selected = {"step": pick["step"], "sample": pick["sample"]}
+print("state", pick["state_id"], "| reference", pick["reference"], "| wrong teachers:", pick["teacher_wrong"] or "none")
+for e in finder.payload["history"][pick["state_id"]]:
+    print(f"  step {e['step']}: student {'right' if e['correct'] else 'wrong'}{' (copied a wrong teacher)' if e['copied'] else ''}")
 import json
 from madopd.widgets.health import run_health
 
@@ -493,6 +603,27 @@ for mode in ("teacher_forced", "full"):
     records[mode] = d.train(cfg.max_steps, progress=False)
     print(mode, "| states per step:", len(records[mode][-1].state_ids), "| loss", round(records[mode][-1].loss, 4),
           "| divergence", d.spec)
+"""),
+    md("""
+The debates behind the teacher-forced run, one per (step, sample) — each is about one step of
+an episode (the state id ends in `#step`). Browse them with prev/next or search a state id:
+"""),
+    code("""
+from madopd.widgets import DebateBoard
+
+refs = {s.id: s.reference for s in tools_task.train_states()}
+DebateBoard.browse(records["teacher_forced"], references=refs)
+"""),
+    md("""
+**One episode, step by step** in full mode: the student's own action at each step, the
+reference action, and the verifier's judgement (the states of one episode share the id before `#`).
+"""),
+    code("""
+rec = records["full"][-1]
+episode = rec.state_ids[0].split("#")[0]
+for sid, action, ok in zip(rec.state_ids, rec.responses, rec.correct):
+    if sid.split("#")[0] == episode:
+        print(f"step {sid.split('#')[1]}: student {action!r:28} {'right' if ok else 'wrong'}")
 """),
     code("""
 from madopd.widgets import DivergenceLens

@@ -93,6 +93,17 @@ def test_notebook_executes_in_smoke_mode(name, tmp_path):
     health = [json.loads(line[len("HEALTH "):]) for c in nb.cells if c.cell_type == "code"
               for o in c.outputs if o.output_type == "stream"
               for line in o.text.splitlines() if line.startswith("HEALTH ")]
+    if name.startswith("03"):
+        # the live run learns (issue 29.1): held-out episode success read from the executed
+        # notebook's own HELDOUT line, the untrained student's value as the baseline
+        held = [json.loads(line[len("HELDOUT "):]) for c in nb.cells if c.cell_type == "code"
+                for o in c.outputs if o.output_type == "stream"
+                for line in o.text.splitlines() if line.startswith("HELDOUT ")]
+        assert len(held) == 1, "03 printed no HELDOUT line"
+        h = held[0]
+        print(f"03: held-out success {h['before']:.3f} -> {h['after']:.3f} in {h['seconds']} s")
+        assert h["curve"][0] == [0, h["before"]] and h["curve"][-1][1] == h["after"]
+        assert h["after"] - h["before"] >= 0.25, h
     if name[:2] in DEBATING:
         # a real debate: the teachers speak the templates they were trained on (issue 16)
         assert health, f"{name}: no HEALTH line printed"
@@ -115,3 +126,19 @@ def test_exported_html_shows_static_fallbacks_offline(tmp_path):
     assert html.count('class="madopd-static-panel"') == 3
     assert not re.search(r"<script[^>]+src=[\"']?https?:", html)
     assert (tmp_path / "01.html").stat().st_size > 0
+
+
+def test_gallery_screenshots_travel_inside_the_notebook():
+    """Issue 29.6: the screenshot table shows from any Lab root (repo or notebooks/): every image
+    is a cell attachment equal to the file in docs/img/widgets, no link leaves the folder."""
+    import base64
+
+    nb = nbformat.read(str(NB_DIR / "00_gallery.ipynb"), as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    assert "../docs" not in text and "<script" not in text.lower()
+    cell = next(c for c in nb.cells if "attachment:" in c.source)
+    refs = set(re.findall(r"attachment:([\w.-]+\.png)", cell.source))
+    assert len(refs) == 12 and refs == set(cell.attachments)
+    img = NB_DIR.parent / "docs" / "img" / "widgets"
+    for name in refs:
+        assert base64.b64decode(cell.attachments[name]["image/png"]) == (img / name).read_bytes(), name

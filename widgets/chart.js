@@ -42,7 +42,9 @@ export function yRange(values, log) {
   return [lo - pad, hi + pad];
 }
 
-// series: [{name, ys, color}]; opts: {log, smooth, width, height, yFmt}
+// series: [{name, ys, color}]; opts: {log, smooth, width, height, yFmt, include}
+// include: values the y range always spans (e.g. [0, 1] for weights), so a fitted range cannot
+// magnify noise of a quantity with natural bounds into a dramatic-looking curve.
 export function lineChart(title, xs, series, opts = {}) {
   const W = opts.width || 300, H = opts.height || 150, L = 46, R = 8, T = 6, B = 24;
   const pw = W - L - R, ph = H - T - B;
@@ -57,7 +59,7 @@ export function lineChart(title, xs, series, opts = {}) {
   const plot = h("div", { style: { position: "relative" } }, box);
   wrap.append(plot);
   const all = shown.flatMap((s) => s.ys.concat(s.sm));
-  const yr = yRange(all, log);
+  const yr = yRange(xs.length ? all.concat(opts.include || []) : all, log);
   if (!xs.length || !yr) {
     const t = chartSvg("text", { x: L + 4, y: T + 16, class: "madopd-axis-text" });
     t.textContent = "no data yet";

@@ -136,7 +136,9 @@ export function teacherLegend(names) {
 // A row of labelled range input; onInput(value) is called with a Number.
 export function slider(label, { min, max, step, value }, onInput) {
   const out = h("span", { class: "madopd-val" }, fmt(value, 2));
-  const input = h("input", { type: "range", min, max, step, value });
+  // data-lm-suppress-shortcuts: JupyterLab (Lumino) would otherwise take the arrow keys for its
+  // own shortcuts (move between cells), so a focused slider never moved with the keyboard
+  const input = h("input", { type: "range", min, max, step, value, "data-lm-suppress-shortcuts": "true" });
   input.addEventListener("input", () => {
     out.textContent = fmt(Number(input.value), 2);
     onInput(Number(input.value));
@@ -172,4 +174,28 @@ export function minimap(colors, windowSize, onJump) {
   });
   draw();
   return { el: canvas, update(s) { start = s; draw(); } };
+}
+
+// Re-render a widget from scratch when its payload is replaced (the finder switches the lens and the
+// decomposition to another sample). Handlers the render registers with model.on are removed first,
+// so a re-render never leaves old closures listening.
+export function remountOnPayload(render) {
+  return ({ model, el }) => {
+    let handlers = [];
+    const scoped = {
+      get: (k) => model.get(k), set: (k, v) => model.set(k, v), save_changes: () => model.save_changes(),
+      send: (...a) => model.send(...a), off: (e, cb) => model.off(e, cb),
+      on: (e, cb) => { handlers.push([e, cb]); model.on(e, cb); },
+    };
+    const box = document.createElement("div");
+    el.append(box);
+    const mount = () => {
+      for (const [e, cb] of handlers) model.off(e, cb);
+      handlers = [];
+      box.replaceChildren();
+      render({ model: scoped, el: box });
+    };
+    model.on("change:payload", mount);
+    mount();
+  };
 }

@@ -11,6 +11,12 @@ export const LOSS_COLOR = "#0072B2";
 export const NEFF_COLOR = "#CC79A7";
 export const QUANTILE_COLORS = ["#7fcdbb", "#41b6c4", "#1d91c0", "#D55E00"];  // readable on dark too
 
+// The bounds a chart's y axis always spans: weights live in [0, 1] and n_eff in [1, K], so
+// 0.498..0.502 is drawn as the flat line it is, not as a swing across the whole plot.
+export function naturalRange(kind, K) {
+  return kind === "weights" ? [0, 1] : kind === "n_eff" ? [1, Math.max(1, K)] : [];
+}
+
 // Seconds left from the wall-clock times of the recorded steps (null until two are known).
 export function eta(times, steps, total) {
   if (!total || times.length < 2 || !steps.length) return null;
@@ -58,11 +64,13 @@ function render({ model, el }) {
   function sync() {
     const P = model.get("payload");
     const paused = model.get("paused"), at = model.get("paused_at") ?? -1;
-    btn.textContent = paused ? "resume" : "pause";
+    const finished = model.get("finished") ?? false;  // training ended: nothing left to pause
+    btn.textContent = finished ? "finished" : paused ? "resume" : "pause";
+    btn.disabled = finished;
     const done = P.steps.length ? P.steps[P.steps.length - 1] : 0, total = P.total_steps;
     bar.value = total ? done / total : 0;
     bar.style.display = total ? "" : "none";
-    let s = total ? `step ${done} / ${total} · ETA ${clock(eta(P.times || [], P.steps, total))}` : `${P.steps.length} steps`;
+    let s = total ? `step ${done} / ${total}` + (finished ? "" : ` · ETA ${clock(eta(P.times || [], P.steps, total))}`) : `${P.steps.length} steps`;
     if (paused) s += at >= 0 ? ` · paused after step ${at} (the training thread waits)` : " · pausing at the next step boundary…";
     status.textContent = s;
   }
@@ -76,8 +84,10 @@ function render({ model, el }) {
     charts.replaceChildren(
       lineChart("loss", P.steps, [{ name: "loss", ys: P.loss, color: LOSS_COLOR }], opts),
       lineChart("per-token D(p_k‖q) quantiles", P.steps, qs, opts),
-      lineChart("teacher weights (batch mean)", P.steps, P.teacher_names.map((n, k) => ({ name: n, ys: P.weights.map((w) => w[k]), color: P.colors[k] })), { smooth }),
-      lineChart("effective number of teachers", P.steps, [{ name: "n_eff", ys: P.n_eff, color: NEFF_COLOR }], { smooth }));
+      lineChart("teacher weights (batch mean)", P.steps, P.teacher_names.map((n, k) => ({ name: n, ys: P.weights.map((w) => w[k]), color: P.colors[k] })),
+        { smooth, include: naturalRange("weights", P.teacher_names.length) }),
+      lineChart("effective number of teachers", P.steps, [{ name: "n_eff", ys: P.n_eff, color: NEFF_COLOR }],
+        { smooth, include: naturalRange("n_eff", P.teacher_names.length) }));
     ribbon.replaceChildren();
     const pr = P.probe;
     if (pr.rows.length) {
@@ -95,6 +105,7 @@ function render({ model, el }) {
   model.on("change:payload", draw);
   model.on("change:paused", sync);
   model.on("change:paused_at", sync);
+  model.on("change:finished", sync);
   draw();
 }
 

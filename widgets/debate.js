@@ -33,10 +33,26 @@ export function boardView(P, { tau, onlyDisagreements }) {
   return { rounds, weights: P.rounds > 0 ? confidenceWeights(P.final_confidences, tau, P.policy) : null };
 }
 
-function badge(conf, k) {
+// A fallback confidence (computed by the run, not written by the teacher) gets a dashed outline and
+// names its source, so it never looks like a written tag.
+function badge(conf, k, sourceLabel) {
   if (conf === null || conf === undefined) return h("span", { class: "madopd-badge madopd-missing" }, "confidence missing");
   const bg = teacherColor(k);
-  return h("span", { class: "madopd-badge", style: { background: bg, color: textColor(bg) } }, `conf ${fmt(conf, 0)}`);
+  const fallback = sourceLabel && sourceLabel !== "written";
+  return h("span", { class: "madopd-badge" + (fallback ? " madopd-fallback" : ""), "data-source": sourceLabel ?? "",
+    title: sourceLabel === "written" ? "the teacher wrote this <<CONFIDENCE=N>> tag" : sourceLabel ?? "",
+    style: { background: bg, color: textColor(bg) } }, `conf ${fmt(conf, 0)}`, sourceLabel ? ` (${sourceLabel})` : "");
+}
+
+// Browsing a run's debates: the index a search lands on (first id containing the text, case-insensitive).
+export function searchIndex(ids, text, from = 0) {
+  const needle = text.trim().toLowerCase();
+  if (!needle) return -1;
+  for (let j = 0; j < ids.length; j++) {
+    const i = (from + j) % ids.length;
+    if (String(ids[i]).toLowerCase().includes(needle)) return i;
+  }
+  return -1;
 }
 
 function render({ model, el }) {
@@ -56,14 +72,37 @@ function render({ model, el }) {
   onlyBox.checked = only;
   onlyBox.addEventListener("change", () => { only = onlyBox.checked; model.set("only_disagreements", only); model.save_changes(); draw(); });
   const header = h("div", { class: "madopd-small" });
+  const context = h("div", { class: "madopd-context" });
   const banner = h("div", {});
-  root.append(header, banner, h("div", { class: "madopd-controls" }, tauCtl,
+  const nav = h("div", { class: "madopd-controls madopd-browse" });
+  const go = (i) => { model.set("index", i); model.save_changes(); };
+  const prevBtn = h("button", { class: "madopd-btn madopd-prev", onclick: () => go(Math.max(0, (model.get("index") ?? 0) - 1)) }, "◀ prev");
+  const nextBtn = h("button", { class: "madopd-btn madopd-next", onclick: () => go(Math.min(((P.browse || {}).count ?? 1) - 1, (model.get("index") ?? 0) + 1)) }, "next ▶");
+  const pos = h("span", { class: "madopd-small madopd-browse-pos" });
+  const find = h("input", { type: "search", class: "madopd-filter madopd-browse-search", placeholder: "find a state id (Enter: next match)" });
+  find.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Enter") return;
+    const i = searchIndex((P.browse || {}).ids || [], find.value, (model.get("index") ?? 0) + 1);
+    find.classList.toggle("madopd-nomatch", i < 0);
+    if (i >= 0) go(i);
+  });
+  nav.append(prevBtn, nextBtn, pos, find);
+  root.append(nav, header, context, banner, h("div", { class: "madopd-controls" }, tauCtl,
     h("label", {}, onlyBox, " only disagreements")), wbox, grid, studentBox);
 
   function draw() {
     const K = P.teacher_names.length;
-    header.replaceChildren(`state `, String(P.state_id), ` · ${K} teachers × ${P.rounds} rounds · missing-tag policy ${P.policy}`,
-      P.reference !== null && P.reference !== undefined ? h("span", {}, " · reference: ", String(P.reference)) : "");
+    const B = P.browse;
+    nav.style.display = B ? "" : "none";
+    if (B) {
+      pos.textContent = `debate ${B.index + 1} of ${B.count}`;
+      prevBtn.disabled = B.index <= 0;
+      nextBtn.disabled = B.index >= B.count - 1;
+    }
+    context.replaceChildren(h("div", { class: "madopd-small" }, "prompt:"),
+      h("div", { class: "madopd-prompt madopd-cell-text" }, P.prompt === null || P.prompt === undefined ? "– (not recorded)" : String(P.prompt).slice(-600)),
+      h("div", { class: "madopd-small" }, "reference: ", h("b", { class: "madopd-reference" }, P.reference === null || P.reference === undefined ? "– (not given)" : String(P.reference))));
+    header.replaceChildren(`state `, String(P.state_id), ` · ${K} teachers × ${P.rounds} rounds · missing-tag policy ${P.policy}`);
     banner.replaceChildren(...(P.banner ? [h("div", { class: "madopd-banner", role: "alert" }, "⚠ " + P.banner)] : []));
     const { rounds, weights } = boardView(P, { tau, onlyDisagreements: only });
     wbox.replaceChildren(h("span", { class: "madopd-small" }, "weights softmax(c/100/τ): "),
@@ -80,7 +119,7 @@ function render({ model, el }) {
       for (const r of rounds) {
         const c = P.cells[k][r];
         const cell = h("div", { class: "madopd-cell" + (c.changed ? " madopd-changed" : ""), "data-teacher": k, "data-round": r + 1 },
-          badge(c.confidence, k), " ", h("b", {}, c.answer));
+          badge(c.confidence, k, c.source_label), " ", h("b", {}, c.answer));
         if (c.changed) {
           const d = h("div", { class: "madopd-small madopd-diff" }, "changed: ");
           for (const [op, w] of wordDiff(P.cells[k][r - 1].answer, c.answer))

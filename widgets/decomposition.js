@@ -1,7 +1,7 @@
 // Per-token loss decomposition by teacher: stacked bars c_k(t) = w_k(t) D_k(t) in teacher colours,
 // a toggle for the equal-weights counterfactual, and the signed difference on a diverging scale.
 import { quantile } from "./divmath.js";
-import { h, fmt, divColor, textColor, tokenSpan, tokenSegments, legend, teacherLegend } from "./common.js";
+import { h, fmt, divColor, textColor, tokenSpan, tokenSegments, legend, teacherLegend, remountOnPayload } from "./common.js";
 import { niceTicks } from "./chart.js";
 
 const SVGNS = "http://www.w3.org/2000/svg";
@@ -90,4 +90,4 @@ function render({ model, el }) {
   draw();
 }
 
-export default { render };
+export default { render: remountOnPayload(render) };

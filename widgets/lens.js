@@ -2,7 +2,7 @@
 // slider recomputed here from the cached top-k (see madopd/widgets/lens.py:lens_values), and a
 // click-a-token panel with each candidate's contribution. Model text only via textContent.
 import { buckets, contributions, divergences, quantile } from "./divmath.js";
-import { h, fmt, seqColor, textColor, tokenSpan, legend, teacherColor, slider, minimap } from "./common.js";
+import { h, fmt, seqColor, textColor, tokenSpan, legend, teacherColor, slider, minimap, remountOnPayload } from "./common.js";
 
 export const LENS_KINDS = ["fkl", "rkl", "jsd"];
 const LABELS = { fkl: "forward KL(p‖q), top-k", rkl: "reverse KL(q‖p), top-k", jsd: "JSD(β), top-k", recorded: "training loss D (recorded)" };
@@ -144,6 +144,16 @@ function render({ model, el }) {
     idx.forEach((i, j) => body.append(h("tr", { class: "madopd-cand" + (c.ids[i] === P.token_ids[sel] ? " madopd-sel" : "") },
       h("td", { class: "madopd-text" }, tokenSpan(c.text[i])), h("td", {}, fmt(q[j], 4)), h("td", {}, fmt(p[j], 4)),
       h("td", {}, fmt(con.fkl[j], 4)), h("td", {}, fmt(con.rkl[j], 4)), h("td", {}, fmt(con.jsd[j], 4)), h("td", {}, fmt(q[j] - p[j], 4)))));
+    // The sampled token always gets a row: when one side's top-k lacks it, its mass is inside
+    // (rest) for the totals, and the row says so instead of hiding the token.
+    const si = c.ids.indexOf(P.token_ids[sel]);
+    if (!idx.some((i) => c.ids[i] === P.token_ids[sel])) {
+      const known = (lp) => (lp === null || lp === undefined ? "– (not in top-k)" : fmt(Math.exp(lp), 4));
+      body.append(h("tr", { class: "madopd-sel madopd-sampled-rest", title: "the sampled token is outside one side's top-k: counted inside (rest)" },
+        h("td", { class: "madopd-text" }, tokenSpan(P.tokens[sel]), " (sampled, in rest)"),
+        h("td", {}, si < 0 ? "– (not in top-k)" : known(c.s[si])), h("td", {}, si < 0 ? "– (not in top-k)" : known(c.t[teacher][si])),
+        h("td", {}, ""), h("td", {}, ""), h("td", {}, ""), h("td", {}, "")));
+    }
     const r = p.length - 1;
     body.append(h("tr", { class: "madopd-rest" }, h("td", { class: "madopd-text" }, "(rest)"), h("td", {}, fmt(q[r], 4)), h("td", {}, fmt(p[r], 4)),
       h("td", {}, fmt(con.fkl[r], 4)), h("td", {}, fmt(con.rkl[r], 4)), h("td", {}, fmt(con.jsd[r], 4)), h("td", {}, "")));
@@ -164,4 +174,4 @@ function render({ model, el }) {
   draw();
 }
 
-export default { render };
+export default { render: remountOnPayload(render) };

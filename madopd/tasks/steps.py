@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from madopd.errors import DataError
 from madopd.tasks.base import Environment, Episode
-from madopd.types import Chat, Message, State
+from madopd.types import Chat, Message, State, step_state_id
 
 
 def env_step_messages(environment: Environment, episode: Episode, history: Chat,
@@ -43,7 +43,7 @@ def step_state(episode: Episode, history: Chat, m: int, mode: str,
         meta["deviated_at"] = deviated_at
     meta["reference_valid"] = valid and m < len(refs)
     return State(
-        id=f"{episode.id}#{m}", messages=[dict(x) for x in history],
+        id=step_state_id(episode.id, m), messages=[dict(x) for x in history],
         reference=refs[m] if valid and m < len(refs) else None, family=episode.family, meta=meta)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from madopd.errors import ConfigError
 from madopd.tasks.base import Episode
 from madopd.toyworld.toy_common import FAMILIES, KEYS, OPS, VAL_HI, VAL_LO, is_held_out
-from madopd.types import Chat, State
+from madopd.types import Chat, State, step_state_id
 
 _GET = re.compile(r"^get ([a-z])$")
 _OP = re.compile(r"^(add|sub|max|min|dst) (-?\d{1,4}) (-?\d{1,4})$")
@@ -172,7 +172,7 @@ class ToyToolsTask:
         """The decision point after ``history`` (teacher-forced or the student's own)."""
         step = len(parse_history(history)) if step is None else step
         return State(
-            id=f"{episode.id}/s{step}", messages=list(history),
+            id=step_state_id(episode.id, step), messages=list(history),
             reference=oracle_action(episode, history, episode.family), family=episode.family,
             meta={**episode.meta, "episode": episode.id, "step": step})
 

@@ -28,6 +28,15 @@ from madopd.widgets.style import (
 )
 
 POLICIES = ("uniform", "drop_teacher", "skip_sample")
+# Where a confidence came from (DebateMessage.confidence_source, madopd.confidence.SOURCES): a
+# written tag is the teacher's own number; the others are fallbacks the run computed for it.
+SOURCE_LABELS = {"tag": "written", "forced_tag": "fallback: forced tag",
+                 "forced_ask": "fallback: asked", "answer_logprob": "fallback: answer log-prob",
+                 None: "source not recorded"}
+
+
+def source_label(source: str | None) -> str:
+    return SOURCE_LABELS.get(source, f"fallback: {source}")
 
 
 def norm_answer(a: str) -> str:
@@ -52,6 +61,8 @@ def debate_payload(transcript: Transcript, *, record: StepRecord | None = None,
             m = transcript.turn(k, r)
             prev = transcript.turn(k, r - 1).answer if r > 1 else None
             row.append({"text": m.text, "answer": m.answer, "confidence": m.confidence,
+                        "source": None if m.confidence is None else m.confidence_source,
+                        "source_label": None if m.confidence is None else source_label(m.confidence_source),
                         "changed": prev is not None and norm_answer(prev) != norm_answer(m.answer)})
         cells.append(row)
     agree = [len({norm_answer(cells[k][r]["answer"]) for k in range(K)}) == 1 for r in range(R)]
@@ -61,11 +72,13 @@ def debate_payload(transcript: Transcript, *, record: StepRecord | None = None,
         "rounds": R, "cells": cells, "agree": agree, "tau": float(tau), "policy": policy,
         "final_confidences": transcript.final_confidences(), "reference": reference,
         "student": None, "banner": missing_banner(confidence_counts([transcript]), policy),
+        "prompt": None,
     }
     if record is not None:
         b = 0 if sample is None else sample
         if not 0 <= b < len(record.responses):
             raise ValueRangeError(f"sample must be in [0, {len(record.responses)}), got {b}")
+        payload["prompt"] = record.prompts[b]
         payload["student"] = {
             "prompt": record.prompts[b], "response": record.responses[b],
             "tokens": list(record.response_tokens[b]),
@@ -93,12 +106,16 @@ def _diff_html(old: str, new: str) -> str:
     return " ".join(out)
 
 
-def _badge(conf, k: int) -> str:
+def _badge(conf, k: int, label: str | None = None) -> str:
     if conf is None:
         return ('<span style="background:#777;color:#fff;border-radius:8px;padding:0 6px;'
                 'font-size:10px">confidence missing</span>')
-    return (f'<span style="background:{teacher_color(k)};color:{text_color(teacher_color(k))};'
-            f'border-radius:8px;padding:0 6px;font-size:10px">conf {fmt(conf, 0)}</span>')
+    fallback = label is not None and label != "written"
+    style = "border:1px dashed currentColor;" if fallback else ""
+    return (f'<span class="madopd-badge" data-source="{esc(label or "")}" style="{style}'
+            f'background:{teacher_color(k)};color:{text_color(teacher_color(k))};'
+            f'border-radius:8px;padding:0 6px;font-size:10px">conf {fmt(conf, 0)}'
+            f'{f" ({esc(label)})" if label else ""}</span>')
 
 
 def render_debate_html(payload: dict) -> str:
@@ -120,7 +137,7 @@ def render_debate_html(payload: dict) -> str:
                 f'<td class="madopd-cell" data-teacher="{k}" data-round="{r + 1}" '
                 f'style="border:1px solid var(--jp-border-color2, #ddd);padding:4px;vertical-align:top;max-width:320px;overflow-wrap:anywhere'
                 f'{";box-shadow:inset 3px 0 0 #CC79A7" if c["changed"] else ""}">'
-                f'{_badge(c["confidence"], k)} <b>{esc(c["answer"])}</b>{diff}'
+                f'{_badge(c["confidence"], k, c.get("source_label"))} <b>{esc(c["answer"])}</b>{diff}'
                 f'<div style="white-space:pre-wrap;word-break:break-word;color:var(--jp-ui-font-color1, #444);'
                 f'font-size:11px;max-height:120px;overflow:auto">{esc(c["text"])}</div></td>')
         wtxt = "skipped" if w is None else f"w = {fmt(w[k])}"
@@ -156,7 +173,17 @@ def render_debate_html(payload: dict) -> str:
         'color:var(--jp-ui-font-color1, #222)">'
         f'<div>Debate board — state {esc(payload["state_id"])}, τ = {payload["tau"]:g}, '
         f'missing-tag policy {esc(payload["policy"])} (static render)</div>'
-        f"{banner_html(payload.get('banner'))}{teacher_legend_html(names)}{table}{student}</div>")
+        f"{_context_html(payload)}{banner_html(payload.get('banner'))}{teacher_legend_html(names)}{table}{student}</div>")
+
+
+def _context_html(payload: dict) -> str:
+    """What the debate was about: the student's prompt (its last lines) and the reference."""
+    prompt, ref = payload.get("prompt"), payload.get("reference")
+    box = "white-space:pre-wrap;font:11px monospace;max-height:90px;overflow:auto;margin:2px 0"
+    return (f'<div class="madopd-context"><div>prompt:</div><div class="madopd-prompt" style="{box}">'
+            f'{esc("– (not recorded)" if prompt is None else prompt[-600:])}</div>'
+            f'<div>reference: <b class="madopd-reference">{esc("– (not given)" if ref is None else ref)}'
+            f"</b></div></div>")
 
 
 ROUND_W = 40  # width of one round's confidence box in the PNG

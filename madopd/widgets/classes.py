@@ -90,9 +90,12 @@ class Playground(MadopdWidget):
                          temperature=payload["temperature"],
                          teacher_probs=list(payload["teacher_probs"]), **kw)
 
-    def _static_payload(self) -> dict:
+    def current_payload(self) -> dict:
+        """The payload as the browser shows it now: the dragged teacher, β and T (synced)."""
         return dict(self.payload, beta=self.beta, temperature=self.temperature,
                     teacher_probs=list(self.teacher_probs) or self.payload["teacher_probs"])
+
+    _static_payload = current_payload
 
     def static_html(self) -> str:
         return render_playground_html(self._static_payload())
@@ -115,8 +118,14 @@ class DivergenceLens(MadopdWidget):
 
     def __init__(self, record: StepRecord, sample: int = 0, *, beta: float = 0.5,
                  decode=None, **kw):
+        self._decode = decode
         super().__init__(payload=lens_payload(record, sample, beta=beta, decode=decode),
                          beta=beta, **kw)
+
+    def show(self, record: StepRecord, sample: int = 0) -> None:
+        """Switch the lens to another sample (used by the failure-case finder)."""
+        self.selected_token = -1
+        self.payload = lens_payload(record, sample, beta=self.beta, decode=self._decode)
 
     def _static_payload(self) -> dict:
         from madopd.widgets.lens import lens_values
@@ -139,20 +148,66 @@ class DebateBoard(MadopdWidget):
     _esm = assets.bundle("debate.js")
     tau = traitlets.Float(1.0).tag(sync=True)
     only_disagreements = traitlets.Bool(False).tag(sync=True)
+    index = traitlets.Int(0).tag(sync=True)  # which debate of ``browse`` is shown
+
+    @classmethod
+    def browse(cls, records: Sequence[StepRecord] = (), *, transcripts: Sequence[Transcript] = (),
+               references: dict | None = None, tau: float = 1.0, policy: str = "uniform",
+               **kw) -> DebateBoard:
+        """A board over every debate of a run (prev/next, search by state id): one entry per
+        (step, sample) of ``records`` with a transcript, in step order, then each of
+        ``transcripts`` (debates run without a student); ``references`` = {state_id: answer}."""
+        entries = [(r.transcripts[b], r, b) for r in records for b in range(len(r.transcripts))
+                   if r.transcripts[b] is not None] + [(t, None, 0) for t in transcripts]
+        if not entries:
+            from madopd.errors import DataError
+
+            raise DataError("no debate to browse: every record has R = 0 (no transcripts)")
+        board = cls(entries[0][0], record=entries[0][1], sample=entries[0][2], tau=tau,
+                    policy=policy, **kw)
+        board._entries, board._references = entries, dict(references or {})
+        board.observe(lambda _c: board._show_entry(), names="index")
+        board._show_entry()
+        return board
+
+    def show_sample(self, record: StepRecord, sample: int, reference: str | None = None) -> None:
+        """Show ``record``'s debate for ``sample``; a browsing board moves its index there (so
+        prev/next continue from it)."""
+        entries = getattr(self, "_entries", None)
+        if entries:
+            for i, (_, r, b) in enumerate(entries):
+                if r is not None and r.step == record.step and b == sample:
+                    if self.index == i:
+                        self._show_entry()
+                    else:
+                        self.index = i  # the observer shows it
+                    return
+        self.show(record.transcripts[sample], record=record, sample=sample, reference=reference)
+
+    def _show_entry(self) -> None:
+        i = min(max(self.index, 0), len(self._entries) - 1)
+        tr, rec, b = self._entries[i]
+        self.show(tr, record=rec, sample=b, reference=self._references.get(tr.state_id))
+        self.payload = dict(self.payload, browse={
+            "index": i, "count": len(self._entries),
+            "ids": [(f"step {r.step} · " if r is not None else "") + t.state_id
+                    for t, r, _ in self._entries]})
 
     def __init__(self, transcript: Transcript | None = None, *, record: StepRecord | None = None,
-                 sample: int = 0, tau: float = 1.0, policy: str = "uniform", **kw):
+                 sample: int = 0, tau: float = 1.0, policy: str = "uniform",
+                 reference: str | None = None, **kw):
         if transcript is None and record is not None:
             transcript = record.transcripts[sample]
-        payload = debate_payload(transcript, record=record, sample=sample, tau=tau,
-                                 policy=policy) if transcript is not None else {}
+        payload = debate_payload(transcript, record=record, sample=sample, tau=tau, policy=policy,
+                                 reference=reference) if transcript is not None else {}
         super().__init__(payload=payload, tau=tau, **kw)
 
     def show(self, transcript: Transcript, *, record: StepRecord | None = None,
-             sample: int = 0, policy: str | None = None) -> None:
+             sample: int = 0, policy: str | None = None, reference: str | None = None) -> None:
         """Switch the board to another debate (used by the failure-case finder)."""
         self.payload = debate_payload(transcript, record=record, sample=sample, tau=self.tau,
-                                      policy=policy or self.payload.get("policy", "uniform"))
+                                      policy=policy or self.payload.get("policy", "uniform"),
+                                      reference=reference)
 
     def static_html(self) -> str:
         if not self.payload:
@@ -182,6 +237,10 @@ class LossDecomposition(MadopdWidget):
     def __init__(self, record: StepRecord, sample: int = 0, **kw):
         super().__init__(payload=decomposition_payload(record, sample), **kw)
 
+    def show(self, record: StepRecord, sample: int = 0) -> None:
+        """Switch to another sample (used by the failure-case finder)."""
+        self.payload = decomposition_payload(record, sample)
+
     def static_html(self) -> str:
         return render_decomposition_html(self.payload)
 
@@ -192,17 +251,22 @@ class LossDecomposition(MadopdWidget):
 class FailureFinder(MadopdWidget):
     """Sortable, filterable table of a run's samples; ``selected`` = {"step", "sample"} (synced).
 
-    With ``board=DebateBoard(...)`` the board follows the selection (linked through the kernel).
+    With ``board=DebateBoard(...)``, ``lens=DivergenceLens(...)`` and/or
+    ``decomposition=LossDecomposition(...)`` those views follow the selection (linked through
+    the kernel): one click on a row shows its debate, its tokens and its loss split.
+    ``references`` = {state_id: reference answer} judges each teacher's answer.
     """
 
     _esm = assets.bundle("failures.js")
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(self, records: Sequence[StepRecord], *, board: DebateBoard | None = None,
+                 lens: DivergenceLens | None = None, decomposition: LossDecomposition | None = None,
                  references: dict | None = None, **kw):
         self.records = list(records)
+        self.references = dict(references or {})
         super().__init__(payload=failures_payload(self.records, references), **kw)
-        self.board = board
+        self.board, self.lens, self.decomposition = board, lens, decomposition
         self.observe(self._on_select, names="selected")
 
     def selected_record(self) -> tuple[StepRecord, int] | None:
@@ -216,11 +280,15 @@ class FailureFinder(MadopdWidget):
 
     def _on_select(self, _change) -> None:
         hit = self.selected_record()
-        if self.board is None or hit is None:
+        if hit is None:
             return
         rec, b = hit
-        if b < len(rec.transcripts) and rec.transcripts[b] is not None:
-            self.board.show(rec.transcripts[b], record=rec, sample=b)
+        if self.board is not None and b < len(rec.transcripts) and rec.transcripts[b] is not None:
+            self.board.show_sample(rec, b, reference=self.references.get(rec.state_ids[b]))
+        if self.lens is not None:
+            self.lens.show(rec, b)
+        if self.decomposition is not None:
+            self.decomposition.show(rec, b)
 
     def static_html(self) -> str:
         return render_failures_html(self.payload)
@@ -243,6 +311,7 @@ class LiveDashboard(MadopdWidget):
     paused = traitlets.Bool(False).tag(sync=True)
     stop_requested = traitlets.Bool(False).tag(sync=True)
     paused_at = traitlets.Int(-1).tag(sync=True)  # the step the training thread waits after (-1: running)
+    finished = traitlets.Bool(False).tag(sync=True)  # training ended: the pause button is disabled
 
     def __init__(self, teacher_names: Sequence[str] = (), *, every: int = 10,
                  probe: Callable[[int], tuple[list[str], list[float]]] | None = None,
@@ -266,7 +335,7 @@ class LiveDashboard(MadopdWidget):
 
     def on_step(self, record: StepRecord) -> bool:
         """Distiller callback: fold the record in, re-score the probe, honour pause/stop."""
-        dash.add_record(self._data, record)
+        dash.add_record(self._data, record, now=time.time() - self.paused_seconds)
         if self.probe is not None and record.step % self.every == 0:
             tokens, values = self.probe(record.step)
             dash.add_probe(self._data, record.step, tokens, values)
@@ -297,7 +366,10 @@ class LiveDashboard(MadopdWidget):
                 self.records += distiller.train(steps, callbacks=[self], progress=False)
             except BaseException as exc:  # re-raised in join(), never swallowed
                 self._error = exc
+            finally:
+                self.finished = True
 
+        self.finished = False
         self._thread = threading.Thread(target=run, name="madopd-train", daemon=True)
         self._thread.start()
         return self._thread

@@ -44,8 +44,10 @@ def dashboard_payload(teacher_names: Sequence[str] = (), *, every: int = 10,
     return p
 
 
-def add_record(p: dict, record: StepRecord) -> dict:
-    """Append one step's scalars. Weights/n_eff are batch means over non-skipped samples."""
+def add_record(p: dict, record: StepRecord, now: float | None = None) -> dict:
+    """Append one step's scalars. Weights/n_eff are batch means over non-skipped samples.
+    ``now``: the step's clock for the ETA (default wall time; the live dashboard passes wall
+    time minus the time spent paused, so a pause does not slow the estimated rate)."""
     if not p["teacher_names"]:
         p["teacher_names"] = list(record.teacher_names)
         p["colors"] = [teacher_color(k) for k in range(len(record.teacher_names))]
@@ -58,7 +60,7 @@ def add_record(p: dict, record: StepRecord) -> dict:
              if sum(x * x for x in record.weights[b]) > 0]
     p["confidence"] = merge_counts(p.get("confidence", {}), confidence_counts(record.transcripts))
     p["banner"] = missing_banner(p["confidence"], p.get("policy", "uniform"))
-    p.setdefault("times", []).append(round(time.time(), 3))  # wall clock: the ETA's rate
+    p.setdefault("times", []).append(round(time.time() if now is None else now, 3))  # the ETA's rate
     p["steps"].append(record.step)
     p["loss"].append(round(float(record.loss), 6))
     for q in QUANTILES:

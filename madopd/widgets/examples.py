@@ -157,3 +157,36 @@ def example_probe(steps: int = 12, every: int = 1, seed: int = 0) -> tuple[list[
         decay = math.exp(-3.0 * s / max(1, steps))
         rows.append((rng.gamma(2.0, 0.2, len(tokens)) * decay).tolist())
     return tokens, rows
+
+
+def _judged_debate(state_id: str, first, final, conf, sources) -> Transcript:
+    msgs = [DebateMessage(k, 1, a, a, 50.0, confidence_source="tag") for k, a in enumerate(first)]
+    msgs += [DebateMessage(k, 2, f"{a}\n<<CONFIDENCE={int(c)}>>" if src == "tag" else a, a, c,
+                           confidence_source=src) for k, (a, c, src) in enumerate(zip(final, conf, sources))]
+    return Transcript(state_id, ["A", "B"], 2, msgs)
+
+
+def example_judged_run() -> tuple[list[StepRecord], dict[str, str]]:
+    """Two steps of a toy-tools-like run with known teacher failures, and its references
+    (EXAMPLE DATA). Step 0: on ``tools/0/621#3`` teacher B is confidently wrong ("ans 58" at 90,
+    reference "ans 5") and the student copies it; on ``tools/0/7#2`` the debate flips A from right
+    to wrong (its confidence is a forced-tag fallback); on ``tools/0/9#0`` both are right. Step 1:
+    the same states, the student now right everywhere."""
+    import dataclasses
+
+    base = example_record(0, batch=3, teacher_names=("A", "B"))
+    tr = [_judged_debate("tools/0/621#3", ["ans 5", "ans 58"], ["ans 5", "ans 58"], [70.0, 90.0],
+                         ["tag", "tag"]),
+          _judged_debate("tools/0/7#2", ["add 1 2", "add 1 2"], ["sub 1 2", "add 1 2"], [60.0, 95.0],
+                         ["forced_tag", "tag"]),
+          _judged_debate("tools/0/9#0", ["get a", "get a"], ["get a", "get a"], [90.0, 90.0],
+                         ["tag", "tag"])]
+    prompts = ["T:sum g h | get g | 48 | get h | 71 | add 48 71 | 5", "T:sum a b | get a | 1 | get b | 2",
+               "T:least a b"]
+    step0 = dataclasses.replace(base, state_ids=[t.state_id for t in tr], transcripts=tr,
+                                prompts=prompts, responses=["ans 58", "add 1 2", "get a"],
+                                correct=[0.0, 1.0, 1.0], families=["add", "add", "min"])
+    step1 = dataclasses.replace(step0, step=1, responses=["ans 5", "add 1 2", "get a"],
+                                correct=[1.0, 1.0, 1.0])
+    refs = {"tools/0/621#3": "ans 5", "tools/0/7#2": "add 1 2", "tools/0/9#0": "get a"}
+    return [step0, step1], refs

@@ -9,7 +9,16 @@ Columns (all computed from StepRecord fields):
   max_conf    highest final confidence (None if all missing)
   correct     verifier score of the response (None if unknown)
   missing     number of missing confidence tags in the final round
-  conf_wrong  True when max_conf ≥ 80 and correct == 0 (confidently wrong)
+  teacher_wrong  teachers whose final answer differs from the reference, with their confidence
+                 ("B 90"); empty when every teacher is right, None without a reference
+  conf_wrong  a teacher was confidently wrong: final confidence >= CONFIDENT and its answer is
+              not the reference (the *teacher's* answer, not the student's)
+  flipped     the debate flipped a teacher to wrong: right in round 1, wrong in the final round
+  copied      the student copied a wrong teacher: the student is wrong and its answer is that
+              teacher's final answer
+
+References join on the state id (``madopd.types.step_state_id``); rows without one are counted
+(payload ``references_missing``) and their teacher columns stay unknown (None).
 """
 
 from __future__ import annotations
@@ -23,13 +32,17 @@ from madopd.widgets.board import norm_answer
 from madopd.widgets.style import SEQUENTIAL, clip_max, esc, fmt, seq_color, text_color
 
 COLUMNS = ("step", "sample", "state_id", "family", "loss", "div_mean", "div_spread", "disagree",
-           "w_entropy", "max_conf", "correct", "missing", "conf_wrong", "response")
+           "w_entropy", "max_conf", "correct", "missing", "teacher_wrong", "conf_wrong", "flipped",
+           "copied", "response")
+CONFIDENT = 80  # a final confidence at or above this counts as "confident"
 NUMERIC = ("loss", "div_mean", "div_spread", "disagree", "w_entropy", "max_conf")
 # Readable headers and their tooltips (the JS front end uses the same, from the payload).
 LABELS = {"step": "step", "sample": "sample", "state_id": "state", "family": "family",
           "loss": "loss", "div_mean": "mean D", "div_spread": "teacher spread",
           "disagree": "answers differ", "w_entropy": "weight entropy", "max_conf": "top confidence",
-          "correct": "correct", "missing": "missing tags", "conf_wrong": "confident & wrong",
+          "correct": "correct", "missing": "missing tags", "teacher_wrong": "wrong teachers",
+          "conf_wrong": "teacher confidently wrong", "flipped": "debate flipped to wrong",
+          "copied": "student copied a wrong teacher",
           "response": "student answer"}
 TIPS = {"loss": "mean per-token loss of the sample",
         "div_mean": "mean over tokens and teachers of D(p_k‖q)",
@@ -39,7 +52,10 @@ TIPS = {"loss": "mean per-token loss of the sample",
         "max_conf": "highest final-round confidence (– if every tag is missing)",
         "correct": "verifier: ✓ correct, ✗ wrong, – unknown",
         "missing": "confidence tags missing in the final round",
-        "conf_wrong": "top confidence ≥ 80 and the answer is wrong",
+        "teacher_wrong": "teachers whose final answer is not the reference, with their final confidence",
+        "conf_wrong": "a teacher's final confidence ≥ 80 and its answer is not the reference",
+        "flipped": "a teacher was right in round 1 and wrong in the final round",
+        "copied": "the student is wrong and gave a wrong teacher's final answer",
         "response": "the student's sampled answer (hover for the full text)"}
 
 
@@ -104,28 +120,76 @@ def sample_row(record: StepRecord, b: int) -> dict:
         "w_entropy": r6(-sum(x * math.log(x) for x in w if x > 0)) if w else None,
         "max_conf": max_conf, "correct": correct,
         "missing": sum(c is None for c in conf),
-        "conf_wrong": bool(max_conf is not None and max_conf >= 80 and correct == 0),
         "answers": [m.answer[:PREVIEW_CHARS] for m in tr.messages if m.round == tr.rounds]
         if tr is not None and tr.rounds else [],
         "confidences": conf,
+        "first_answers": [m.answer[:PREVIEW_CHARS] for m in tr.messages if m.round == 1]
+        if tr is not None and tr.rounds else [],
+        "sources": [tr.turn(k, tr.rounds).confidence_source for k in range(len(tr.teacher_names))]
+        if tr is not None and tr.rounds else [],
         "reference": None,
         "response": record.responses[b][:PREVIEW_CHARS],
         "truncated": len(record.responses[b]) > PREVIEW_CHARS,
     }
 
 
+def judge_row(row: dict, reference: str | None, teacher_names: Sequence[str]) -> dict:
+    """Mark each teacher's final (and round-1) answer right/wrong against ``reference`` and fill
+    the teacher columns (see the module docstring); without a reference they stay None."""
+    row["reference"] = None if reference is None else str(reference)[:PREVIEW_CHARS]
+    if reference is None or not row["answers"]:
+        row.update(teacher_right=None, teacher_wrong=None, conf_wrong=None, flipped=None, copied=None)
+        return row
+    ref = norm_answer(str(reference))
+    right = [norm_answer(a) == ref for a in row["answers"]]
+    first = [norm_answer(a) == ref for a in row["first_answers"]]
+    conf = row["confidences"]
+    wrong = [k for k, ok in enumerate(right) if not ok]
+    name = lambda k: teacher_names[k] if k < len(teacher_names) else f"teacher {k}"
+    row["teacher_right"] = right
+    row["teacher_wrong"] = ", ".join(f"{name(k)} {'–' if conf[k] is None else fmt(conf[k], 0)}"
+                                     for k in wrong)
+    row["conf_wrong"] = any(conf[k] is not None and conf[k] >= CONFIDENT for k in wrong)
+    row["flipped"] = any(k < len(first) and first[k] and not right[k] for k in range(len(right)))
+    student = norm_answer(row["response_full"])
+    row["copied"] = bool(row["correct"] == 0 and any(
+        norm_answer(row["answers"][k]) == student for k in wrong))
+    return row
+
+
+def state_history(rows: list[dict]) -> dict[str, list[dict]]:
+    """{state_id: [{step, sample, correct, copied}, ...] by step}: one state followed across the
+    run (did the student learn what a wrong teacher said?)."""
+    hist: dict[str, list[dict]] = {}
+    for r in rows:
+        hist.setdefault(r["state_id"], []).append(
+            {"step": r["step"], "sample": r["sample"], "correct": r["correct"], "copied": r["copied"]})
+    for v in hist.values():
+        v.sort(key=lambda e: (e["step"], e["sample"]))
+    return hist
+
+
 def failures_payload(records: Sequence[StepRecord], references: dict | None = None) -> dict:
-    """``references``: optional {state_id: reference answer}, shown beside the student's."""
-    rows = [sample_row(r, b) for r in records for b in range(len(r.responses))
-            if not (b < len(r.skipped) and r.skipped[b])]
-    for row in rows:
-        ref = (references or {}).get(row["state_id"])
-        row["reference"] = None if ref is None else str(ref)[:PREVIEW_CHARS]
+    """``references``: optional {state_id: reference answer} (ids as ``step_state_id`` makes
+    them), joined to every row, shown beside the student's and used to judge the teachers."""
+    names = list(records[0].teacher_names) if records else []
+    rows = []
+    for r in records:
+        for b in range(len(r.responses)):
+            if b < len(r.skipped) and r.skipped[b]:
+                continue
+            row = sample_row(r, b)
+            row["response_full"] = r.responses[b]
+            judge_row(row, (references or {}).get(row["state_id"]), names)
+            del row["response_full"]
+            rows.append(row)
     skipped = sum(sum(bool(s) for s in r.skipped) for r in records)
-    return {"kind": "failures", "version": 1, "columns": list(COLUMNS), "numeric": list(NUMERIC),
+    missing_refs = sum(r["reference"] is None for r in rows) if references is not None else len(rows)
+    return {"kind": "failures", "version": 2, "columns": list(COLUMNS), "numeric": list(NUMERIC),
             "rows": rows, "skipped_samples": skipped, "labels": LABELS, "tips": TIPS,
-            "constant": constant_columns(rows), "flat_rel": FLAT_REL,
-            "teacher_names": list(records[0].teacher_names) if records else []}
+            "constant": constant_columns(rows), "flat_rel": FLAT_REL, "confident": CONFIDENT,
+            "references_missing": missing_refs, "history": state_history(rows),
+            "teacher_names": names}
 
 
 def flat_note(flat) -> str:
@@ -151,8 +215,10 @@ def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int 
             style = "border:1px solid #ddd;padding:2px 4px"
             if c == "correct":
                 txt = {1: "✓", 0: "✗"}.get(v, "–" if v is None else fmt(v, 2))
-            elif c == "conf_wrong":
-                txt = "⚠ yes" if v else ""
+            elif c in ("conf_wrong", "flipped", "copied"):
+                txt = "–" if v is None else "⚠ yes" if v else ""
+            elif c == "teacher_wrong":
+                txt = "–" if v is None else esc(v)
             elif c in NUMERIC and v is not None and c in const:  # flat: no false contrast
                 style += ";text-align:right"
                 txt = fmt(v)
@@ -173,7 +239,8 @@ def render_failures_html(payload: dict, *, sort_by: str = "loss", max_rows: int 
             'color:var(--jp-ui-font-color1, #222)">'
             f"<div>Failure-case finder (static render): {len(rows)} samples, sorted by "
             f"{esc(sort_by)} (descending){f'; {more} more not shown' if more else ''}; "
-            f"{payload['skipped_samples']} skipped samples excluded"
+            f"{payload['skipped_samples']} skipped samples excluded; "
+            f"{payload.get('references_missing', 0)} rows without a reference"
             f"{flat_note(const)}.</div>"
             f'<table style="border-collapse:collapse"><tr>{head}</tr>{"".join(body)}</table></div>')
 

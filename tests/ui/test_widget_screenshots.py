@@ -41,11 +41,12 @@ CELLS = [
     "records = d.train(cfg.max_steps, callbacks=[dash], progress=False)\n"
     "last = records[-1]\n"
     "b = next((i for i, t in enumerate(last.transcripts) if len({m.answer for m in t.messages}) > 1), 0)\n"
+    "refs = {s.id: s.reference for s in tools.train_states()}\n"
     "print('READY', b)",
-    "DebateBoard(record=last, sample=b)",
+    "board = DebateBoard.browse(records[-6:], references=refs)\nboard.show_sample(last, b)\nboard",
     "DivergenceLens(last, b, decode=d.student.tokenizer)",
     "LossDecomposition(last, b)",
-    "FailureFinder(records[-6:], references={s.id: s.reference for s in tools.train_states()})",
+    "FailureFinder(records[-6:], references=refs)",
     "dash",
     "Playground()",
 ]

@@ -57,3 +57,45 @@ def test_static_render_grid_badges_and_strips():
     assert html.count("confidence missing") == 1  # example transcript s2 misses one tag
     assert len(re.findall(r'<span class="madopd-tok" data-teacher=', html)) == K * len(rec.response_tokens[2])
     assert "w = 0.333" in html  # uniform policy with a missing tag
+
+
+# ---------------------------------------------------------------- issue 29.3
+def test_board_shows_prompt_reference_and_confidence_sources():
+    import dataclasses
+
+    from madopd.types import DebateMessage, Transcript
+    from madopd.widgets.board import debate_payload, render_debate_html
+    from madopd.widgets.examples import example_record
+
+    rec = example_record(0, batch=2, teacher_names=("A", "B"))
+    tr = Transcript("tools/0/5#2", ["A", "B"], 1, [
+        DebateMessage(0, 1, "add 40 38", "add 40 38", 90.0, confidence_source="tag"),
+        DebateMessage(1, 1, "sub 40 38", "sub 40 38", 55.0, confidence_source="forced_tag")])
+    rec = dataclasses.replace(rec, transcripts=[tr, tr])
+    p = debate_payload(tr, record=rec, sample=0, reference="add 40 38")
+    assert p["prompt"] == rec.prompts[0] and p["reference"] == "add 40 38"
+    assert [c[0]["source_label"] for c in p["cells"]] == ["written", "fallback: forced tag"]
+    html = render_debate_html(p)
+    assert "(written)" in html and "(fallback: forced tag)" in html and "add 40 38</b>" in html
+    assert 'class="madopd-prompt"' in html
+
+
+def test_browse_walks_every_debate_and_search_finds_ids():
+    from jsrun import node_json
+
+    from madopd.widgets import DebateBoard
+    from madopd.widgets.examples import example_run
+
+    recs = example_run(3)
+    board = DebateBoard.browse(recs, references={recs[1].state_ids[2]: "REF"})
+    n = sum(len(r.transcripts) for r in recs)
+    assert board.payload["browse"]["count"] == n and board.payload["browse"]["index"] == 0
+    board.index = len(recs[0].transcripts) + 2  # step 1, sample 2
+    assert board.payload["state_id"] == recs[1].state_ids[2] and board.payload["reference"] == "REF"
+    assert board.payload["student"]["response"] == recs[1].responses[2]
+    ids = board.payload["browse"]["ids"]
+    got = node_json('const D = await import(STATIC + "/debate.js");'
+                    "print([D.searchIndex(DATA, 'STEP 2', 0), D.searchIndex(DATA, 'step 0', 5),"
+                    " D.searchIndex(DATA, 'nope', 0)]);", ids)
+    first2 = next(i for i, x in enumerate(ids) if x.startswith("step 2"))
+    assert got == [first2, 0, -1]

@@ -159,3 +159,55 @@ def test_js_ticks_equal_python():
                    "print(DATA.map(([a, b, n]) => C.niceTicks(a, b, n)));", cases)
     for (a, b, n), got in zip(cases, js):
         assert got == pytest.approx(nice_ticks(a, b, n), abs=1e-12)
+
+
+def test_eta_clock_excludes_paused_time(monkeypatch):
+    """Issue 29.8: a pause between two steps must not enter the ETA's rate."""
+    import time
+
+    from madopd.widgets import LiveDashboard
+    from madopd.widgets.examples import example_run
+
+    clock = [5000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    recs = example_run(3)
+    dash = LiveDashboard(recs[0].teacher_names, total_steps=3)
+    dash.on_step(recs[0])
+    clock[0] += 1002.0  # the user paused for 1000 s; the step itself took 2 s
+    dash.paused_seconds += 1000.0
+    dash.on_step(recs[1])
+    t = dash.payload["times"]
+    assert t[1] - t[0] == 2.0
+
+
+def test_finished_after_training_thread_ends():
+    from madopd.widgets import LiveDashboard
+    from madopd.widgets.examples import example_run
+
+    class FakeDistiller:
+        def train(self, steps, callbacks=(), progress=False):
+            recs = example_run(steps)
+            for r in recs:
+                for cb in callbacks:
+                    cb(r)
+            return recs
+
+    dash = LiveDashboard(total_steps=2)
+    dash.start(FakeDistiller(), steps=2)
+    assert len(dash.join(timeout=30)) == 2 and dash.finished
+
+
+def test_weight_and_neff_axes_span_their_natural_range():
+    """Issue 29.8: near-equal weights (0.498..0.502) must not fill the whole y axis."""
+    from jsrun import node_json
+
+    got = node_json(
+        'const D = await import(STATIC + "/dashboard.js");'
+        'const C = await import(STATIC + "/chart.js");'
+        "const w = [0.498, 0.5, 0.502];"
+        "print({w: C.yRange(w.concat(D.naturalRange('weights', 2))), fit: C.yRange(w),"
+        " neff: D.naturalRange('n_eff', 3), other: D.naturalRange('loss', 3)});")
+    lo, hi = got["w"]
+    assert lo <= 0 and hi >= 1
+    assert got["fit"][1] - got["fit"][0] < 0.01  # what the old fitted range showed
+    assert got["neff"] == [1, 3] and got["other"] == []

@@ -121,3 +121,82 @@ def test_flat_column_plain_in_html_and_lightest_in_png(recs):
         assert px[y][col("loss")] == png.rgb(SEQUENTIAL[0])
     assert len({px[png.MARGIN + png.rows_height(i) + 2][col("div_mean")] for i in range(5)}) > 1
 
+
+
+# ---------------------------------------------------------------- teachers judged (issue 29.2)
+def _judged_run():
+    """Step 0: s1 = B confidently wrong ("ans 58" at 90 vs "ans 5") and the student copies it;
+    s2 = A flips from right to wrong (at 60); s3 = both right. Step 1: s1 again, the student right."""
+    from madopd.widgets.examples import example_judged_run
+
+    return example_judged_run()
+
+
+def test_teachers_are_judged_against_the_reference():
+    recs, refs = _judged_run()
+    rows = {(r["step"], r["state_id"]): r for r in failures_payload(recs, refs)["rows"]}
+    s1 = rows[(0, "tools/0/621#3")]
+    assert s1["reference"] == "ans 5" and s1["teacher_right"] == [True, False]
+    assert s1["teacher_wrong"] == "B 90" and s1["conf_wrong"] and s1["copied"] and not s1["flipped"]
+    s2 = rows[(0, "tools/0/7#2")]
+    assert s2["teacher_right"] == [False, True] and s2["flipped"]
+    assert not s2["conf_wrong"] and not s2["copied"]  # A wrong at 60 only; the student is right
+    s3 = rows[(0, "tools/0/9#0")]
+    assert s3["teacher_wrong"] == "" and not (s3["conf_wrong"] or s3["flipped"] or s3["copied"])
+    assert not rows[(1, "tools/0/621#3")]["copied"]  # the student is right at step 1
+    assert s1["sources"] == ["tag", "tag"] and s2["sources"] == ["forced_tag", "tag"]
+
+
+def test_without_references_teacher_columns_are_unknown_and_counted():
+    recs, refs = _judged_run()
+    p = failures_payload(recs, {k: v for k, v in refs.items() if k != "tools/0/7#2"})
+    assert p["references_missing"] == 2  # s2 at steps 0 and 1
+    row = next(r for r in p["rows"] if r["state_id"] == "tools/0/7#2")
+    assert row["reference"] is None and row["conf_wrong"] is None and row["teacher_right"] is None
+    assert failures_payload(recs)["references_missing"] == len(p["rows"])
+    assert "2 rows without a reference" in render_failures_html(p)
+
+
+def test_state_history_follows_a_state_across_steps():
+    recs, refs = _judged_run()
+    hist = failures_payload(recs, refs)["history"]["tools/0/621#3"]
+    assert [(e["step"], e["correct"], e["copied"]) for e in hist] == [(0, 0.0, True), (1, 1.0, False)]
+
+
+def test_js_teacher_filters_match_python():
+    recs, refs = _judged_run()
+    p = failures_payload(recs, refs)
+    got = node_json(
+        'const F = await import(STATIC + "/failures.js");'
+        "const ids = (o) => F.viewRows(DATA.rows, o).map((r) => [r.step, r.state_id]).sort();"
+        "print({conf: ids({onlyConfWrong: true}), flip: ids({onlyFlipped: true}),"
+        " copied: ids({onlyCopied: true}), state: ids({state: 'tools/0/621#3'})});", p)
+    assert got["conf"] == [[0, "tools/0/621#3"], [1, "tools/0/621#3"]]
+    assert got["flip"] == [[0, "tools/0/7#2"], [1, "tools/0/7#2"]]
+    assert got["copied"] == [[0, "tools/0/621#3"]]
+    assert got["state"] == [[0, "tools/0/621#3"], [1, "tools/0/621#3"]]
+
+
+def test_one_click_shows_the_row_on_board_lens_and_decomposition():
+    from madopd.widgets import DebateBoard, DivergenceLens, FailureFinder, LossDecomposition
+
+    recs, refs = _judged_run()
+    board, lens = DebateBoard(record=recs[1], sample=2), DivergenceLens(recs[1], 2)
+    deco = LossDecomposition(recs[1], 2)
+    finder = FailureFinder(recs, board=board, lens=lens, decomposition=deco, references=refs)
+    finder.selected = {"step": 0, "sample": 0}
+    assert board.payload["state_id"] == lens.payload["state_id"] == "tools/0/621#3"
+    assert board.payload["reference"] == "ans 5"
+    assert lens.payload["step"] == 0 and lens.payload["tokens"] == recs[0].response_tokens[0]
+    assert deco.payload["tokens"] == recs[0].response_tokens[0]
+
+
+def test_finder_moves_a_browsing_board_to_the_row():
+    from madopd.widgets import DebateBoard, FailureFinder
+
+    recs, refs = _judged_run()
+    board = DebateBoard.browse(recs, references=refs)
+    finder = FailureFinder(recs, board=board, references=refs)
+    finder.selected = {"step": 1, "sample": 1}
+    assert board.index == 4 and board.payload["browse"]["index"] == 4
+    assert board.payload["state_id"] == "tools/0/7#2" and board.payload["reference"] == "add 1 2"

@@ -100,3 +100,18 @@ def test_static_render_has_one_panel_per_divergence():
     assert html.count('class="madopd-static-panel"') == 3
     assert len(re.findall(r"<rect ", html)) == 3 * 12 * 2  # teacher outline + student per outcome
     assert "<script" not in html
+
+
+def test_current_payload_carries_the_dragged_teacher():
+    """Notebook 01 refits the teacher the user dragged (issue 29.4), not the initial one."""
+    from madopd.widgets import Playground
+    from madopd.widgets.playground import simulate
+
+    pg = Playground()
+    n = len(pg.payload["teacher_probs"])
+    dragged = [0.5 / (n - 1)] * n
+    dragged[0] = 0.5  # a drag that moves half the mass onto the first outcome
+    pg.teacher_probs = dragged
+    cur = pg.current_payload()
+    assert cur["teacher_probs"] == dragged and pg.payload["teacher_probs"] != dragged
+    assert simulate(cur, "fkl", 50)["theta"] != simulate(pg.payload, "fkl", 50)["theta"]
