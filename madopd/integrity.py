@@ -28,14 +28,30 @@ from pathlib import Path
 
 import torch
 
+from madopd import nofollow
 from madopd._proc import pid_alive
 from madopd.errors import DataError, RunInUseError
+from madopd.safe_io import finite_int
 
 CHECKSUMS = "SHA256SUMS"
 COMPLETE = "COMPLETE"
 LOCK_FILE = ".lock"
 # Formats that unpickle on load: never loaded from a run folder unless madopd listed them.
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+# what a run folder holds (docs: madopd.runs); each must be a regular file or a real directory
+RUN_FILES = ("config.json", "metrics.jsonl", "events.jsonl", LOCK_FILE, "latest_checkpoint.txt",
+             "checkpoints/latest")
+RUN_DIRS = ("records", "checkpoints")
+
+
+def check_run_folder(root: Path) -> None:
+    """Refuse (DataError naming it) any link or special file where a run folder keeps its
+    files and folders, before anything in it is read or written (``madopd.nofollow``)."""
+    root = Path(root)
+    for rel in RUN_DIRS:
+        nofollow.inside(root, rel, "dir")
+    for rel in RUN_FILES:
+        nofollow.inside(root, rel, "file")
 
 
 # ----------------------------------------------------------------------------- checksums
@@ -71,11 +87,11 @@ def write_checksums(folder: Path) -> Path:
 def read_checksums(folder: Path) -> dict[str, str] | None:
     """{relative path: sha256} of ``folder/SHA256SUMS``; None when the folder has none."""
     path = folder / CHECKSUMS
-    if not path.is_file():
+    if not nofollow.check(path):
         return None
     out: dict[str, str] = {}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = nofollow.read_bytes(path, 64 << 20).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 ({exc.reason})", path=str(path)) from None
     for i, line in enumerate(text.splitlines(), start=1):
@@ -98,7 +114,7 @@ def verify_checksums(folder: Path, *, required: bool = False) -> bool:
             raise DataError(f"no {CHECKSUMS}: cannot verify this checkpoint", path=str(folder))
         return False
     for rel, digest in sums.items():
-        p = folder / rel
+        p = nofollow.inside(folder, rel)  # a link or FIFO in place of a listed file: refused
         if not p.is_file():
             raise DataError(f"listed in {CHECKSUMS} but missing", path=str(p))
         got = sha256_file(p)
@@ -165,7 +181,8 @@ def acquire_run_lock(root: Path) -> int | None:
     except ImportError:  # not POSIX: no locking (documented)
         return None
     path = Path(root) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by exec'd children
+    # no link followed, no FIFO opened, close-on-exec: not inherited by exec'd children
+    fd = nofollow.open_fd(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -202,15 +219,17 @@ def clean_stale_temporaries(root: Path) -> int:
     root = Path(root)
     n = 0
     ckpts = root / "checkpoints"
-    if ckpts.is_dir():
+    # lstat only: a planted link among the temporaries is unlinked itself, never followed
+    if nofollow.inside(root, "checkpoints", "dir").is_dir():
         for p in ckpts.iterdir():
             if p.name.startswith((".tmp-step_", ".old-step_")) or p.name.startswith(".latest.tmp"):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                real_dir = p.is_dir() and not p.is_symlink()
+                shutil.rmtree(p, ignore_errors=True) if real_dir else p.unlink(missing_ok=True)
                 n += 1
-    for d in (root, root / "records"):
+    for d in (root, nofollow.inside(root, "records", "dir")):
         if d.is_dir():
             for p in d.iterdir():
-                if p.is_file() and p.name.startswith(".") and ".tmp" in p.name:
+                if p.name.startswith(".") and ".tmp" in p.name and not p.is_dir():
                     p.unlink(missing_ok=True)
                     n += 1
     return n
@@ -226,7 +245,7 @@ def reconcile_metrics(path: Path, step: int) -> tuple[str, dict[str, int]]:
     duplicate step, or a gap (the kept steps must be exactly 1..step: a resumed run must not
     continue a history with holes).
     """
-    raw = path.read_bytes() if path.exists() else b""
+    raw = nofollow.read_bytes(path) if nofollow.check(path) else b""
     lines = raw.split(b"\n")
     torn = 0
     if lines and lines[-1] == b"":
@@ -242,8 +261,9 @@ def reconcile_metrics(path: Path, step: int) -> tuple[str, dict[str, int]]:
             continue
         try:
             line = bline.decode("utf-8")
-            s = int(json.loads(line)["step"])
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            s = finite_int(json.loads(line)["step"], str(path), "step", line=i)
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
+                RecursionError):  # DataError is a ValueError: a step of 1e999 or "x" too
             if i == len(lines) and not torn:  # a garbled last line: also a torn write
                 torn = 1
                 continue
@@ -272,22 +292,21 @@ def reconcile_metrics(path: Path, step: int) -> tuple[str, dict[str, int]]:
 
 def tail_is_torn(path: Path) -> bool:
     """True when ``path`` is non-empty and does not end with a newline."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    if not nofollow.check(path):
         return False
-    if size == 0:
-        return False
-    with open(path, "rb") as f:
+    with nofollow.open_file(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
         f.seek(size - 1)
         return f.read(1) != b"\n"
 
 
 def drop_torn_tail(path: Path) -> int:
     """Cut a torn last line off ``path`` (in place); returns the bytes removed."""
-    data = path.read_bytes()
+    data = nofollow.read_bytes(path)
     keep = data.rfind(b"\n") + 1
-    with open(path, "r+b") as f:
+    with nofollow.open_file(path, "r+b") as f:
         f.truncate(keep)
         f.flush()
         os.fsync(f.fileno())
