@@ -218,8 +218,10 @@ def _resolve(d: Any, path: Any) -> tuple[Path, dict[str, Any]]:
     raise DataError("no checkpoint verifies (every one is corrupt)", path=str(path))
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """HF-format weights of a checkpoint (all *.safetensors shards) as one state dict."""
+def _read_weights(folder: Path, want: dict[str, torch.Tensor] | None = None,
+                  ) -> dict[str, torch.Tensor]:
+    """HF-format weights of a checkpoint (all *.safetensors shards) as one state dict; with
+    ``want``, a tensor shaped unlike ``want``'s of that name is a DataError naming its file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -232,10 +234,13 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     for f in files:
         try:
             safe_io.safetensors_header(f)
-            sd.update(load_file(str(f)))
+            part = load_file(str(f))
         except (SafetensorError, OSError) as exc:
             raise DataError(f"unreadable weights ({exc}); the file is truncated or corrupt",
                             path=str(f)) from None
+        if want is not None:
+            _check_shapes(want, part, f)
+        sd.update(part)
     return sd
 
 
@@ -255,8 +260,7 @@ def _check_missing(model: torch.nn.Module, sd: dict[str, torch.Tensor], missing:
 def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
     """Copy HF-format weights into ``model`` in place."""
     _check_model_config(model, folder)
-    sd = _read_weights(folder)
-    _check_shapes(dict(model.state_dict()), sd, folder)
+    sd = _read_weights(folder, dict(model.state_dict()))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected:
         raise DataError(f"checkpoint weights do not fit the student: unexpected {unexpected[:5]}",
