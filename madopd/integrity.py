@@ -129,6 +129,36 @@ def verify_checksums(folder: Path, *, required: bool = False) -> bool:
     return True
 
 
+ALLOW_UNVERIFIED_ENV = "MADOPD_ALLOW_UNVERIFIED_CHECKPOINTS"
+
+
+def run_checkpoint_of(path: Path) -> Path | None:
+    """The run checkpoint folder (``step_NNNNNN`` holding ``COMPLETE``) that ``path`` is or
+    lies in, if any: such a folder was written with SHA256SUMS, so lacking them is suspect."""
+    path = Path(path)
+    for p in (path, *path.parents[:2]):
+        if p.name.startswith("step_") and (p / COMPLETE).is_file():
+            return p
+    return None
+
+
+def require_checksums(path: Path, *, allow: bool | None = None) -> bool:
+    """Verify the checkpoint ``path`` lies in; a run checkpoint without SHA256SUMS is refused
+    (DataError naming it) unless ``allow`` (default: ``$MADOPD_ALLOW_UNVERIFIED_CHECKPOINTS=1``,
+    for ``madopd eval`` of a checkpoint of an older madopd). True when verified."""
+    ckpt = checksum_folder_of(path)
+    if ckpt is not None:
+        return verify_checksums(ckpt)
+    run_ckpt = run_checkpoint_of(path)
+    if allow is None:
+        allow = os.environ.get(ALLOW_UNVERIFIED_ENV) == "1"
+    if run_ckpt is not None and not allow:
+        raise DataError(f"no {CHECKSUMS}: cannot verify this checkpoint (written by an older "
+                        f"madopd, or the file was deleted; set {ALLOW_UNVERIFIED_ENV}=1 to load "
+                        "it anyway)", path=str(run_ckpt))
+    return False
+
+
 def checksum_folder_of(path: Path) -> Path | None:
     """The checkpoint folder (holding SHA256SUMS) that ``path`` is or lies in, if any."""
     path = Path(path)

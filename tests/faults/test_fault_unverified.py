@@ -36,3 +36,27 @@ def test_a_checkpoint_without_sums_is_refused_then_allowed_and_counted(tmp_path,
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "unverified_checkpoint_loaded" and "step_000001" in e["checkpoint"]
                for e in events)
+
+
+def test_eval_refuses_a_run_checkpoint_without_sums_unless_allowed(tmp_path, tiny_dirs,
+                                                                   monkeypatch):
+    import pytest
+
+    from madopd.commands.eval import load_model
+    from madopd.errors import DataError
+    from madopd.integrity import ALLOW_UNVERIFIED_ENV
+
+    cfg = train_config(tmp_path, tiny_dirs, max_steps=1)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    release_run_lock(out)
+    (latest_checkpoint(out) / CHECKSUMS).unlink()
+
+    class Args:
+        model, backend, device = str(out), "transformers", "cpu"
+
+    monkeypatch.delenv(ALLOW_UNVERIFIED_ENV, raising=False)
+    with pytest.raises(DataError, match=f"step_000001: no SHA256SUMS.*{ALLOW_UNVERIFIED_ENV}"):
+        load_model(Args)
+    monkeypatch.setenv(ALLOW_UNVERIFIED_ENV, "1")
+    assert load_model(Args) is not None
