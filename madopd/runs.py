@@ -46,6 +46,7 @@ from typing import Any
 
 from madopd import integrity, nofollow, safe_io
 from madopd.errors import DataError, StorageError
+from madopd.safe_io import read_json_file  # noqa: F401  (re-exported: callers read it here)
 from madopd.types import StepRecord
 
 log = logging.getLogger("madopd.runs")
@@ -335,21 +336,6 @@ class Run:
     records: LazyRecords
     checkpoints: list[tuple[int, Path]]
     torn_lines: int = 0  # a last metrics line cut short by a kill (left out of ``metrics``)
-
-
-def read_json_file(path: Path, what: str = "JSON", *, follow: bool = True,
-                   max_bytes: int = safe_io.MAX_JSON_BYTES) -> Any:
-    """JSON of a UTF-8 file through ``safe_io.loads_json`` (size, depth, duplicate keys);
-    DataError naming the file and line when it is not. A FIFO or device is refused (reading
-    one could block forever); ``follow=False`` (run folders) refuses a link too."""
-    path = Path(path)
-    try:
-        fd = nofollow.open_fd(path.resolve() if follow else path, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as f:
-            raw = f.read(max_bytes + 1)
-    except OSError as exc:
-        raise DataError(f"cannot read ({exc.strerror or exc})", path=str(path)) from None
-    return safe_io.loads_json(raw, str(path), max_bytes=max_bytes, what=what)
 
 
 def _read_utf8_lines(path: Path) -> list[str]:

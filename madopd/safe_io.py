@@ -16,6 +16,9 @@ line naming the file (and line):
 - safetensors: header length and JSON checked, every tensor's dtype, shape and byte range
   consistent with the file, before the library maps it.
 
+Layering: this module sits just above ``nofollow`` and ``errors`` (models, tasks, integrity
+and runs all read through it; it imports nothing else of madopd).
+
 The limits are module constants a caller may override per call; each is far above what
 madopd writes itself (a trainer state is a few KB of JSON, a config a few hundred bytes).
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import re
 import struct
 import zlib
@@ -34,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from madopd import nofollow
 from madopd.errors import DataError
 
 MAX_JSON_BYTES = 256 << 20        # one JSON document (a step record decompressed, a config)
@@ -104,6 +109,21 @@ def loads_json(raw: bytes | str, where: str, *, line: int | None = None,
                         line=line if line is not None else exc.lineno) from None
     except RecursionError:  # the depth check makes this unreachable; kept as a guard
         raise DataError(f"{what} nested too deeply", path=where, line=line) from None
+
+
+def read_json_file(path: Path, what: str = "JSON", *, follow: bool = True,
+                   max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """JSON of a UTF-8 file through ``loads_json`` (size, depth, duplicate keys); DataError
+    naming the file and line when it is not. A FIFO or device is refused (reading one could
+    block forever); ``follow=False`` (run folders) refuses a link too."""
+    path = Path(path)
+    try:
+        fd = nofollow.open_fd(path.resolve() if follow else path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise DataError(f"cannot read ({exc.strerror or exc})", path=str(path)) from None
+    return loads_json(raw, str(path), max_bytes=max_bytes, what=what)
 
 
 def finite_int(value: Any, where: str, field: str, *, lo: int = 0, hi: int = 2**53,

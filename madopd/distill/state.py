@@ -278,7 +278,7 @@ def _check_model_config(model: torch.nn.Module, folder: Path) -> None:
     """The checkpoint's config.json must describe the student's architecture: a mismatch is
     one DataError naming the file and the first differing field."""
     from madopd import nofollow
-    from madopd.runs import read_json_file
+    from madopd.safe_io import read_json_file
 
     path = folder / "config.json"
     mine = getattr(model, "config", None)

@@ -104,7 +104,6 @@ def read_state(folder: Path) -> dict[str, Any]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from madopd.runs import read_json_file
 
     folder = Path(folder)
     jpath, tpath = folder / STATE_JSON, folder / STATE_TENSORS
@@ -112,7 +111,7 @@ def read_state(folder: Path) -> dict[str, Any]:
         if nofollow.check(folder / LEGACY_STATE):
             return _read_legacy(folder / LEGACY_STATE)
         raise DataError(f"no {STATE_JSON} in the checkpoint", path=str(folder))
-    tree = read_json_file(jpath, "trainer state", follow=False)
+    tree = safe_io.read_json_file(jpath, "trainer state", follow=False)
     try:
         if nofollow.check(tpath):
             safe_io.safetensors_header(tpath)  # lengths and shapes agree with the file

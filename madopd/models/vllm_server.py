@@ -445,10 +445,8 @@ def _model_vocab(source: Any, tokenizer: Any) -> int:
     tokenizer's length (pass ``vocab_size`` for a padded model served by name)."""
     n = len(tokenizer)
     if isinstance(source, (str, Path)) and (Path(source) / "config.json").is_file():
-        from madopd.runs import read_json_file
-
         with contextlib.suppress(DataError):
-            cfg = read_json_file(Path(source) / "config.json", "model config")
+            cfg = safe_io.read_json_file(Path(source) / "config.json", "model config")
             v = cfg.get("vocab_size") if isinstance(cfg, dict) else None
             if _is_int(v) and v > 0:
                 n = max(n, v)
