@@ -128,7 +128,9 @@ def test_a_planted_link_or_fifo_is_refused_and_nothing_outside_changes(planted, 
     if victim == "none":  # the same script on an unplanted run succeeds
         assert result == "ok"
     else:
-        assert result.startswith("DataError") and name in result, result
+        why = ("not a checkpoint folder of this run" if victim == "latest->outside-name" else
+               "is a FIFO" if victim.endswith(":fifo") else "is a symbolic link")
+        assert result.startswith("DataError") and name in result and why in result, result
         assert "\n" not in result
     assert after == before  # byte-identical, nothing deleted or added
 
