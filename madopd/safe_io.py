@@ -92,7 +92,9 @@ def loads_json(raw: bytes | str, where: str, *, line: int | None = None,
     if len(data) > max_bytes:
         raise DataError(f"{what} of {len(data)} bytes exceeds the limit of {max_bytes}",
                         path=where, line=line)
-    depth = json_depth(data)
+    # fewer opening brackets than the limit cannot nest deeper: skip the scan (most rows)
+    opened = data.count(b"[") + data.count(b"{")
+    depth = json_depth(data) if opened > max_depth else 0
     if depth > max_depth:
         raise DataError(f"{what} nested {depth} levels deep (limit {max_depth})", path=where,
                         line=line)

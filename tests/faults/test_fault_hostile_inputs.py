@@ -254,3 +254,40 @@ def test_a_gzip_bomb_is_one_line_and_reads_only_to_the_cap(tmp_path):
     with pytest.raises(DataError, match=r"bomb.jsonl.gz, line 2: line longer than"):
         read_jsonl_rows(path)
 
+
+
+# ---------------------------------------------------------------- the depth scan itself
+
+def _depth(obj) -> int:
+    """Brute-force reference: nesting of lists and dicts (0 for a scalar)."""
+    if isinstance(obj, list):
+        return 1 + max((_depth(x) for x in obj), default=0)
+    if isinstance(obj, dict):
+        return 1 + max((_depth(v) for v in obj.values()), default=0)
+    return 0
+
+
+def _random_json(rng, depth: int):
+    tricky = ['[', ']]]', '{"a": [', '\\"[', 'q\\\\', '}{', '"', 'plain']
+    if depth == 0 or rng.random() < 0.2:
+        return rng.choice([rng.choice(tricky), 1, 2.5, None, True])
+    if rng.random() < 0.5:
+        return [_random_json(rng, depth - 1) for _ in range(rng.randint(0, 3))]
+    return {rng.choice(tricky) + str(i): _random_json(rng, depth - 1)
+            for i in range(rng.randint(0, 3))}
+
+
+def test_json_depth_equals_the_brute_force_depth():
+    import random
+
+    from madopd.safe_io import json_depth, loads_json
+
+    rng = random.Random(0)
+    for _ in range(500):
+        obj = _random_json(rng, rng.randint(0, 12))
+        raw = json.dumps(obj).encode()
+        assert json_depth(raw) == _depth(obj), raw
+        assert json_depth(raw, chunk=7) == _depth(obj)  # the chunked running sum
+    assert loads_json(b"[" * 64 + b"]" * 64, "x") is not None  # at the limit: fine
+    with pytest.raises(DataError, match="nested 65 levels deep"):
+        loads_json(b"[" * 65 + b"]" * 65, "x")
