@@ -448,8 +448,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             data = safe_io.loads_yaml(text, str(path))
         else:
             data = safe_io.loads_json(raw, str(path), what="config")
-    except DataError as exc:
-        raise ConfigError(f"config file {exc}") from None
+    except DataError as exc:  # names the file, the line and (duplicates) the key
+        raise ConfigError(f"config file could not be parsed: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
