@@ -25,18 +25,36 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from madopd import nofollow
 from madopd._proc import pid_alive
 from madopd.errors import DataError, RunInUseError
+from madopd.safe_io import (
+    finite_int,
+    read_json_file,  # noqa: F401  (re-exported: callers read it here)
+)
 
 CHECKSUMS = "SHA256SUMS"
 COMPLETE = "COMPLETE"
 LOCK_FILE = ".lock"
 # Formats that unpickle on load: never loaded from a run folder unless madopd listed them.
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+# what a run folder holds (docs: madopd.runs); each must be a regular file or a real directory
+RUN_FILES = ("config.json", "metrics.jsonl", "events.jsonl", LOCK_FILE, "latest_checkpoint.txt",
+             "checkpoints/latest")
+RUN_DIRS = ("records", "checkpoints")
+
+
+def check_run_folder(root: Path) -> None:
+    """Refuse (DataError naming it) any link or special file where a run folder keeps its
+    files and folders, before anything in it is read or written (``madopd.nofollow``)."""
+    root = Path(root)
+    for rel in RUN_DIRS:
+        nofollow.inside(root, rel, "dir")
+    for rel in RUN_FILES:
+        nofollow.inside(root, rel, "file")
 
 
 # ----------------------------------------------------------------------------- checksums
@@ -72,11 +90,11 @@ def write_checksums(folder: Path) -> Path:
 def read_checksums(folder: Path) -> dict[str, str] | None:
     """{relative path: sha256} of ``folder/SHA256SUMS``; None when the folder has none."""
     path = folder / CHECKSUMS
-    if not path.is_file():
+    if not nofollow.check(path):
         return None
     out: dict[str, str] = {}
     try:
-        text = path.read_text(encoding="utf-8")
+        text = nofollow.read_bytes(path, 64 << 20).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 ({exc.reason})", path=str(path)) from None
     for i, line in enumerate(text.splitlines(), start=1):
@@ -99,7 +117,7 @@ def verify_checksums(folder: Path, *, required: bool = False) -> bool:
             raise DataError(f"no {CHECKSUMS}: cannot verify this checkpoint", path=str(folder))
         return False
     for rel, digest in sums.items():
-        p = folder / rel
+        p = nofollow.inside(folder, rel)  # a link or FIFO in place of a listed file: refused
         if not p.is_file():
             raise DataError(f"listed in {CHECKSUMS} but missing", path=str(p))
         got = sha256_file(p)
@@ -112,6 +130,36 @@ def verify_checksums(folder: Path, *, required: bool = False) -> bool:
             raise DataError(f"not written with this checkpoint (absent from {CHECKSUMS}); "
                             "pickle-format files from a run folder are never loaded", path=str(p))
     return True
+
+
+ALLOW_UNVERIFIED_ENV = "MADOPD_ALLOW_UNVERIFIED_CHECKPOINTS"
+
+
+def run_checkpoint_of(path: Path) -> Path | None:
+    """The run checkpoint folder (``step_NNNNNN`` holding ``COMPLETE``) that ``path`` is or
+    lies in, if any: such a folder was written with SHA256SUMS, so lacking them is suspect."""
+    path = Path(path)
+    for p in (path, *path.parents[:2]):
+        if p.name.startswith("step_") and (p / COMPLETE).is_file():
+            return p
+    return None
+
+
+def require_checksums(path: Path, *, allow: bool | None = None) -> bool:
+    """Verify the checkpoint ``path`` lies in; a run checkpoint without SHA256SUMS is refused
+    (DataError naming it) unless ``allow`` (default: ``$MADOPD_ALLOW_UNVERIFIED_CHECKPOINTS=1``,
+    for ``madopd eval`` of a checkpoint of an older madopd). True when verified."""
+    ckpt = checksum_folder_of(path)
+    if ckpt is not None:
+        return verify_checksums(ckpt)
+    run_ckpt = run_checkpoint_of(path)
+    if allow is None:
+        allow = os.environ.get(ALLOW_UNVERIFIED_ENV) == "1"
+    if run_ckpt is not None and not allow:
+        raise DataError(f"no {CHECKSUMS}: cannot verify this checkpoint (written by an older "
+                        f"madopd, or the file was deleted; set {ALLOW_UNVERIFIED_ENV}=1 to load "
+                        "it anyway)", path=str(run_ckpt))
+    return False
 
 
 def checksum_folder_of(path: Path) -> Path | None:
@@ -166,7 +214,8 @@ def acquire_run_lock(root: Path) -> int | None:
     except ImportError:  # not POSIX: no locking (documented)
         return None
     path = Path(root) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by exec'd children
+    # no link followed, no FIFO opened, close-on-exec: not inherited by exec'd children
+    fd = nofollow.open_fd(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -203,15 +252,17 @@ def clean_stale_temporaries(root: Path) -> int:
     root = Path(root)
     n = 0
     ckpts = root / "checkpoints"
-    if ckpts.is_dir():
+    # lstat only: a planted link among the temporaries is unlinked itself, never followed
+    if nofollow.inside(root, "checkpoints", "dir").is_dir():
         for p in ckpts.iterdir():
             if p.name.startswith((".tmp-step_", ".old-step_")) or p.name.startswith(".latest.tmp"):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                real_dir = p.is_dir() and not p.is_symlink()
+                shutil.rmtree(p, ignore_errors=True) if real_dir else p.unlink(missing_ok=True)
                 n += 1
-    for d in (root, root / "records"):
+    for d in (root, nofollow.inside(root, "records", "dir")):
         if d.is_dir():
             for p in d.iterdir():
-                if p.is_file() and p.name.startswith(".") and ".tmp" in p.name:
+                if p.name.startswith(".") and ".tmp" in p.name and not p.is_dir():
                     p.unlink(missing_ok=True)
                     n += 1
     return n
@@ -227,7 +278,7 @@ def reconcile_metrics(path: Path, step: int) -> tuple[str, dict[str, int]]:
     duplicate step, or a gap (the kept steps must be exactly 1..step: a resumed run must not
     continue a history with holes).
     """
-    raw = path.read_bytes() if path.exists() else b""
+    raw = nofollow.read_bytes(path) if nofollow.check(path) else b""
     lines = raw.split(b"\n")
     torn = 0
     if lines and lines[-1] == b"":
@@ -243,8 +294,9 @@ def reconcile_metrics(path: Path, step: int) -> tuple[str, dict[str, int]]:
             continue
         try:
             line = bline.decode("utf-8")
-            s = int(json.loads(line)["step"])
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            s = finite_int(json.loads(line)["step"], str(path), "step", line=i)
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
+                RecursionError):  # DataError is a ValueError: a step of 1e999 or "x" too
             if i == len(lines) and not torn:  # a garbled last line: also a torn write
                 torn = 1
                 continue
@@ -273,43 +325,22 @@ def reconcile_metrics(path: Path, step: int) -> tuple[str, dict[str, int]]:
 
 def tail_is_torn(path: Path) -> bool:
     """True when ``path`` is non-empty and does not end with a newline."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    if not nofollow.check(path):
         return False
-    if size == 0:
-        return False
-    with open(path, "rb") as f:
+    with nofollow.open_file(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
         f.seek(size - 1)
         return f.read(1) != b"\n"
 
 
 def drop_torn_tail(path: Path) -> int:
     """Cut a torn last line off ``path`` (in place); returns the bytes removed."""
-    data = path.read_bytes()
+    data = nofollow.read_bytes(path)
     keep = data.rfind(b"\n") + 1
-    with open(path, "r+b") as f:
+    with nofollow.open_file(path, "r+b") as f:
         f.truncate(keep)
         f.flush()
         os.fsync(f.fileno())
     return len(data) - keep
-
-
-def read_json_file(path: Path, what: str = "JSON") -> Any:
-    """``json.loads`` of a UTF-8 file; DataError naming the file and line when it is not."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read ({exc.strerror or exc})", path=str(path)) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"not UTF-8 (byte {exc.start})", path=str(path), line=line) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        cut = " (the file is truncated)" if exc.pos >= len(text.rstrip()) else ""
-        raise DataError(f"invalid {what}{cut}: {exc.msg} at column {exc.colno}", path=str(path),
-                        line=exc.lineno) from None

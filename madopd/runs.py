@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from madopd import integrity
+from madopd import integrity, nofollow, safe_io
 from madopd.errors import DataError, StorageError
-from madopd.integrity import read_json_file  # noqa: F401  (re-exported: callers read it here)
+from madopd.safe_io import read_json_file  # noqa: F401  (re-exported: callers read it here)
 from madopd.types import StepRecord
 
 log = logging.getLogger("madopd.runs")
@@ -56,12 +56,8 @@ _REC = re.compile(r"^step_(\d{6,})\.json\.gz$")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    nofollow.check(path)  # a link or FIFO in its place is refused, not silently replaced
+    nofollow.write_atomic(path, text.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- records <-> JSON
@@ -98,6 +94,7 @@ class RunStore:
     def __init__(self, root: str | Path, config: dict[str, Any] | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        integrity.check_run_folder(self.root)  # planted links and FIFOs: refused up front
         self.records_dir = self.root / "records"
         self.ckpt_dir = self.root / "checkpoints"
         self.metrics_path = self.root / "metrics.jsonl"
@@ -114,6 +111,7 @@ class RunStore:
         """Take the run folder's lock (once), then clean what crashed writers left behind."""
         if self._writer:
             return
+        integrity.check_run_folder(self.root)
         with _storage("taking the run folder's lock", self.root / integrity.LOCK_FILE):
             stale_pid = integrity.acquire_run_lock(self.root)
         self._writer = True
@@ -138,9 +136,9 @@ class RunStore:
         log.warning("%s: %s %s", self.root, kind, fields)
         line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": kind,
                            **fields}, default=str)
-        with _storage("writing events.jsonl", self.root / "events.jsonl"), \
-                open(self.root / "events.jsonl", "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        path = nofollow.inside(self.root, "events.jsonl")
+        with _storage("writing events.jsonl", path), nofollow.open_file(path, "ab") as f:
+            f.write(line.encode("utf-8") + b"\n")
 
     # ---- metrics and records ------------------------------------------------------------
     def log_metrics(self, step: int, metrics: dict[str, Any]) -> None:
@@ -148,15 +146,20 @@ class RunStore:
         extra, self.pending = self.pending, {}
         line = json.dumps({"step": int(step), **metrics, **extra}, default=_json_default,
                           allow_nan=True)
-        size = self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+        path = nofollow.inside(self.root, "metrics.jsonl")
+        with _storage("opening metrics.jsonl", path):
+            f = nofollow.open_file(path, "ab")
         try:
-            with self.metrics_path.open("a", encoding="utf-8") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as exc:  # keep every complete line: cut the partial one off again
-            with open(self.metrics_path, "r+b") as f:
-                f.truncate(size)
+            with f:
+                size = os.fstat(f.fileno()).st_size
+                try:
+                    f.write(line.encode("utf-8") + b"\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:  # keep every complete line: cut the partial one off again
+                    os.ftruncate(f.fileno(), size)
+                    raise
+        except OSError as exc:
             self.pending = {**extra, **self.pending}
             raise StorageError(f"file {self.metrics_path}: could not append step {step} "
                                f"({exc.strerror or exc}); the lines of earlier steps are kept"
@@ -164,12 +167,15 @@ class RunStore:
 
     def log_record(self, record: StepRecord) -> Path:
         self._become_writer()
+        nofollow.inside(self.root, "records", "dir")
         self.records_dir.mkdir(exist_ok=True)
         path = self.records_dir / f"step_{record.step:06d}.json.gz"
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=5) as f:
-                json.dump(record_to_dict(record), f, default=_json_default)
+            nofollow.check(path)
+            with os.fdopen(nofollow.create_exclusive(tmp), "wb") as raw, \
+                    gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=5) as gz:
+                gz.write(json.dumps(record_to_dict(record), default=_json_default).encode())
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -188,8 +194,10 @@ class RunStore:
         """
         self._become_writer()
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        final = self.ckpt_dir / f"step_{step:06d}"
+        final = nofollow.inside(self.root, f"checkpoints/step_{step:06d}", "dir")
         tmp = self.ckpt_dir / f".tmp-step_{step:06d}-{os.getpid()}"
+        if tmp.is_symlink() or not tmp.is_dir():
+            tmp.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir()
@@ -207,13 +215,15 @@ class RunStore:
             if (final / "model").is_dir():  # for `madopd eval --model RUN`
                 _atomic_write_text(self.root / "latest_checkpoint.txt",
                                    f"checkpoints/{final.name}/model")
-        except OSError as exc:
+        except (OSError, _SafetensorError) as exc:  # safetensors' writer: ENOSPC as its own type
             shutil.rmtree(tmp, ignore_errors=True)
             prev = self.latest_checkpoint()
             kept = f"the previous checkpoint {prev.name} is intact" if prev else \
                 "no earlier checkpoint exists"
-            raise StorageError(f"file {exc.filename or tmp}: writing checkpoint {final.name} "
-                               f"failed ({exc.strerror or exc}); {kept}") from exc
+            where = getattr(exc, "filename", None) or tmp
+            why = getattr(exc, "strerror", None) or exc
+            raise StorageError(f"file {where}: writing checkpoint {final.name} "
+                               f"failed ({why}); {kept}") from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -250,33 +260,40 @@ class RunStore:
                 self.log_event("metrics_reconciled", checkpoint_step=step, **dropped)
             with _storage("rewriting metrics.jsonl", self.metrics_path):
                 _atomic_write_text(self.metrics_path, text)
-        if self.records_dir.exists():
-            for p in self.records_dir.iterdir():
+        if nofollow.inside(self.root, "records", "dir").exists():
+            for p in self.records_dir.iterdir():  # unlink removes a link itself, never its target
                 m = _REC.match(p.name)
                 if (m and int(m.group(1)) > step) or p.name.startswith("."):
                     p.unlink()
 
 
 def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (with their COMPLETE marker), oldest first."""
-    d = Path(root) / "checkpoints"
+    """Complete checkpoints (with their COMPLETE marker), oldest first. A ``step_*`` entry
+    that is a link (or not a directory) is refused with a DataError naming it."""
+    d = nofollow.inside(Path(root), "checkpoints", "dir")
     if not d.is_dir():
         return []
     out = []
     for p in d.iterdir():
         m = _CKPT.match(p.name)
-        if m and p.is_dir() and (p / "COMPLETE").exists():
+        if m and nofollow.check(p, "dir") and nofollow.check(p / integrity.COMPLETE):
             out.append((int(m.group(1)), p))
     return sorted(out)
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """The checkpoint ``latest`` names (falling back to the newest complete one, if any)."""
-    d = Path(root) / "checkpoints"
-    pointer = d / "latest"
+    """The checkpoint ``latest`` names (falling back to the newest complete one, if any).
+    ``latest`` must hold the bare name of a ``step_NNNNNN`` folder of this run: a path, a
+    ``..`` or a link is refused (DataError naming it)."""
+    root = Path(root)
+    pointer = nofollow.inside(root, "checkpoints/latest")
     if pointer.exists():
-        p = d / pointer.read_text().strip()
-        if (p / "COMPLETE").exists():
+        name = nofollow.read_bytes(pointer, 4096).decode("utf-8", "replace").strip()
+        if not _CKPT.match(name):
+            raise DataError(f"names {name[:80]!r}, not a checkpoint folder of this run "
+                            "(expected step_NNNNNN)", path=str(pointer))
+        p = nofollow.inside(root, f"checkpoints/{name}", "dir")
+        if nofollow.check(p / integrity.COMPLETE):
             return p
     ckpts = list_checkpoints(root)
     return ckpts[-1][1] if ckpts else None
@@ -299,9 +316,10 @@ class LazyRecords(Sequence):
             return [self[j] for j in range(*i.indices(len(self)))]
         path = self.paths[i]
         try:
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                return record_from_dict(json.load(f))
-        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raw = safe_io.read_gz_bounded(path, opener=lambda p: gzip.GzipFile(
+                fileobj=nofollow.open_file(p, "rb"), mode="rb"))
+            return record_from_dict(safe_io.loads_json(raw, str(path), what="step record"))
+        except (OSError, TypeError) as exc:
             raise DataError(f"unreadable step record ({exc})", path=str(path)) from None
 
     def by_step(self, step: int) -> StepRecord:
@@ -321,12 +339,19 @@ class Run:
 
 
 def _read_utf8_lines(path: Path) -> list[str]:
-    raw = path.read_bytes()
+    raw = nofollow.read_bytes(path)
     try:
         return raw.decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 (byte {exc.start})", path=str(path),
                         line=raw.count(b"\n", 0, exc.start) + 1) from None
+
+
+try:  # safetensors reports a failed write (a full disk) as its own type, not an OSError
+    from safetensors import SafetensorError as _SafetensorError
+except ImportError:  # pragma: no cover - safetensors comes with transformers
+    class _SafetensorError(Exception):
+        pass
 
 
 class _storage(contextlib.AbstractContextManager):
@@ -345,9 +370,10 @@ class _storage(contextlib.AbstractContextManager):
 def load_run(path: str | Path) -> Run:
     root = Path(path)
     cfg_path = root / "config.json"
+    integrity.check_run_folder(root)
     if not cfg_path.is_file():
         raise DataError("not a run directory (config.json is missing)", path=str(root))
-    config = read_json_file(cfg_path, "run config")
+    config = read_json_file(cfg_path, "run config", follow=False)
     metrics = []
     torn = 0
     mpath = root / "metrics.jsonl"
@@ -358,7 +384,7 @@ def load_run(path: str | Path) -> Run:
                 continue
             try:
                 metrics.append(json.loads(line))
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 if i == len(lines):  # the last line of a killed run may be cut short
                     torn = 1
                     continue

@@ -32,6 +32,9 @@ SCHEDULES = ("constant", "cosine", "linear")
 # student rollouts: transformers generate, an in-process vLLM engine, or a vLLM server (issue 14)
 ROLLOUT_BACKENDS = ("hf", "vllm_colocated", "vllm_server")
 METHODS = ("base", "mt_seqkd", "opd", "mt_opd", "mad_opd", "custom")
+MAX_LR = 1.0  # AdamW steps are ~lr per parameter: above 1 nothing trains, far above overflows
+FLOAT32_MAX = 3.4028234663852886e38  # every float field must survive a cast to float32
+INT_MAX = 2**53  # every int field: exact in JSON and float64 (a step counter, a seed)
 
 
 def _help(text: str, **kw) -> Any:
@@ -63,14 +66,21 @@ class DistillConfig:
     # hold a run forever, and a flaky one cannot retry forever.
     teacher_timeout: float = _help("vllm_server: seconds to connect and to wait for each read",
                                    default=30.0)
+    # Defaults bound one request at (retries + 1) * deadline + backoff = 3 * 120 + 1.5 s and a
+    # teacher's retries over a run at 32 (issue 23: 300 s x 3 retries, no budget, let one
+    # trickling server cost ~20 minutes a request).
     teacher_deadline: float = _help(
         "vllm_server: TOTAL seconds one request attempt may take (connect, send, every read)",
-        default=300.0)
+        default=120.0)
     teacher_retries: int = _help("vllm_server: extra attempts per request on transient failures",
-                                 default=3)
+                                 default=2)
     teacher_retry_budget: int | None = _help(
         "vllm_server: retries one teacher may spend over the whole run (None = no limit); "
-        "once spent, a failure is final (counted)", default=None)
+        "once spent, a failure is final (counted)", default=32)
+    teacher_max_reply_mib: float = _help(
+        "vllm_server: largest reply body read from a server, in MiB; a longer one (or a "
+        "Content-Length above it) is a TeacherError, never allocated. Dense scoring "
+        "(score_top_k=None) of long continuations may need more", default=256.0)
     device: str = _help("'auto' (cuda when available), 'cpu' or 'cuda'", default="auto")
     dtype: str = _help("model dtype: 'float32', 'bfloat16' or 'float16'", default="float32")
     task: str | None = _help(
@@ -203,6 +213,10 @@ class DistillConfig:
     eval_every: int = _help("evaluate every N steps (0 = never during training)", default=0)
     eval_limit: int | None = _help("evaluate on at most N held-out states/episodes", default=None)
     record_every: int = _help("store the full StepRecord every N steps (0 = never)", default=1)
+    allow_unverified_checkpoints: bool = _help(
+        "resume from a checkpoint without SHA256SUMS (written by an older madopd): its files "
+        "cannot be verified, so this is refused unless set; each such load is counted and "
+        "written to events.jsonl", default=False)
     on_corrupt_checkpoint: str = _help(
         "a checkpoint whose SHA256SUMS do not verify on resume: 'raise' (an error naming the "
         "file) or 'previous' (resume from the newest older one that verifies; counted)",
@@ -335,6 +349,9 @@ class DistillConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         _positive(self, "lr")
+        if self.lr > MAX_LR:  # 1e300 is finite in float64 but inf in the float32 optimiser
+            raise ConfigError(f"field 'lr' must be <= {MAX_LR}, got {self.lr!r}")
+        _positive(self, "teacher_max_reply_mib")
         _positive(self, "score_cache_mib")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
@@ -423,10 +440,24 @@ def preset(name: str, base: DistillConfig | dict | None = None, **fields) -> Dis
 # ---- file loading and --set overrides -------------------------------------------------------
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML or JSON config file, read through ``madopd.safe_io`` (size,
+    depth and alias-expansion limits, duplicate keys refused): ConfigError naming the file
+    and line otherwise. A FIFO or device is refused, not read."""
+    import os
+
+    from madopd import nofollow, safe_io
+    from madopd.errors import DataError
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    raw = path.read_bytes()
+    try:
+        with os.fdopen(nofollow.open_fd(path.resolve(), os.O_RDONLY), "rb") as f:
+            raw = f.read(safe_io.MAX_YAML_BYTES + 1)
+    except (OSError, DataError) as exc:
+        raise ConfigError(f"config file {path}: cannot read ({exc})") from None
+    if len(raw) > safe_io.MAX_YAML_BYTES:
+        raise ConfigError(f"config file {path}: larger than {safe_io.MAX_YAML_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -435,13 +466,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                           f"{raw[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = safe_io.loads_yaml(text, str(path))
         else:
-            data = json.loads(text)
-    except Exception as exc:  # the parser's message names the line
-        raise ConfigError(f"config file {path} could not be parsed: {exc}") from exc
+            data = safe_io.loads_json(raw, str(path), what="config")
+    except DataError as exc:  # names the file, the line and (duplicates) the key
+        raise ConfigError(f"config file could not be parsed: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -484,12 +513,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _parse_scalar(raw: str) -> Any:
-    try:
-        import yaml
+    """A --set value as YAML (bounded like a config file); text YAML cannot parse is kept
+    as the string itself, a value beyond the limits is a ConfigError."""
+    from madopd import safe_io
+    from madopd.errors import DataError
 
-        return yaml.safe_load(raw)
-    except Exception:
-        return raw
+    try:
+        return safe_io.loads_yaml(raw, "--set value")
+    except DataError as exc:
+        if "invalid YAML" in str(exc):
+            return raw
+        raise ConfigError(str(exc)) from None
 
 
 def _jsonable(obj):
@@ -538,7 +572,10 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         if hint is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
-            return int(value)
+            out = int(value)
+            if abs(out) > INT_MAX:
+                raise ValueError
+            return out
         if hint is float:
             if isinstance(value, bool):
                 raise ValueError
@@ -547,7 +584,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # int(1e999) overflows
         raise ConfigError(f"field {name!r} expects {getattr(hint, '__name__', hint)}, "
                           f"got {value!r}") from None
     return value
@@ -582,6 +619,10 @@ def _check_finite(cfg) -> None:
         for name, x in items:
             if isinstance(x, float) and not math.isfinite(x):
                 raise ConfigError(f"field {name!r} must be a finite number, got {x!r}")
+            if isinstance(x, float) and abs(x) > FLOAT32_MAX:
+                raise ConfigError(f"field {name!r} must fit a float32 (|x| <= 3.4e38), got {x!r}")
+            if isinstance(x, int) and not isinstance(x, bool) and abs(x) > INT_MAX:
+                raise ConfigError(f"field {name!r} must be an integer within +-2**53, got {x!r}")
 
 
 def _choice(cfg, name: str, options) -> None:

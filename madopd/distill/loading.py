@@ -97,7 +97,8 @@ def load_teachers(cfg: DistillConfig) -> list[Any]:
                 out.append(VLLMServerTeacher(
                     u, p, tokenizer=tok, name=n, timeout=cfg.teacher_timeout,
                     deadline=cfg.teacher_deadline, retries=cfg.teacher_retries,
-                    retry_budget=cfg.teacher_retry_budget))
+                    retry_budget=cfg.teacher_retry_budget,
+                    max_reply_bytes=int(cfg.teacher_max_reply_mib * 2**20)))
         return out
     from madopd.models.vllm_offline import VLLMOfflineTeacher
 

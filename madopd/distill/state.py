@@ -13,6 +13,7 @@ corrupt newest checkpoint is skipped (counted) for the newest older one that ver
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,14 @@ import numpy as np
 import torch
 
 from madopd import integrity
-from madopd.distill.state_io import STATE_JSON, has_state, read_state, write_state
+from madopd.distill.state_io import (
+    LEGACY_STATE,
+    STATE_JSON,
+    check_state,
+    has_state,
+    read_state,
+    write_state,
+)
 from madopd.errors import ConfigError, DataError, ValueRangeError
 
 STATE_FILE = STATE_JSON
@@ -35,13 +43,19 @@ def _rng_state(d: Any) -> dict[str, Any]:
     return out
 
 
-def _set_rng_state(d: Any, state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    d.rng.setstate(state["distiller"])
+def _set_rng_state(d: Any, state: dict[str, Any], where: str = "trainer state") -> None:
+    """Restore every generator; a value of the wrong type or size is one DataError naming
+    the generator (``rng.<name>``), not a TypeError from deep inside numpy or torch."""
+    steps = [("python", random.setstate), ("numpy", np.random.set_state),
+             ("torch", torch.set_rng_state), ("distiller", d.rng.setstate)]
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        steps.append(("cuda", torch.cuda.set_rng_state_all))
+    for key, restore in steps:
+        try:
+            restore(state[key])
+        except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as exc:
+            raise DataError(f"cannot restore this generator ({type(exc).__name__}: "
+                            f"{str(exc)[:200]})", path=where, field=f"rng.{key}") from None
 
 
 def save_checkpoint(d: Any) -> Path:
@@ -149,10 +163,27 @@ def check_finite_after_step(d: Any, record: Any) -> None:
                           "Lower lr or max_grad_norm, then resume")
 
 
-def _verified_state(ckpt: Path) -> dict[str, Any]:
-    """Checksums first (a changed byte is named before anything is parsed), then the state."""
-    integrity.verify_checksums(ckpt)
-    return read_state(ckpt)
+def _verified_state(d: Any, ckpt: Path) -> dict[str, Any]:
+    """Checksums first (a changed byte is named before anything is parsed), then the state.
+
+    A checkpoint without SHA256SUMS is refused unless ``allow_unverified_checkpoints``; an
+    allowed one is counted (``count/run/unverified_checkpoints``) and logged in events.jsonl.
+    """
+    allow = bool(getattr(d.config, "allow_unverified_checkpoints", False))
+    try:
+        verified = integrity.verify_checksums(ckpt, required=not allow)
+    except DataError as exc:
+        if integrity.CHECKSUMS in str(exc) and "no " in str(exc) and not allow:
+            raise DataError(f"{exc} (it was written by an older madopd, or the file was "
+                            "deleted; set allow_unverified_checkpoints=true to load it "
+                            "anyway)") from None
+        raise
+    if not verified and d.store is not None:
+        d.store.count("count/run/unverified_checkpoints")
+        d.store.log_event("unverified_checkpoint_loaded", checkpoint=str(ckpt),
+                          reason=f"no {integrity.CHECKSUMS}; allow_unverified_checkpoints")
+    where = ckpt / (STATE_JSON if (ckpt / STATE_JSON).exists() else LEGACY_STATE)
+    return check_state(read_state(ckpt), str(where))
 
 
 def _resolve(d: Any, path: Any) -> tuple[Path, dict[str, Any]]:
@@ -165,7 +196,7 @@ def _resolve(d: Any, path: Any) -> tuple[Path, dict[str, Any]]:
         path = d.store.root
     path = Path(path)
     if has_state(path):  # an explicit checkpoint folder: it is this one or nothing
-        return path, _verified_state(path)
+        return path, _verified_state(d, path)
     latest = latest_checkpoint(path)
     if latest is None:
         raise DataError("no complete checkpoint found", path=str(path))
@@ -175,7 +206,7 @@ def _resolve(d: Any, path: Any) -> tuple[Path, dict[str, Any]]:
     policy = getattr(d.config, "on_corrupt_checkpoint", "raise")
     for ckpt in [latest, *older]:
         try:
-            return ckpt, _verified_state(ckpt)
+            return ckpt, _verified_state(d, ckpt)
         except DataError as exc:
             if policy != "previous":
                 raise DataError(f"{exc} (set on_corrupt_checkpoint='previous' to resume from "
@@ -187,10 +218,14 @@ def _resolve(d: Any, path: Any) -> tuple[Path, dict[str, Any]]:
     raise DataError("no checkpoint verifies (every one is corrupt)", path=str(path))
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """HF-format weights of a checkpoint (all *.safetensors shards) as one state dict."""
+def _read_weights(folder: Path, want: dict[str, torch.Tensor] | None = None,
+                  ) -> dict[str, torch.Tensor]:
+    """HF-format weights of a checkpoint (all *.safetensors shards) as one state dict; with
+    ``want``, a tensor shaped unlike ``want``'s of that name is a DataError naming its file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from madopd import safe_io
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -198,10 +233,14 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     sd: dict[str, torch.Tensor] = {}
     for f in files:
         try:
-            sd.update(load_file(str(f)))
+            safe_io.safetensors_header(f)
+            part = load_file(str(f))
         except (SafetensorError, OSError) as exc:
             raise DataError(f"unreadable weights ({exc}); the file is truncated or corrupt",
                             path=str(f)) from None
+        if want is not None:
+            _check_shapes(want, part, f)
+        sd.update(part)
     return sd
 
 
@@ -220,12 +259,71 @@ def _check_missing(model: torch.nn.Module, sd: dict[str, torch.Tensor], missing:
 
 def _load_model_weights(model: torch.nn.Module, folder: Path) -> None:
     """Copy HF-format weights into ``model`` in place."""
-    sd = _read_weights(folder)
+    _check_model_config(model, folder)
+    sd = _read_weights(folder, dict(model.state_dict()))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if unexpected:
         raise DataError(f"checkpoint weights do not fit the student: unexpected {unexpected[:5]}",
                         path=str(folder))
     _check_missing(model, sd, missing, folder)
+
+
+# the fields of a model's config.json that fix its tensors' shapes
+_ARCH_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
+                "num_attention_heads", "num_key_value_heads", "intermediate_size", "head_dim",
+                "tie_word_embeddings")
+
+
+def _check_model_config(model: torch.nn.Module, folder: Path) -> None:
+    """The checkpoint's config.json must describe the student's architecture: a mismatch is
+    one DataError naming the file and the first differing field."""
+    from madopd import nofollow
+    from madopd.safe_io import read_json_file
+
+    path = folder / "config.json"
+    mine = getattr(model, "config", None)
+    if mine is None or not nofollow.check(path):
+        return
+    theirs = read_json_file(path, "model config", follow=False)
+    if not isinstance(theirs, dict):
+        raise DataError("expected a JSON object", path=str(path))
+    mine = mine.to_dict() if hasattr(mine, "to_dict") else dict(mine)
+    for key in _ARCH_FIELDS:
+        if key in theirs and key in mine and theirs[key] != mine[key]:
+            raise DataError(f"the checkpoint's model has {key}={theirs[key]!r}, the student "
+                            f"{mine[key]!r}: not a checkpoint of this student", path=str(path),
+                            field=key)
+
+
+def _check_shapes(want: dict[str, torch.Tensor], got: dict[str, torch.Tensor],
+                  where: Path) -> None:
+    """Every tensor in ``got`` that ``want`` names has the same shape (DataError naming it)."""
+    for name, t in got.items():
+        if name in want and tuple(want[name].shape) != tuple(t.shape):
+            raise DataError(f"tensor {name!r} has shape {tuple(t.shape)}, the student's "
+                            f"{tuple(want[name].shape)}", path=str(where), field=name)
+
+
+def _check_optimizer(optimizer: Any, saved: dict[str, Any], where: Path) -> None:
+    """The saved optimiser state fits ``optimizer``: same groups, integer parameter keys in
+    range, moment tensors shaped like their parameters (else Adam fails at the next step)."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    groups = saved["param_groups"]
+    if len(groups) != len(optimizer.param_groups) or any(
+            not isinstance(g, dict) or len(g.get("params", ())) != len(o["params"])
+            for g, o in zip(groups, optimizer.param_groups)):
+        raise DataError("optimizer state has other parameter groups than the student's",
+                        path=str(where), field="optimizer.param_groups")
+    for key, st in saved["state"].items():
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < len(params) \
+                or not isinstance(st, dict):
+            raise DataError(f"optimizer state for parameter {key!r}: no such parameter",
+                            path=str(where), field="optimizer.state")
+        for name, v in st.items():
+            if torch.is_tensor(v) and v.dim() > 0 and v.shape != params[key].shape:
+                raise DataError(f"optimizer state {key}.{name} has shape {tuple(v.shape)}, its "
+                                f"parameter {tuple(params[key].shape)}", path=str(where),
+                                field=f"optimizer.state.{key}.{name}")
 
 
 def _load_sharded(d: Any, ckpt: Path, state: dict[str, Any]) -> None:
@@ -241,6 +339,18 @@ def _load_sharded(d: Any, ckpt: Path, state: dict[str, Any]) -> None:
                         path=str(ckpt)) from None
     if state.get("trainable") is None:
         _check_missing(model, sd, missing, ckpt / "model")
+
+
+@contextlib.contextmanager
+def _state_errors(ckpt: Path, field: str):
+    """A state a library cannot load (wrong keys or types) as one DataError naming it."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"does not fit this run ({type(exc).__name__}: {exc})"[:300],
+                        path=str(ckpt / STATE_JSON), field=field) from None
 
 
 def load_checkpoint(d: Any, path: Any = None) -> int:
@@ -268,17 +378,29 @@ def load_checkpoint(d: Any, path: Any = None) -> int:
         with torch.no_grad():
             if state.get("trainable") is not None:
                 params = dict(model.named_parameters())
+                if not isinstance(state["trainable"], dict):
+                    raise DataError("expected a mapping of tensors", path=str(ckpt),
+                                    field="trainable")
                 for n, t in state["trainable"].items():
-                    if n not in params:
+                    if n not in params or not torch.is_tensor(t):
                         raise DataError(f"checkpoint parameter {n!r} not in the student",
                                         path=str(ckpt))
+                _check_shapes(params, state["trainable"], ckpt / STATE_JSON)
+                for n, t in state["trainable"].items():
                     params[n].copy_(t.to(params[n].device, params[n].dtype))
             else:
                 _load_model_weights(model, ckpt / "model")
-        d.optimizer.load_state_dict(state["optimizer"])
-    d.scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(d, state["rng"])
-    d.pool.load_state_dict(state["sampler"])
+        _check_optimizer(d.optimizer, state["optimizer"], ckpt / STATE_JSON)
+        try:
+            d.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"optimizer state does not fit ({type(exc).__name__}: {exc})"[:300],
+                            path=str(ckpt / STATE_JSON), field="optimizer") from None
+    with _state_errors(ckpt, "scheduler"):
+        d.scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(d, state["rng"], str(ckpt / STATE_JSON))
+    with _state_errors(ckpt, "sampler"):
+        d.pool.load_state_dict(state["sampler"])
     d.step_count = int(state["step"])
     d.nan_streak = int(state.get("nan_streak", 0))
     d._saved_step = d.step_count

@@ -28,12 +28,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from madopd import nofollow, safe_io
 from madopd.errors import DataError
 
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 LEGACY_STATE = "trainer_state.pt"
 _TAGS = ("$tensor", "$tuple", "$ndarray", "$dict")
+# what load_checkpoint reads: field -> type (checked before any of it is used)
+_FIELDS = {"optimizer": dict, "scheduler": dict, "rng": dict, "sampler": dict}
+RNG_KEYS = ("python", "numpy", "torch", "distiller")
 
 
 def _pack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -71,7 +75,11 @@ def _unpack(obj: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
     if "$tuple" in obj:
         return tuple(_unpack(x, tensors, where) for x in obj["$tuple"])
     if "$ndarray" in obj:
-        return np.asarray(obj["$ndarray"], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
+        dtype = np.dtype(obj["dtype"])
+        if dtype.kind not in "biuf" or dtype.itemsize > 8:  # RNG keys are uint32
+            raise DataError(f"$ndarray of dtype {dtype.str!r} (expected a number type)",
+                            path=where)
+        return np.asarray(obj["$ndarray"], dtype=dtype).reshape(obj["shape"])
     if "$dict" in obj:
         return {_unpack(k, tensors, where): _unpack(v, tensors, where) for k, v in obj["$dict"]}
     return {k: _unpack(v, tensors, where) for k, v in obj.items()}
@@ -96,23 +104,54 @@ def read_state(folder: Path) -> dict[str, Any]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from madopd.runs import read_json_file
 
     folder = Path(folder)
     jpath, tpath = folder / STATE_JSON, folder / STATE_TENSORS
-    if not jpath.is_file():
-        if (folder / LEGACY_STATE).is_file():
+    if not nofollow.check(jpath):
+        if nofollow.check(folder / LEGACY_STATE):
             return _read_legacy(folder / LEGACY_STATE)
         raise DataError(f"no {STATE_JSON} in the checkpoint", path=str(folder))
-    tree = read_json_file(jpath, "trainer state")
+    tree = safe_io.read_json_file(jpath, "trainer state", follow=False)
     try:
-        tensors = load_file(str(tpath)) if tpath.is_file() else {}
+        if nofollow.check(tpath):
+            safe_io.safetensors_header(tpath)  # lengths and shapes agree with the file
+            tensors = load_file(str(tpath))
+        else:
+            tensors = {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataError(f"unreadable tensors ({exc}); the file is truncated or corrupt",
                         path=str(tpath)) from None
-    state = _unpack(tree, tensors, str(jpath))
+    try:
+        state = _unpack(tree, tensors, str(jpath))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"malformed tagged value ({type(exc).__name__}: {exc})"[:300],
+                        path=str(jpath)) from None
     if not isinstance(state, dict) or "step" not in state:
         raise DataError("not a trainer state (no 'step')", path=str(jpath), field="step")
+    return state
+
+
+def check_state(state: Any, where: str) -> dict[str, Any]:
+    """Refuse (DataError naming file and field) a Distiller's trainer state whose fields
+    load_checkpoint needs are missing or of the wrong type: a step of 1e999 or -1, no ``rng``, ..."""
+    if not isinstance(state, dict) or "step" not in state:
+        raise DataError("not a trainer state (no 'step')", path=where, field="step")
+    safe_io.finite_int(state["step"], where, "step")
+    for name, kind in _FIELDS.items():
+        if not isinstance(state.get(name), kind):
+            got = "missing" if name not in state else f"a {type(state[name]).__name__}"
+            raise DataError(f"expected a {kind.__name__}, got {got}", path=where, field=name)
+    for key in RNG_KEYS:
+        if key not in state["rng"]:
+            raise DataError("missing", path=where, field=f"rng.{key}")
+    opt = state["optimizer"]
+    if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+        raise DataError("expected 'state' (a mapping) and 'param_groups' (a list)", path=where,
+                        field="optimizer")
+    if "nan_streak" in state:
+        safe_io.finite_int(state["nan_streak"], where, "nan_streak")
     return state
 
 
@@ -133,6 +172,4 @@ def _read_legacy(path: Path) -> dict[str, Any]:
         raise DataError(f"refused: a legacy pickled trainer state that is truncated or names "
                         f"code outside the allow-list (it was not run): {first[:200]}",
                         path=str(path)) from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise DataError("not a trainer state (no 'step')", path=str(path), field="step")
     return state

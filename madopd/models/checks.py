@@ -68,9 +68,7 @@ def check_model_path(path: str, field: str) -> None:
     else:
         raise ConfigError(f"field {field!r}: {path} holds no config.json (not a Hugging Face "
                           "checkpoint folder)")
-    ckpt = integrity.checksum_folder_of(p)
-    if ckpt is not None:
-        integrity.verify_checksums(ckpt)
+    integrity.require_checksums(p)  # a run checkpoint without SHA256SUMS: refused
 
 
 @contextlib.contextmanager

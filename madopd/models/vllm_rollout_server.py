@@ -213,6 +213,8 @@ class VLLMServerRollout(JSONClient, RolloutEngine):
     def _sample(self, prompts: list[list[int]], sampling: Sampling,
                 ) -> list[tuple[list[int], list[float]]]:
         eos = self.student.eos_ids
+        config = getattr(getattr(self.student, "model", None), "config", None)
+        vocab = max(len(self.student.tokenizer), int(getattr(config, "vocab_size", 0) or 0))
 
         def one(i: int) -> tuple[list[int], list[float]]:
             body = {"model": self.model, "prompt": prompts[i], "logprobs": 0,
@@ -228,6 +230,15 @@ class VLLMServerRollout(JSONClient, RolloutEngine):
                                    f"return_token_ids): {str(reply)[:300]}") from e
             if len(lps) != len(ids):
                 raise RolloutError(f"{self.name}: {len(ids)} token ids but {len(lps)} log-probs")
+            # hostile-reply checks (docs/threat-model.md): an id of 2e9 would become a
+            # 16 GB one-hot downstream; a log-prob > 0 or NaN is not a probability
+            bad_id = next((t for t in ids if not 0 <= t < vocab), None)
+            bad_lp = next((x for x in lps if not x <= 0.0), None)
+            if bad_id is not None or bad_lp is not None:
+                self.counters["malformed_replies"] = self.counters.get("malformed_replies", 0) + 1
+                what = (f"token id {bad_id} outside [0, {vocab})" if bad_id is not None else
+                        f"log-prob {bad_lp} is not <= 0")
+                raise RolloutError(f"{self.name}: malformed /v1/completions reply: {what}")
             return ids, lps
 
         if not prompts:

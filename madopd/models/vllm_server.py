@@ -24,6 +24,14 @@ that accepts and stalls, or trickles one byte every few seconds, costs at most `
 seconds). A reply cut short (the server closes mid-response) is retried like a timeout.
 ``retries`` are per request; ``retry_budget`` caps the retries of the teacher's lifetime (a
 run), after which a failure is final (``counters["retry_budget_exhausted"]``).
+
+Replies are hostile input (docs/threat-model.md, "Servers"): at most ``max_reply_bytes``
+are read (a larger ``Content-Length`` is refused before reading, an endless chunked body is cut
+at the cap), the JSON is parsed by ``madopd.safe_io`` (depth, duplicate keys) and checked
+against the shape each route promises: log-probs are numbers <= 0 (NaN refused), token ids
+integers in [0, vocab_size), chat ``content`` a string. Every violation is a ``TeacherError``
+(``RolloutError`` for the rollout server), counted in ``counters["malformed_replies"]``, so the
+``drop`` policies apply instead of a traceback.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ from typing import Any
 
 import torch
 
-from madopd.errors import ConfigError, TeacherError, ValueRangeError
+from madopd import safe_io
+from madopd.errors import ConfigError, DataError, TeacherError, ValueRangeError
 from madopd.models._common import (
     check_continuations,
     contexts_to_ids,
@@ -60,6 +69,8 @@ from madopd.models._common import (
 from madopd.types import Chat, Sampling, Scores, TopKLogprobs
 
 ON_FAILURE = ("raise", "drop")
+MAX_REPLY_BYTES = 256 << 20  # default cap of one reply body
+_READ_CHUNK = 1 << 20
 
 
 class _Retryable(Exception):
@@ -77,6 +88,13 @@ class JSONClient:
     """
 
     error: type[Exception] = TeacherError
+    max_reply_bytes: int = MAX_REPLY_BYTES
+
+    def _malformed(self, route: str, what: str) -> Exception:
+        """A reply of the wrong shape or value: final (a server that answers so answers so
+        again), counted, as ``self.error`` so the failure policies apply."""
+        self.counters["malformed_replies"] = self.counters.get("malformed_replies", 0) + 1
+        return self.error(f"{self.name}: malformed reply from {route}: {what}"[:500])
 
     def _request(self, method: str, route: str, body: dict | None = None, *,
                  empty_ok: bool = False, retries: int | None = None) -> dict:
@@ -124,9 +142,15 @@ class JSONClient:
         if empty_ok and not raw.strip():
             return {}
         try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise _Retryable(f"malformed JSON reply: {raw[:200]!r}") from e
+            reply = safe_io.loads_json(raw, f"{self.base_url}{route}", what="JSON reply",
+                                       max_bytes=self.max_reply_bytes)
+        except DataError as e:
+            if "invalid JSON reply" in str(e) or "not UTF-8" in str(e):  # cut or garbled
+                raise _Retryable(f"malformed JSON reply: {raw[:200]!r}") from None
+            raise self._malformed(route, str(e)) from None
+        if not isinstance(reply, dict):
+            raise self._malformed(route, f"expected a JSON object, got {type(reply).__name__}")
+        return reply
 
     def _http(self, method: str, route: str, data: bytes | None) -> tuple[int, bytes]:
         """(status, body). A watchdog shuts the socket down at the deadline, which ends any
@@ -151,7 +175,7 @@ class JSONClient:
         try:
             conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
-            raw = resp.read()
+            raw = self._read_bounded(resp, route)
             if expired.is_set():  # a shut-down socket can read as a clean, short end
                 raise OSError("deadline passed")
             return resp.status, raw
@@ -165,6 +189,35 @@ class JSONClient:
         finally:
             watchdog.cancel()
             conn.close()
+
+    def _read_bounded(self, resp: http.client.HTTPResponse, route: str) -> bytes:
+        """The body, at most ``max_reply_bytes``: a larger Content-Length is refused before a
+        byte is read, a longer (chunked, endless) body when the cap is passed. A body shorter
+        than its Content-Length (the server closed early) is retryable."""
+        cap = self.max_reply_bytes
+        declared = resp.getheader("Content-Length")
+        length = None
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                raise self._malformed(route, f"Content-Length {declared[:40]!r}") from None
+            if length > cap:
+                raise self._malformed(route, f"Content-Length {length} exceeds max_reply_bytes "
+                                      f"{cap}")
+        parts, total = [], 0
+        while True:
+            chunk = resp.read(min(_READ_CHUNK, cap + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+            if total > cap:
+                raise self._malformed(route, f"reply longer than max_reply_bytes {cap} (read "
+                                      "stopped there)")
+        if length is not None and total < length:
+            raise http.client.IncompleteRead(b"", length - total)
+        return b"".join(parts)
 
 
 
@@ -193,12 +246,13 @@ class VLLMServerTeacher(JSONClient):
                  timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
                  on_failure: str = "raise", max_context: int | None = None,
                  truncation: str = "left", max_concurrency: int = 8,
-                 deadline: float | None = None, retry_budget: int | None = None):
+                 deadline: float | None = None, retry_budget: int | None = None,
+                 max_reply_bytes: int = MAX_REPLY_BYTES, vocab_size: int | None = None):
         if on_failure not in ON_FAILURE:
             raise ConfigError(f"on_failure: expected one of {ON_FAILURE}, got {on_failure!r}")
         deadline = 10.0 * timeout if deadline is None else deadline
         if not (retries >= 0 and 0 < timeout < float("inf") and 0 < deadline < float("inf")
-                and backoff >= 0 and max_concurrency >= 1
+                and backoff >= 0 and max_concurrency >= 1 and max_reply_bytes >= 1
                 and (retry_budget is None or retry_budget >= 0)):
             raise ConfigError(f"need retries >= 0, finite timeout > 0 and deadline > 0, "
                               f"backoff >= 0, max_concurrency >= 1, retry_budget >= 0 or None; "
@@ -208,6 +262,9 @@ class VLLMServerTeacher(JSONClient):
         self.base_url = url[:-3] if url.endswith("/v1") else url
         self.model = model
         self._tokenizer = load_tokenizer(tokenizer)
+        self.max_reply_bytes = int(max_reply_bytes)
+        self.vocab_size = int(vocab_size) if vocab_size else _model_vocab(tokenizer,
+                                                                          self._tokenizer)
         self.name = name or model.rstrip("/").split("/")[-1]
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.deadline, self.retry_budget = float(deadline), retry_budget
@@ -219,7 +276,7 @@ class VLLMServerTeacher(JSONClient):
         self.counters: dict[str, int] = {"requests": 0, "retries": 0, "failures": 0,
                                          "dropped_batches": 0, "truncated_contexts": 0,
                                          "truncated_prompts": 0, "deadline_exceeded": 0,
-                                         "retry_budget_exhausted": 0}
+                                         "retry_budget_exhausted": 0, "malformed_replies": 0}
 
     @property
     def tokenizer(self) -> Any:
@@ -239,7 +296,12 @@ class VLLMServerTeacher(JSONClient):
     def max_context(self) -> int:
         if self._max_context is None:
             info = self._request("GET", "/v1/models")
-            lens = [m.get("max_model_len") for m in info.get("data", []) if m.get("id") == self.model]
+            data = info.get("data", [])
+            lens = [m.get("max_model_len") for m in data if isinstance(m, dict)
+                    and m.get("id") == self.model] if isinstance(data, list) else []
+            if lens and (isinstance(lens[0], bool) or not isinstance(lens[0], int)
+                         or lens[0] < 2):
+                raise self._malformed("/v1/models", f"max_model_len {str(lens[0])[:40]}")
             if not lens or not lens[0]:
                 raise TeacherError(f"{self.name}: /v1/models does not list {self.model!r} with a "
                                    f"max_model_len; pass max_context")
@@ -296,11 +358,15 @@ class VLLMServerTeacher(JSONClient):
                 body["seed"] = sampling.seed + i
             reply = self._request("POST", route, body)
             try:
-                choice = reply["choices"][0]
-                text = choice["message"]["content"] if fitted[i] is None else choice["text"]
-                return text or ""
-            except (KeyError, IndexError, TypeError) as e:
-                raise TeacherError(f"{self.name}: malformed reply from {route}: {str(reply)[:300]}") from e
+                choice = _first_choice(reply)
+            except TeacherError as e:
+                raise self._malformed(route, str(e)) from None
+            text = (choice.get("message") or {}).get("content") if fitted[i] is None and \
+                isinstance(choice.get("message"), dict) else choice.get("text")
+            if not isinstance(text, str):
+                raise self._malformed(route, f"expected the reply text as a string, got "
+                                      f"{str(reply)[:200]}")
+            return text
 
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, max(1, len(chats)))) as ex:
             return list(ex.map(one, range(len(chats))))
@@ -331,7 +397,12 @@ class VLLMServerTeacher(JSONClient):
                 "max_tokens": 1, "temperature": 0.0,
                 "prompt_logprobs": -1 if top_k is None else int(top_k)}
         reply = self._request("POST", "/v1/completions", body)
-        choices = sorted(reply.get("choices", []), key=lambda ch: ch.get("index", 0))
+        choices = reply.get("choices")
+        if not isinstance(choices, list) or not all(
+                isinstance(ch, dict) and _is_int(ch.get("index", 0)) for ch in choices):
+            raise self._malformed("/v1/completions", "expected 'choices', a list of objects "
+                                  "with integer 'index'")
+        choices = sorted(choices, key=lambda ch: ch.get("index", 0))
         if len(choices) != len(fitted):
             raise TeacherError(f"{self.name}: expected {len(fitted)} choices, got {len(choices)}")
         per_sample = []  # [B][T] of {id: logprob}
@@ -340,7 +411,11 @@ class VLLMServerTeacher(JSONClient):
             if not isinstance(plp, list) or len(plp) != len(p) + len(c):
                 raise TeacherError(f"{self.name}: sample {b}: prompt_logprobs missing or of length "
                                    f"{len(plp) if isinstance(plp, list) else None}, expected {len(p) + len(c)}")
-            per_sample.append([_entries(plp[len(p) + t], top_k, b, t) for t in range(len(c))])
+            try:
+                per_sample.append([_entries(plp[len(p) + t], top_k, b, t, self.vocab_size)
+                                   for t in range(len(c))])
+            except TeacherError as e:
+                raise self._malformed("/v1/completions", str(e)) from None
         B, T = len(conts), max((len(c) for c in conts), default=0)
         mask = torch.zeros(B, T, dtype=torch.bool)
         for b, c in enumerate(conts):
@@ -353,7 +428,33 @@ class VLLMServerTeacher(JSONClient):
         return f"VLLMServerTeacher(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
 
 
-def _entries(pos: Any, top_k: int | None, b: int, t: int) -> dict[int, float]:
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _first_choice(reply: dict) -> dict:
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise TeacherError(f"expected 'choices', a non-empty list of objects: {str(reply)[:200]}")
+    return choices[0]
+
+
+def _model_vocab(source: Any, tokenizer: Any) -> int:
+    """Token ids a server may name: the model's ``vocab_size`` (its embedding rows, often
+    padded beyond the tokenizer) when the tokenizer folder holds a config.json, else the
+    tokenizer's length (pass ``vocab_size`` for a padded model served by name)."""
+    n = len(tokenizer)
+    if isinstance(source, (str, Path)) and (Path(source) / "config.json").is_file():
+        with contextlib.suppress(DataError):
+            cfg = safe_io.read_json_file(Path(source) / "config.json", "model config")
+            v = cfg.get("vocab_size") if isinstance(cfg, dict) else None
+            if _is_int(v) and v > 0:
+                n = max(n, v)
+    return n
+
+
+def _entries(pos: Any, top_k: int | None, b: int, t: int,
+             vocab: int | None = None) -> dict[int, float]:
     """{id: logprob} of one position: the ``top_k`` best-ranked entries (all when top_k is None).
 
     Sorting by (rank, -logprob) and cutting at top_k, rather than filtering rank <= top_k,
@@ -364,10 +465,21 @@ def _entries(pos: Any, top_k: int | None, b: int, t: int) -> dict[int, float]:
         raise TeacherError(f"prompt_logprobs for sample {b}, continuation token {t}: expected a "
                            f"dict of token id -> logprob info, got {str(pos)[:100]}")
     rows = []
+    where = f"prompt_logprobs for sample {b}, continuation token {t}"
     for key, info in pos.items():
         lp, rank = (info.get("logprob"), info.get("rank")) if isinstance(info, dict) else (info, None)
+        tid = int(key) if isinstance(key, str) and key.lstrip("-").isdigit() and len(key) < 12 \
+            else None
+        if tid is None or tid < 0 or (vocab is not None and tid >= vocab):
+            raise TeacherError(f"{where}: token id {str(key)[:20]!r} outside [0, {vocab})")
+        if lp is not None and (isinstance(lp, bool) or not isinstance(lp, (int, float))
+                               or not lp <= 0.0):  # NaN fails <= too
+            raise TeacherError(f"{where}: log-prob {str(lp)[:20]} of id {tid} is not a number "
+                               "<= 0")
+        if rank is not None and not (_is_int(rank) and rank >= 1):
+            raise TeacherError(f"{where}: rank {str(rank)[:20]} of id {tid} is not an integer >= 1")
         lp = float("-inf") if lp is None else float(lp)
-        rows.append((float("inf") if rank is None else rank, -lp, int(key), lp))
+        rows.append((float("inf") if rank is None else rank, -lp, tid, lp))
     rows.sort()
     if top_k is not None:
         rows = rows[:top_k]  # the prompt token below the top-k belongs to the tail bucket

@@ -26,14 +26,12 @@ through ``datasets.load_dataset("json", ...)`` after validation.
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import re
-import zlib
 from pathlib import Path
 from typing import Any
 
+from madopd import safe_io
 from madopd.errors import DataError
 from madopd.tasks.base import Episode
 from madopd.tasks.simple import SimpleEpisodicTask, actions_in, normalize_text
@@ -50,22 +48,26 @@ def read_jsonl_rows(path: str | Path, *, allow_empty: bool = False,
                     missing: str = "file does not exist") -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) for every non-blank line; DataError on bad JSON or a non-object.
 
-    ``.gz`` files are read through gzip; bytes that are not UTF-8 and a ``.gz`` that is not
-    gzip name the file (and line). An empty file is a DataError unless ``allow_empty``
-    (callers with their own wording for "no rows" check the empty list themselves).
+    Read through the bounded readers (``madopd.safe_io``): each line (decompressed, for a
+    ``.gz``) at most ``MAX_LINE_BYTES``, the file at most ``MAX_TOTAL_BYTES``, each row at
+    most ``MAX_JSON_DEPTH`` deep with no duplicate keys. Bytes that are not UTF-8 and a
+    ``.gz`` that is not gzip name the file (and line). An empty file is a DataError unless
+    ``allow_empty`` (callers with their own wording for "no rows" check the list themselves).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(missing, path=str(path))
     rows = []
-    for line_no, line in _utf8_lines(path):
-        if not line.strip():
+    for line_no, raw in safe_io.jsonl_lines(path):
+        if not raw.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", path=str(path),
-                            line=line_no) from None
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not valid UTF-8 (byte {exc.start} of the line: "
+                            f"{raw[exc.start:exc.start + 1]!r}); save the file as UTF-8",
+                            path=str(path), line=line_no) from None
+        row = safe_io.loads_json(raw, str(path), line=line_no)
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, got {type(row).__name__}", path=str(path),
                             line=line_no)
@@ -73,28 +75,6 @@ def read_jsonl_rows(path: str | Path, *, allow_empty: bool = False,
     if not rows and not allow_empty:
         raise DataError("the dataset is empty (no JSON rows)", path=str(path))
     return rows
-
-
-def _utf8_lines(path: Path):
-    """(line number, text) of a UTF-8 file, read as bytes so a bad byte names its line; a
-    ``.gz`` that is not gzip, or is cut short, is a DataError too."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    line_no = 0
-    try:
-        with opener(path, "rb") as f:
-            for line_no, raw in enumerate(f, start=1):
-                try:
-                    yield line_no, raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataError(f"not valid UTF-8 (byte {exc.start} of the line: "
-                                    f"{raw[exc.start:exc.start + 1]!r}); save the file as UTF-8",
-                                    path=str(path), line=line_no) from None
-    except gzip.BadGzipFile as exc:
-        raise DataError(f"not a gzip file ({exc}); rename it without .gz if it is plain JSONL",
-                        path=str(path)) from None
-    except (EOFError, zlib.error) as exc:
-        raise DataError(f"corrupt or truncated gzip data after line {line_no} ({exc})",
-                        path=str(path), line=line_no + 1) from None
 
 
 def _row_id(row: dict, path: str, line: int) -> str:

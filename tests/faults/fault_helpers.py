@@ -3,7 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(script: str, timeout: float = 60, args=()) -> subprocess.CompletedProcess:
+    """``python -c script args`` with this checkout first on the path, in its own process
+    group; on timeout the whole group is killed and the test fails (nothing may hang)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"hung for {timeout} s (its process group was killed)")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def flip_byte(path: Path, offset: int | None = None) -> None:

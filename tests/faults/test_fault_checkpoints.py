@@ -88,7 +88,10 @@ def test_crafted_pickle_in_a_run_folder_does_not_execute(tiny_dirs, tmp_path):
     for name in (STATE_JSON, STATE_TENSORS, CHECKSUMS):
         (ckpt / name).unlink()
     torch.save({"step": 1, "x": _Payload(marker)}, ckpt / LEGACY_STATE)
-    fresh = Distiller.from_config(cfg, make_task())
+    # refused without SHA256SUMS by default; allowed, the pickle is still never run
+    with pytest.raises(DataError, match="no SHA256SUMS"):
+        Distiller.from_config(cfg, make_task()).resume(ckpt)
+    fresh = Distiller.from_config(cfg.replace(allow_unverified_checkpoints=True), make_task())
     with pytest.raises(DataError, match=f"{LEGACY_STATE}.*refused"):
         fresh.resume(ckpt)
     assert not marker.exists()
@@ -116,6 +119,7 @@ def test_legacy_pickled_state_still_resumes(tiny_dirs, tmp_path):
     for name in (STATE_JSON, STATE_TENSORS, CHECKSUMS):
         (ckpt / name).unlink()
     torch.save(state, ckpt / LEGACY_STATE)  # numpy RNG arrays and tuples, as old files hold
+    cfg = cfg.replace(allow_unverified_checkpoints=True)  # no SHA256SUMS: allowed explicitly
     assert Distiller.from_config(cfg, make_task()).resume(ckpt) == 1
 
 
@@ -155,8 +159,9 @@ def test_corrupt_latest_falls_back_to_the_previous_checkpoint_when_asked(tiny_di
 
 @pytest.mark.parametrize("victim", ["model/model.safetensors", STATE_TENSORS, STATE_JSON])
 def test_truncated_files_without_checksums_are_named(tiny_dirs, tmp_path, victim):
-    """An older checkpoint (no SHA256SUMS) with a truncated file: one error naming it."""
-    cfg, d = _trained(tiny_dirs, tmp_path, steps=1)
+    """An older checkpoint (no SHA256SUMS, allowed explicitly) with a truncated file: one
+    error naming it."""
+    cfg, d = _trained(tiny_dirs, tmp_path, steps=1, allow_unverified_checkpoints=True)
     ckpt = latest_checkpoint(tmp_path)
     (ckpt / CHECKSUMS).unlink()
     truncate(ckpt / victim)
@@ -208,22 +213,32 @@ def test_full_disk_during_checkpoint_is_one_error_and_keeps_everything(tiny_dirs
 def test_full_disk_while_logging_metrics_keeps_the_complete_lines(tmp_path, monkeypatch):
     import errno
 
+    import madopd.nofollow
+
     store = RunStore(tmp_path, {})
     store.log_metrics(1, {"loss": 1.0})
-    real_open = type(store.metrics_path).open
+    real_open = madopd.nofollow.open_file
 
-    def half_write(self, *a, **k):
-        f = real_open(self, *a, **k)
-        orig = f.write
+    class HalfWriter:  # the disk fills 5 bytes into the line
+        def __init__(self, f):
+            self.f = f
 
-        def write(text):
-            orig(text[:5])
-            f.flush()
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:5])
+            self.f.flush()
             raise OSError(errno.ENOSPC, "No space left on device")
-        f.write = write
-        return f
 
-    monkeypatch.setattr(type(store.metrics_path), "open", half_write)
+    monkeypatch.setattr(madopd.nofollow, "open_file", lambda p, how="rb": HalfWriter(
+        real_open(p, how)))
     with pytest.raises(StorageError, match="metrics.jsonl.*step 2.*earlier steps are kept"):
         store.log_metrics(2, {"loss": 0.5})
     monkeypatch.undo()

@@ -105,11 +105,11 @@ def test_a_second_writer_gets_the_holders_pid(tmp_path):
 
 
 
-def test_an_unwritable_lock_file_is_one_storage_error(tmp_path):
-    """(Permissions do not stop root, so the lock path is made a folder: open() fails alike.)"""
-    from madopd.errors import StorageError
+def test_an_unwritable_lock_file_is_one_error(tmp_path):
+    """(Permissions do not stop root, so the lock path is made a folder: refused by name.)"""
+    from madopd.errors import DataError
 
     (tmp_path / ".lock").mkdir()
-    with pytest.raises(StorageError, match=r"\.lock: taking the run folder's lock failed"):
+    with pytest.raises(DataError, match=r"\.lock: is a directory, not a regular file"):
         RunStore(tmp_path, {})
     assert not (tmp_path / "config.json").exists()
