@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if getattr(args, "world", "toy") == "real":
-        from madopd.real_world import run_real_demo
+        from madopd.realworld.world import run_real_demo
 
         try:
             run_real_demo(args.profile, out=args.out, threads=getattr(args, "threads", None))

@@ -127,7 +127,7 @@ def test_confidence_source_rate_at_least_95_percent(teacher, source):
     """With a forced fallback (the real world's is ``RealProfile.confidence_fallback``),
     >= 95 % of turns carry a confidence from a stated source."""
     from madopd.debate import Debate, DebateProtocol
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld.calls import RealCallsTask
     from madopd.types import Sampling
 
     states = RealCallsTask().train_states()[::4]  # 8 fixed prompts, one per function

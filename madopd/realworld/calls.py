@@ -1,6 +1,6 @@
 """real-calls: single-turn function calling with real text (BFCL "simple"-style), for real models.
 
-48 prompts we wrote ourselves (``madopd/data/real_calls.jsonl``; 8 functions x 6 argument
+48 prompts we wrote ourselves (``madopd/realworld/data/real_calls.jsonl``; 8 functions x 6 argument
 sets): a system message with one function's JSON spec and one example call of it (another
 training row's values: a 135M model does not follow a format from a description alone), a
 user request, and the reference call ``name(arg=value, ...)``. The first 4 argument sets of every function train, the last 2 are
@@ -24,7 +24,7 @@ from typing import Any
 from madopd.tasks.jsonl import read_jsonl_rows
 from madopd.types import State
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "real_calls.jsonl"
+DATA = Path(__file__).resolve().parent / "data" / "real_calls.jsonl"
 SYSTEM = ("You can call this function:\n{spec}\n"
           "Answer the user with the call only, written as {name}(arg=value, ...) with every "
           "argument named, strings in double quotes. Example of the format: {example}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from madopd.tasks.real_calls import RealCallsTask, parse_call
+from madopd.realworld.calls import RealCallsTask, parse_call
 
 
 def test_split_and_states():

@@ -170,7 +170,7 @@ def _contrast_text(d: dict, B: int) -> str:
 def format_real_table(summary: dict, title: str | None = None) -> str:
     """The table (mean [95 % interval]), what the intervals cover, and every contrast with its
     difference, interval and named tests' p-values, as text (a ``summarize_real`` /
-    ``real_world.resummarize`` result; ``title`` defaults to the summary's ``title``)."""
+    ``world.resummarize`` result; ``title`` defaults to the summary's ``title``)."""
     rows = summary["rows"]
     head = (f"{'method':<8} | {'real-calls acc % [95% CI]':>26} | {'ref NLL nats/tok [95% CI]':>26}"
             f" | {'runs':>6} | {'wall s':>7} | {'CPU s':>7}")

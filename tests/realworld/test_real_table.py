@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from madopd.errors import DataError
-from madopd.real_table import CONTRASTS
-from madopd.real_world import ROWS, format_real_table, resummarize, summarize_real
+from madopd.realworld.table import CONTRASTS
+from madopd.realworld.world import ROWS, format_real_table, resummarize, summarize_real
 from madopd.stats import Outcomes, bootstrap_table
 
 FAMS = ["f0", "f0", "f1", "f1", "f2", "f2", "f3", "f3"]
@@ -140,7 +140,7 @@ def test_resummarize_recomputes_a_saved_results_json_and_writes_nothing(tmp_path
 
 
 def test_resummarize_of_a_file_without_eval_items_rebuilds_them_from_the_task(tmp_path):
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld.calls import RealCallsTask
 
     states = RealCallsTask().eval_states()[:4]
     summ = resummarize(_write(tmp_path, _results(SHIFT, n=4), n=4))
@@ -167,7 +167,7 @@ def test_strata_choice_and_its_small_stratum_note():
     assert "smallest family" not in format_real_table(pooled, "t")
     assert "items resampled as one pool" in pooled["test"] and "within families" in fam["test"]
     from madopd.errors import ConfigError
-    from madopd.real_world import RealProfile
+    from madopd.realworld.world import RealProfile
 
     with pytest.raises(ConfigError, match="strata"):
         summarize_real(res, IDS, FAMS, reps=400, strata="items")

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from madopd.real_table import ROWS, eval_items, format_real_table, summarize_real
+from madopd.realworld.table import ROWS, eval_items, format_real_table, summarize_real
 from madopd.types import Sampling
 
 __all__ = ["ROWS", "format_real_table", "resummarize", "run_real_demo", "summarize_real"]
@@ -52,12 +52,12 @@ class RealProfile:
     confidence_fallback: str = "forced_tag"  # madopd.confidence: the source of untagged turns
     bootstrap_reps: int = 2000
     # items resampled within their family ("family", the split's design: a fixed number per
-    # family) or as one pool ("none": families count as sampled too); madopd.real_table.STRATA
+    # family) or as one pool ("none": families count as sampled too); madopd.realworld.table.STRATA
     bootstrap_strata: str = "none"
 
     def __post_init__(self):  # checked before any model loads, not after the last job
         from madopd.errors import ConfigError
-        from madopd.real_table import STRATA
+        from madopd.realworld.table import STRATA
 
         if self.bootstrap_strata not in STRATA:
             raise ConfigError(f"bootstrap_strata: expected one of {STRATA}, got {self.bootstrap_strata!r}")
@@ -254,7 +254,7 @@ def resummarize(results_json: str | Path, *, reps: int | None = None, seed: int 
     settings = data.get("profile_settings", {})
     items, source = data.get("eval_items"), "results.json eval_items"
     if items is None:
-        from madopd.tasks.real_calls import RealCallsTask
+        from madopd.realworld.calls import RealCallsTask
 
         items = eval_items(RealCallsTask().eval_states()[: settings.get("eval_states")])
         source = "RealCallsTask().eval_states() (this results.json predates eval_items)"
@@ -279,7 +279,7 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
                   log=print, threads: int | None = None) -> dict[str, Any]:
     from madopd.errors import ConfigError
     from madopd.models.catalogue import resolve_model_path
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld.calls import RealCallsTask
 
     if profile_name not in REAL_PROFILES:
         raise ConfigError(f"real demo profile {profile_name!r} is unknown; valid: {sorted(REAL_PROFILES)}")
@@ -350,7 +350,7 @@ def record_transcripts(path: str | Path = TRANSCRIPTS, n_states: int = 3, rounds
                        max_new_tokens: int = 48) -> Path:
     """Debate ``n_states`` real-calls states with the three SmolLM2 personas and save them.
 
-    Run once to refresh the committed file (``python -c "from madopd.real_world import
+    Run once to refresh the committed file (``python -c "from madopd.realworld.world import
     record_transcripts; record_transcripts()"``, ~2 min loaded); notebooks and widgets read it
     with ``load_real_debates`` so SMOKE mode can show real text without the model.
     """
@@ -359,7 +359,7 @@ def record_transcripts(path: str | Path = TRANSCRIPTS, n_states: int = 3, rounds
     from madopd.debate import Debate, transcript_to_dict
     from madopd.models.catalogue import resolve_model_path
     from madopd.models.hf import HFTeacher
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld.calls import RealCallsTask
 
     folder = resolve_model_path(TEACHER)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
