@@ -21,6 +21,7 @@ TASKS: dict[str, Callable[..., Any] | str] = {
     "toy-tools": "madopd.toyworld.toy_tools:ToyToolsTask",
     "toy-code": "madopd.toyworld.toy_code:ToyCodeTask",
     "real-calls": "madopd.realworld.calls:RealCallsTask",
+    "house-calls": "madopd.realworld.house:HouseCallsTask",
 }
 
 
