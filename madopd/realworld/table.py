@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-ROWS = ("Base", "OPD-A", "MT-OPD", "MAD-OPD")
+# the trained rows, then each zoo teacher answering blind (evaluation only, like Base)
+ROWS = ("Base", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD", "Teacher A (blind)", "Teacher B (blind)")
+BLIND_ROWS = ROWS[5:]
 # per-item metrics of a run (results.json's per-run lists): key -> (scale for the table, label);
 # the NLL first in the contrasts' text: it is the metric that moves after a few CPU steps
 METRICS = {"ref_nll": (1.0, "ref NLL"), "accuracy": (100.0, "acc")}
 # contrasts reported under the table: (a, b) means a - b on the same held-out items
-CONTRASTS = (("MAD-OPD", "MT-OPD"), ("MAD-OPD", "OPD-A"), ("MT-OPD", "OPD-A"), ("OPD-A", "Base"))
+CONTRASTS = (("MAD-OPD", "MT-OPD"), ("MAD-OPD", "OPD-A"), ("MAD-OPD", "OPD-B"),
+             ("MT-OPD", "OPD-A"), ("OPD-A", "Base"), ("OPD-B", "Base"))
 ALPHA = 0.05
 
 
