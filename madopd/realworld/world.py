@@ -305,12 +305,14 @@ def resummarize(results_json: str | Path, *, reps: int | None = None, seed: int 
                          reps=int(reps or settings.get("bootstrap_reps", 2000)),
                          strata=strata or settings.get("bootstrap_strata", "none"))
     out.update(items_source=source, source=str(path), profile=data.get("profile"),
-               title=real_title(data.get("profile")))
+               title=real_title(data.get("profile"), personas="zoo" not in data))
     return out
 
 
-def real_title(profile: str | None) -> str:
-    return (f"real world (2 house-calls {TEACHER} teachers -> 16-layer student), profile {profile}: "
+def real_title(profile: str | None, personas: bool = False) -> str:
+    """The table's title; ``personas``: a results.json of the earlier persona world (no zoo)."""
+    who = f"{TEACHER} x3 personas" if personas else f"2 house-calls {TEACHER} teachers"
+    return (f"real world ({who} -> 16-layer student), profile {profile}: "
             "mean [95 % bootstrap interval]")
 
 

@@ -138,6 +138,9 @@ def test_resummarize_recomputes_a_saved_results_json_and_writes_nothing(tmp_path
     assert summ["items_source"] == "results.json eval_items" and summ["B"] == 300
     text = format_real_table(summ)
     assert text.startswith("real world (smollm2-135m-instruct x3 personas") and "profile default" in text
+    zoo_file = _write(tmp_path, runs, eval_items={"ids": IDS, "families": FAMS}, zoo={"key": "k"})
+    assert format_real_table(resummarize(zoo_file)).startswith(
+        "real world (2 house-calls smollm2-135m-instruct teachers")
 
 
 def test_resummarize_of_a_file_without_eval_items_rebuilds_them_from_the_task(tmp_path):
