@@ -51,10 +51,17 @@ class RealZooSpec:
     batch_size: int = 6
     lr: float = 2e-4
     eval_tokens: int = 40
+    # examples per batch (own, tag, peer); None = half own, a quarter tag-only, the rest peer
+    mix: tuple[int, int, int] | None = None
 
     def __post_init__(self):
         if self.world not in ("default", "blind"):
             raise ConfigError(f"RealZooSpec.world: expected 'default' or 'blind', got {self.world!r}")
+        if self.mix is not None:
+            object.__setattr__(self, "mix", tuple(int(x) for x in self.mix))
+            if len(self.mix) != 3 or min(self.mix) < 0 or sum(self.mix) != self.batch_size:
+                raise ConfigError(f"RealZooSpec.mix: expected 3 counts >= 0 summing to "
+                                  f"batch_size {self.batch_size}, got {self.mix!r}")
         for name in ("steps", "batch_size", "train_layers", "n_train", "n_eval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"RealZooSpec.{name} must be >= 1, got {getattr(self, name)}")
@@ -66,7 +73,8 @@ class RealZooSpec:
         return list(GROUPS) if self.world == "default" else [next(iter(GROUPS))] * len(GROUPS)
 
     def key(self) -> str:
-        blob = json.dumps({"format": ZOO_FORMAT, "teacher": TEACHER, **asdict(self)}, sort_keys=True)
+        fields = {k: v for k, v in asdict(self).items() if v is not None}  # None: the default
+        blob = json.dumps({"format": ZOO_FORMAT, "teacher": TEACHER, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -126,7 +134,7 @@ def _train_member(spec_dict: dict, k: int, out: str, position: int, progress: bo
                    position=position, leave=True)
     losses = train_teacher(model, tok, examples(task, group, k, names), steps=spec.steps,
                            batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed + 17 * k,
-                           train_layers=spec.train_layers,
+                           train_layers=spec.train_layers, mix=spec.mix,
                            progress=(lambda s: bar.update(1)) if bar else None)
     if bar:
         bar.close()

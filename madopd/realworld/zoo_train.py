@@ -98,7 +98,8 @@ def freeze_but_top(model: Any, n_layers: int) -> int:
 
 
 def train_teacher(model: Any, tok: Any, data: dict[str, list], *, steps: int, batch_size: int,
-                  lr: float, seed: int, train_layers: int, progress=None) -> list[float]:
+                  lr: float, seed: int, train_layers: int, mix: tuple[int, int, int] | None = None,
+                  progress=None) -> list[float]:
     """Fine-tune in place; returns the loss per step. ``progress(step)`` after every step."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -106,8 +107,11 @@ def train_teacher(model: Any, tok: Any, data: dict[str, list], *, steps: int, ba
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                             weight_decay=0.0)
-    quota = {"own": (batch_size + 1) // 2, "tag": max(1, batch_size // 4)}
-    quota["peer"] = batch_size - quota["own"] - quota["tag"]
+    if mix is not None:
+        quota = dict(zip(("own", "tag", "peer"), mix))
+    else:
+        quota = {"own": (batch_size + 1) // 2, "tag": max(1, batch_size // 4)}
+        quota["peer"] = batch_size - quota["own"] - quota["tag"]
     pools = {k: [encode(tok, *e) for e in v] for k, v in data.items()}
     order = {k: [] for k in pools}
     losses = []

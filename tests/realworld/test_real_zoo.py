@@ -79,6 +79,10 @@ def test_settings_change_the_key_and_bad_settings_are_one_error():
         rz.RealZooSpec(world="nope")
     with pytest.raises(ConfigError, match="unknown"):
         rz.profile_spec("nope")
+    with pytest.raises(ConfigError, match="mix"):
+        rz.RealZooSpec(mix=(3, 2, 2))  # must sum to batch_size 6
+    assert rz.RealZooSpec(mix=(3, 2, 1)).key() != rz.RealZooSpec().key()
+    assert rz.RealZooSpec().key() == "1b1eb6516aa0"  # the measured zoo's cache key stays put
 
 
 def test_missing_catalogue_model_gives_the_pull_hint(monkeypatch, tmp_path):
