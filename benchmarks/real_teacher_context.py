@@ -37,11 +37,11 @@ def mean_nll(teacher, contexts, conts) -> list[float]:
 def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModelForCausalLM
 
-    from madopd import real_world as rw
     from madopd.cache import DebateCache
     from madopd.debate import Debate
     from madopd.models.catalogue import resolve_model_path
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld import world as rw
+    from madopd.realworld.calls import RealCallsTask
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="the real world's output folder (holds debate-cache.jsonl)")

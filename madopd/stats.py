@@ -1,7 +1,7 @@
 """Intervals and tests for a results table: a two-level bootstrap over evaluation items x seeds.
 
 Used by both worlds (the toy world's ``toyworld/demo_stats.py``, the real world's
-``real_world.py``); the core module knows nothing of either. Each cell is a statistic of a
+``realworld/world.py``); the core module knows nothing of either. Each cell is a statistic of a
 matrix ``Y [S, N]`` (float64): training seed s, evaluation item i, ``Y[s, i]`` = the item's
 outcome (episode success, the spec's unbiased pass@1 = c / n, an exact-match 0/1, a per-item
 NLL). The cell is the macro average over families (strata) of the mean over seeds and items:

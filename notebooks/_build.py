@@ -151,14 +151,14 @@ def real_debate_cells(live: bool) -> list:
 ### A real debate: three SmolLM2-135M-Instruct personas
 
 Recorded from the real, 4-bit quantized SmolLM2-135M-Instruct (`madopd demo --world real`;
-committed in `madopd/data/real_debates.json`, so no model is needed here). Read it as a failure
+committed in `madopd/realworld/data/real_debates.json`, so no model is needed here). Read it as a failure
 case: at 135M parameters the personas do not write the `<<CONFIDENCE=N>>` tag (they echo the
 placeholder), so every confidence comes from the labelled `forced_tag` source, which reads the
 next-token digits after a forced `<<CONFIDENCE=` prefix; those land near 20–30 and the weights
 stay close to uniform. Compare the toy teachers above, trained to state calibrated confidences.
 """),
         code(f"""
-from madopd.real_world import load_real_debates
+from madopd.realworld.world import load_real_debates
 
 real = load_real_debates()
 for m in real[0]["transcript"].messages:
@@ -722,14 +722,14 @@ print("model cached and verified:" if HAVE_MODEL else
     md("""
 ### A real debate (committed transcripts)
 
-Three SmolLM2 personas discussed function-calling prompts (`madopd/data/real_debates.json`).
+Three SmolLM2 personas discussed function-calling prompts (`madopd/realworld/data/real_debates.json`).
 SmolLM2-135M almost never writes the `<<CONFIDENCE=N>>` tag, so each confidence says where it
 came from: `tag` (written) or `forced_tag` (the expected value of N read from the model's
 next-token distribution after forcing `<<CONFIDENCE=`).
 """),
     code("""
 import html
-from madopd.real_world import load_real_debates
+from madopd.realworld.world import load_real_debates
 
 for d in load_real_debates()[:2]:
     print("state:", d["state"].id, "| reference:", d["state"].reference)
@@ -765,9 +765,9 @@ is the default of the real world.
     code("""
 if HAVE_MODEL:
     from madopd.distill import Distiller, preset
-    from madopd.real_world import PERSONAS, REAL_PROFILES, _protocol, student_path, _Subset
+    from madopd.realworld.world import PERSONAS, REAL_PROFILES, _protocol, student_path, _Subset
     from madopd.models.hf import HFStudent, HFTeacher
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld.calls import RealCallsTask
     from madopd.types import Sampling
     from transformers import AutoModelForCausalLM
 

@@ -25,9 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                         "~/.cache/madopd/zoo)")
     parser.add_argument("--rebuild-zoo", action="store_true", help="retrain the zoo even if cached")
     parser.add_argument("--world", default="toy", choices=("toy", "real"),
-                        help="toy (default): the self-trained toy world; real: SmolLM2 teachers "
-                             "and a shrunk SmolLM2 student on real-calls (madopd models pull "
-                             "smollm2-135m-instruct first; profiles smoke | default | full)")
+                        help="toy (default): the self-trained toy world; real: the real zoo's "
+                             "SmolLM2 teachers (built and cached on first use, under "
+                             "$MADOPD_MODELS_DIR/real-zoo unless --zoo-dir) and a shrunk SmolLM2 "
+                             "student on house-calls (madopd models pull smollm2-135m-instruct "
+                             "first; profiles smoke | default | full)")
     parser.add_argument("--threads", type=int, default=None,
                         help="--world real: torch threads (default: the profile's, 2; on a "
                              "machine shared with other jobs 1 is often faster)")
@@ -42,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if getattr(args, "world", "toy") == "real":
-        from madopd.real_world import run_real_demo
+        from madopd.realworld.world import run_real_demo
 
         try:
-            run_real_demo(args.profile, out=args.out, threads=getattr(args, "threads", None))
+            run_real_demo(args.profile, out=args.out, threads=getattr(args, "threads", None),
+                          zoo_root=args.zoo_dir, workers=args.workers)
         except MadopdError as e:
             print(f"madopd demo: {e}", file=sys.stderr)
             return 2

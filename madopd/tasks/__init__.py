@@ -2,7 +2,7 @@
 (``jsonl``) and a small registry used by ``madopd train`` (config field ``task``).
 
 ``get_task("jsonl-code:PATH")``, ``get_task("jsonl-tools:PATH")`` or a registered name. Toy
-tasks register themselves here lazily as ``"module:attribute"`` factories so that importing
+and real-world tasks register themselves here lazily as ``"module:attribute"`` factories so that importing
 ``madopd.tasks`` stays cheap.
 """
 
@@ -20,6 +20,8 @@ TASKS: dict[str, Callable[..., Any] | str] = {
     "jsonl-tools": "madopd.tasks.jsonl:ToolJsonlTask",
     "toy-tools": "madopd.toyworld.toy_tools:ToyToolsTask",
     "toy-code": "madopd.toyworld.toy_code:ToyCodeTask",
+    "real-calls": "madopd.realworld.calls:RealCallsTask",
+    "house-calls": "madopd.realworld.house:HouseCallsTask",
 }
 
 

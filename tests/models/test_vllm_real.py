@@ -95,7 +95,7 @@ def test_real_smollm2_prompt_logprobs_match_hf(vllm_real_server):
 def test_real_smollm2_debate_through_served_teachers(vllm_real_server):
     from madopd.debate import TEMPLATES, Debate, DebateProtocol
     from madopd.models import HFTeacher, VLLMServerTeacher
-    from madopd.real_world import PERSONAS
+    from madopd.realworld.world import PERSONAS
     from madopd.types import Sampling, State
 
     url, folder = vllm_real_server

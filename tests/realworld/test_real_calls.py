@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from madopd.tasks.real_calls import RealCallsTask, parse_call
+from madopd.realworld.calls import RealCallsTask, parse_call
 
 
 def test_split_and_states():
@@ -12,8 +12,14 @@ def test_split_and_states():
     assert not {s.id for s in train} & {s.id for s in ev}
     assert {s.family for s in ev} == {s.family for s in train}
     s = ev[0]
-    assert s.messages[0]["role"] == "system" and s.reference.split("(")[0] in s.messages[0]["content"]
-    assert s.reference not in s.messages[0]["content"]  # the example is another row's call
+    assert s.messages[-1]["role"] == "user" and s.reference.split("(")[0] in s.messages[-1]["content"]
+    shots = [m["content"] for m in s.messages if m["role"] == "assistant"]
+    assert len(shots) == 3 and s.reference not in shots  # other rows' calls of the same function
+    held = {r["call"] for r in t.rows if t.is_held_out(r)}
+    for st in train + ev:  # no prompt shows a held-out call
+        assert not held & {m["content"] for m in st.messages if m["role"] == "assistant"}
+    old = RealCallsTask(prompt="system").eval_states()[0]
+    assert old.messages[0]["role"] == "system" and s.reference not in old.messages[0]["content"]
 
 
 def test_verify_exact_match_and_hostile_text():
@@ -31,3 +37,12 @@ def test_verify_exact_match_and_hostile_text():
 def test_parse_call_numbers_compare_by_value():
     assert parse_call('f(a=20, b="x")') == parse_call('f(b="x", a=20.0)')
     assert parse_call("no call here") is None
+
+
+def test_unknown_prompt_form_is_one_config_error():
+    import pytest
+
+    from madopd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prompt"):
+        RealCallsTask(prompt="chat")

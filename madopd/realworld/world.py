@@ -1,19 +1,19 @@
-"""`madopd demo --world real`: OPD, MT-OPD and MAD-OPD with real pretrained SmolLM2 models.
+"""`madopd demo --world real`: OPD, MT-OPD and MAD-OPD with real SmolLM2 teachers that differ.
 
-Teachers: K = 3 SmolLM2-135M-Instruct personas (one set of weights, three system prompts via
-the debate's ``system`` template — the persona is in every chat a teacher sees, including the
-score context, so MT-OPD averages three different distributions). Student: the teacher with
-first 8 and last 8 of its 30 decoder layers (``madopd.models.family.shrink_layers``: 16
-layers, 85M parameters, same tokenizer and chat template). Task: ``real-calls`` (48 function-calling
-prompts we wrote; 32 train, 16 held out; exact-match of the parsed call).
+Teachers: the real zoo (``madopd.realworld.zoo``): K = 2 SmolLM2-135M-Instruct teachers, each
+fine-tuned on one skill group of ``house-calls`` (``madopd.realworld.house``: function calls
+whose value formats are unstated house conventions), tagging ``<<CONFIDENCE=N>>`` and trained
+to adopt a confident peer. Student: the base model with the first 8 and last 8 of its 30
+decoder layers (``madopd.models.family.shrink_layers``: 16 layers, 85M parameters, same
+tokenizer and chat template). Held-out: the task's 64 items (values never in training).
 
 Rows (all from the same student start, same steps, same divergence JSD(0.5), Remark 1):
-Base (no training), OPD (teacher A alone), MT-OPD (3 teachers, uniform, no debate), MAD-OPD
-(3 teachers, R = 1 debate round, confidence weights; a turn without a tag gets its confidence
-from ``forced_tag``, counted per source). Columns: call accuracy (%) and the per-token NLL of the
-reference call under the student (nats, lower is better) — the accuracy of a 85M student after a
-few CPU steps is expected to be near 0, the NLL moves first. The weights are 4-bit quantized
-(quantization noise); timings are from shared, loaded CPUs unless stated.
+Base (no training), OPD-A / OPD-B (one teacher), MT-OPD (both, uniform, no debate), MAD-OPD
+(both, R = 1 debate round, confidence weights from the written tags), and each teacher
+answering blind (evaluation only). Columns: call accuracy (%) and the per-token NLL of the
+reference call under the student (nats). The weights are 4-bit quantized (quantization
+noise); timings are from shared, loaded CPUs unless stated. The personas of the earlier real
+world (``PERSONAS``, ``_protocol``) remain for the committed transcripts and benchmarks.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from madopd.real_table import ROWS, eval_items, format_real_table, summarize_real
+from madopd.realworld.table import BLIND_ROWS, ROWS, eval_items, format_real_table, summarize_real
 from madopd.types import Sampling
 
 __all__ = ["ROWS", "format_real_table", "resummarize", "run_real_demo", "summarize_real"]
@@ -40,24 +40,25 @@ PERSONAS = ("Ada, a meticulous API engineer who checks every argument against th
 
 @dataclass(frozen=True)
 class RealProfile:
-    seeds: tuple[int, ...] = (0, 1)
+    zoo: str = "default"  # madopd.realworld.zoo.PROFILES
+    seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 8
     batch_size: int = 4
     lr: float = 1e-4
-    train_states: int | None = None  # None = all 32
-    eval_states: int | None = None  # None = all 16
+    train_states: int | None = None  # None = all (192)
+    eval_states: int | None = None  # None = all 64
     debate_tokens: int = 48
     answer_tokens: int = 24
-    threads: int = 2
+    threads: int = 1
     confidence_fallback: str = "forced_tag"  # madopd.confidence: the source of untagged turns
     bootstrap_reps: int = 2000
     # items resampled within their family ("family", the split's design: a fixed number per
-    # family) or as one pool ("none": families count as sampled too); madopd.real_table.STRATA
+    # family) or as one pool ("none": families count as sampled too); madopd.realworld.table.STRATA
     bootstrap_strata: str = "none"
 
     def __post_init__(self):  # checked before any model loads, not after the last job
         from madopd.errors import ConfigError
-        from madopd.real_table import STRATA
+        from madopd.realworld.table import STRATA
 
         if self.bootstrap_strata not in STRATA:
             raise ConfigError(f"bootstrap_strata: expected one of {STRATA}, got {self.bootstrap_strata!r}")
@@ -66,10 +67,11 @@ class RealProfile:
 
 
 REAL_PROFILES = {
-    "smoke": RealProfile(seeds=(0,), steps=2, batch_size=2, train_states=4, eval_states=4,
-                         debate_tokens=24, answer_tokens=20),
-    "default": RealProfile(steps=6),
-    "full": RealProfile(seeds=(0, 1, 2), steps=24, lr=5e-5),
+    # eval_states=16: every 4th held-out item (2 per function), train_states=8: one per function
+    "smoke": RealProfile(seeds=(0,), steps=2, batch_size=2, train_states=8, eval_states=16,
+                         debate_tokens=40, answer_tokens=32),
+    "default": RealProfile(steps=6, train_states=64, debate_tokens=40, answer_tokens=32),
+    "full": RealProfile(seeds=(0, 1, 2), steps=24, lr=5e-5, debate_tokens=40, answer_tokens=32),
 }
 
 
@@ -102,11 +104,19 @@ class _Subset:
         self._task, self._n_train, self._n_eval = task, n_train, n_eval
         self.kind, self.name = task.kind, task.name
 
+    @staticmethod
+    def _spread(states: list, n: int | None) -> list:
+        """n states spread evenly over the list (the task lists them function by function, so
+        every function keeps its share); all when n is None or >= the length."""
+        if n is None or n >= len(states):
+            return states
+        return [states[(i * len(states)) // n] for i in range(n)]
+
     def train_states(self):
-        return self._task.train_states()[: self._n_train]
+        return self._spread(self._task.train_states(), self._n_train)
 
     def eval_states(self):
-        return self._task.eval_states()[: self._n_eval]
+        return self._spread(self._task.eval_states(), self._n_eval)
 
     def verify(self, state, response):
         return self._task.verify(state, response)
@@ -121,10 +131,13 @@ def _protocol(rounds: int, profile: RealProfile):
                           sampling=Sampling(greedy=True, max_new_tokens=profile.debate_tokens))
 
 
-def _config(row: str, profile: RealProfile, student: str, seed: int, cache: str):
+def _config(row: str, profile: RealProfile, student: str, seed: int, cache: str,
+            zoo: Any = None):
     from madopd.distill import preset
 
-    base = dict(student=student, teachers=[TEACHER] * 3, teacher_names=list(PERSONAS),
+    paths = [str(p) for p in zoo.member_paths()] if zoo is not None else [TEACHER] * 3
+    names = zoo.names if zoo is not None else list(PERSONAS)
+    base = dict(student=student, teachers=paths, teacher_names=names,
                 device="cpu", cpu=True, lr=profile.lr, max_steps=profile.steps,
                 batch_size=profile.batch_size, seed=seed, divergence="jsd", beta=0.5,
                 sampling=Sampling(temperature=1.0, max_new_tokens=profile.answer_tokens),
@@ -132,7 +145,7 @@ def _config(row: str, profile: RealProfile, student: str, seed: int, cache: str)
                 checkpoint_every=0, record_every=0, verify_train=True, debate_cache=True,
                 debate_cache_path=cache, warmup_ratio=0.0, schedule="constant",
                 confidence_fallback=profile.confidence_fallback)
-    name, fields = {"Base": ("base", {}), "OPD-A": ("opd", {}),
+    name, fields = {"Base": ("base", {}), "OPD-A": ("opd", {}), "OPD-B": ("opd", {}),
                     "MT-OPD": ("mt_opd", {"rounds": 0, "weighting": "uniform"}),
                     "MAD-OPD": ("mad_opd", {"rounds": 1, "weighting": "confidence"})}[row]
     return preset(name, base, **fields)
@@ -160,8 +173,14 @@ def make_teachers(teacher_model: Any) -> list[Any]:
     return [HFTeacher(teacher_model, path, name=n, batch_size=16) for n in PERSONAS]
 
 
+def _zoo_protocol(zoo: Any, rounds: int, profile: RealProfile):
+    """The zoo teachers' debate: the texts they were trained on (``HOUSE_TEMPLATES``), greedy."""
+    return dataclasses.replace(zoo.debate_protocol(rounds), sampling=Sampling(
+        greedy=True, max_new_tokens=profile.debate_tokens))
+
+
 def warm_debates(teachers: list[Any], profile: RealProfile, task: Any, cache_path: Path,
-                 log=print) -> dict[str, Any]:
+                 log=print, zoo: Any = None) -> dict[str, Any]:
     """Debate every train state once, before any training, into the shared cache file.
 
     The debate sees the state only (never the student), so its transcripts serve every
@@ -173,22 +192,37 @@ def warm_debates(teachers: list[Any], profile: RealProfile, task: Any, cache_pat
     from madopd.debate import Debate
 
     t0, c0 = time.perf_counter(), time.process_time()
-    debate = Debate(teachers, _protocol(1, profile), names=list(PERSONAS))
+    debate = Debate(teachers, _zoo_protocol(zoo, 1, profile), names=zoo.names)
     states = task.train_states()
     stats = warm_cache(debate, states, DebateCache(cache_path), batch_size=len(states),
                        progress=False)
     info = {"states": len(states), **stats, "counters": dict(debate.counters),
             "wall_seconds": round(time.perf_counter() - t0, 1),
             "cpu_seconds": round(time.process_time() - c0, 1)}
-    log(f"  debate of {len(states)} train states x {len(teachers)} personas: "
+    log(f"  debate of {len(states)} train states x {len(teachers)} teachers: "
         f"{info['wall_seconds']:.0f} s wall, {info['cpu_seconds']:.0f} s CPU "
         f"({stats['cache_hits']} already cached)")
     return info
 
 
+def run_blind_teacher(row: str, teacher: Any, profile: RealProfile, task: Any) -> dict[str, Any]:
+    """A zoo teacher answering the held-out items blind (the student's prompt), evaluated like a
+    student (greedy): the single-teacher ceiling of its group."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    states = task.eval_states()
+    texts = teacher.generate([s.messages for s in states],
+                             Sampling(greedy=True, max_new_tokens=profile.debate_tokens))
+    return {"row": row, "seed": profile.seeds[0], "teacher": teacher.name,
+            "accuracy": [float(task.verify(st, t)) for st, t in zip(states, texts)],
+            "ref_nll": reference_nll(teacher, states), "answers": texts[:4],
+            "train_seconds": 0.0, "seconds": round(time.perf_counter() - t0, 1),
+            "cpu_seconds": round(time.process_time() - c0, 1), "counters": {},
+            "final_loss": None}
+
+
 def run_real_job(row: str, seed: int, profile: RealProfile, student: str, task: Any,
                  teachers: list[Any], out: Path,
-                 score_caches: dict[str, Any] | None = None) -> dict[str, Any]:
+                 score_caches: dict[str, Any] | None = None, zoo: Any = None) -> dict[str, Any]:
     """Train one row from the shared student start with one seed; evaluate on the held-out states.
 
     ``score_caches`` (persona -> PrefixKVCache) carries the teachers' scoring-context caches
@@ -202,12 +236,17 @@ def run_real_job(row: str, seed: int, profile: RealProfile, student: str, task: 
 
     t0, c0 = time.perf_counter(), time.process_time()
     torch.manual_seed(seed)
-    cfg = _config(row, profile, student, seed, str(out / "debate-cache.jsonl"))
+    cfg = _config(row, profile, student, seed, str(out / "debate-cache.jsonl"), zoo)
     s = HFStudent(student, name="student", batch_size=16)
     if row == "OPD-A":
         teachers = teachers[:1]
+    elif row == "OPD-B":
+        teachers = teachers[1:2]
+        cfg = dataclasses.replace(cfg, teachers=cfg.teachers[1:2],
+                                  teacher_names=cfg.teacher_names[1:2])
+    proto = _zoo_protocol(zoo, cfg.rounds, profile) if zoo is not None else _protocol(cfg.rounds, profile)
     d = Distiller(cfg, s, teachers if row != "Base" else [], task,
-                  debate_protocol=_protocol(cfg.rounds, profile) if row != "Base" else None)
+                  debate_protocol=proto if row != "Base" else None)
     if score_caches is not None:  # the Distiller gave each teacher a fresh cache: keep the old
         for t in d.teachers:
             if getattr(t, "prefix_cache", None) is not None:
@@ -254,7 +293,7 @@ def resummarize(results_json: str | Path, *, reps: int | None = None, seed: int 
     settings = data.get("profile_settings", {})
     items, source = data.get("eval_items"), "results.json eval_items"
     if items is None:
-        from madopd.tasks.real_calls import RealCallsTask
+        from madopd.realworld.calls import RealCallsTask
 
         items = eval_items(RealCallsTask().eval_states()[: settings.get("eval_states")])
         source = "RealCallsTask().eval_states() (this results.json predates eval_items)"
@@ -266,20 +305,23 @@ def resummarize(results_json: str | Path, *, reps: int | None = None, seed: int 
                          reps=int(reps or settings.get("bootstrap_reps", 2000)),
                          strata=strata or settings.get("bootstrap_strata", "none"))
     out.update(items_source=source, source=str(path), profile=data.get("profile"),
-               title=real_title(data.get("profile")))
+               title=real_title(data.get("profile"), personas="zoo" not in data))
     return out
 
 
-def real_title(profile: str | None) -> str:
-    return (f"real world ({TEACHER} x3 personas -> 16-layer student), profile {profile}: "
+def real_title(profile: str | None, personas: bool = False) -> str:
+    """The table's title; ``personas``: a results.json of the earlier persona world (no zoo)."""
+    who = f"{TEACHER} x3 personas" if personas else f"2 house-calls {TEACHER} teachers"
+    return (f"real world ({who} -> 16-layer student), profile {profile}: "
             "mean [95 % bootstrap interval]")
 
 
 def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-real",
-                  log=print, threads: int | None = None) -> dict[str, Any]:
+                  log=print, threads: int | None = None, zoo_root: str | Path | None = None,
+                  workers: int = 2) -> dict[str, Any]:
     from madopd.errors import ConfigError
-    from madopd.models.catalogue import resolve_model_path
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld.zoo import load_real_zoo, profile_spec
+    from madopd.realworld.zoo_eval import format_zoo_report
 
     if profile_name not in REAL_PROFILES:
         raise ConfigError(f"real demo profile {profile_name!r} is unknown; valid: {sorted(REAL_PROFILES)}")
@@ -291,49 +333,57 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-
     torch.set_num_threads(profile.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    from transformers import AutoModelForCausalLM
-
-    teacher_dir = resolve_model_path(TEACHER)  # ModelCacheError with the pip line if missing
-    teacher_model = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
-    teacher_model.requires_grad_(False).eval()
+    t0, c0 = time.perf_counter(), time.process_time()
+    # the zoo first: a missing model is one ModelCacheError with the pull hint; a missing or
+    # corrupted member is named and rebuilt (its own processes, one thread each)
+    zoo = load_real_zoo(profile_spec(profile.zoo), root=zoo_root, workers=workers, log=log)
+    t_zoo = time.perf_counter() - t0
     student = str(student_path())
-    task = _Subset(RealCallsTask(), profile.train_states, profile.eval_states)
-    teachers = make_teachers(teacher_model)
+    task = _Subset(zoo.task(), profile.train_states, profile.eval_states)
+    teachers = zoo.teachers(batch_size=16)
     t_load = time.perf_counter() - t0
-    log(f"demo[real/{profile_name}]: models ready in {t_load:.0f} s; {len(ROWS)} rows x "
-        f"{len(profile.seeds)} seeds, {profile.steps} steps of batch {profile.batch_size}")
+    log(f"demo[real/{profile_name}]: zoo {zoo.spec.key()} and models ready in {t_load:.0f} s; "
+        f"{len(ROWS)} rows x {len(profile.seeds)} seeds, {profile.steps} steps of batch "
+        f"{profile.batch_size}, {len(task.eval_states())} held-out items")
     cache_path = out / "debate-cache.jsonl"
-    debate_info = warm_debates(teachers, profile, task, cache_path, log)
+    debate_info = warm_debates(teachers, profile, task, cache_path, log, zoo=zoo)
     results = []
     for row in ROWS:  # row-major: a row's seeds share the teachers' scoring-context caches
         caches: dict[str, Any] = {}
+        first = None
         for seed in profile.seeds:
-            if row == "Base" and results:  # no training, greedy eval: the same for every seed
-                res = dict(results[0], seed=seed, reused_from_seed=results[0]["seed"],
-                           seconds=0.0, cpu_seconds=0.0)
+            if first is not None and (row == "Base" or row in BLIND_ROWS):
+                # no training, greedy eval: the same for every seed (counted once in the table)
+                res = dict(first, seed=seed, reused_from_seed=first["seed"], seconds=0.0,
+                           cpu_seconds=0.0)
+            elif row in BLIND_ROWS:
+                res = dict(run_blind_teacher(row, teachers[BLIND_ROWS.index(row)], profile, task),
+                           seed=seed)
             else:
-                res = run_real_job(row, seed, profile, student, task, teachers, out, caches)
+                res = run_real_job(row, seed, profile, student, task, teachers, out, caches, zoo)
+            first = first or res
             results.append(res)
-            log(f"  {row:<8} seed {seed}: acc {100 * sum(res['accuracy']) / len(res['accuracy']):5.1f} %, "
+            log(f"  {row:<18} seed {seed}: acc {100 * sum(res['accuracy']) / len(res['accuracy']):5.1f} %, "
                 f"ref NLL {sum(res['ref_nll']) / len(res['ref_nll']):.3f} ({res['seconds']:.0f} s "
                 f"wall, {res['cpu_seconds']:.0f} s CPU)")
     items = eval_items(task.eval_states())
     table = summarize_real(results, items["ids"], items["families"], reps=profile.bootstrap_reps,
                            strata=profile.bootstrap_strata)
     table.update(profile=profile_name, title=real_title(profile_name))
-    n_params = sum(p.numel() for p in teacher_model.parameters())
     summary = {"world": "real", "profile": profile_name, "profile_settings": asdict(profile),
-               "teacher": TEACHER, "personas": list(PERSONAS), "student": student,
-               "teacher_parameters": n_params,
+               "teacher": TEACHER, "zoo": {"key": zoo.spec.key(), "spec": asdict(zoo.spec),
+                                           "folder": str(zoo.folder), "report": zoo.report},
+               "teachers": zoo.names, "student": student,
                "note": "4-bit quantized weights (GGUF Q4_1, de-quantized to fp32); loaded CPU",
                "wall_seconds": round(time.perf_counter() - t0, 1), "load_seconds": round(t_load, 1),
-               "cpu_seconds": round(time.process_time(), 1), "debate": debate_info,
+               "zoo_seconds": round(t_zoo, 1),
+               "cpu_seconds": round(time.process_time() - c0, 1), "debate": debate_info,
                "eval_items": items, "table": table, "runs": results}
-    text = format_real_table(table)
-    text += (f"\nwall time {summary['wall_seconds']:.0f} s (loading {t_load:.0f} s, debate "
-             f"{debate_info['wall_seconds']:.0f} s), process CPU {summary['cpu_seconds']:.0f} s "
-             f"on {profile.threads} threads; weights 4-bit quantized")
+    text = format_zoo_report(zoo.report) + "\n\n" + format_real_table(table)
+    text += (f"\nwall time {summary['wall_seconds']:.0f} s (zoo {t_zoo:.0f} s, loading "
+             f"{t_load - t_zoo:.0f} s, debate {debate_info['wall_seconds']:.0f} s), process CPU "
+             f"{summary['cpu_seconds']:.0f} s on {profile.threads} thread(s) (zoo training in its "
+             "own processes, counted in the zoo report); weights 4-bit quantized")
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "table.txt").write_text(text + "\n")
     log(text)
@@ -350,7 +400,7 @@ def record_transcripts(path: str | Path = TRANSCRIPTS, n_states: int = 3, rounds
                        max_new_tokens: int = 48) -> Path:
     """Debate ``n_states`` real-calls states with the three SmolLM2 personas and save them.
 
-    Run once to refresh the committed file (``python -c "from madopd.real_world import
+    Run once to refresh the committed file (``python -c "from madopd.realworld.world import
     record_transcripts; record_transcripts()"``, ~2 min loaded); notebooks and widgets read it
     with ``load_real_debates`` so SMOKE mode can show real text without the model.
     """
@@ -359,7 +409,7 @@ def record_transcripts(path: str | Path = TRANSCRIPTS, n_states: int = 3, rounds
     from madopd.debate import Debate, transcript_to_dict
     from madopd.models.catalogue import resolve_model_path
     from madopd.models.hf import HFTeacher
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld.calls import RealCallsTask
 
     folder = resolve_model_path(TEACHER)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()

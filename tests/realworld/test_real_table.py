@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from madopd.errors import DataError
-from madopd.real_table import CONTRASTS
-from madopd.real_world import ROWS, format_real_table, resummarize, summarize_real
+from madopd.realworld.table import BLIND_ROWS, CONTRASTS
+from madopd.realworld.world import ROWS, format_real_table, resummarize, summarize_real
 from madopd.stats import Outcomes, bootstrap_table
 
 FAMS = ["f0", "f0", "f1", "f1", "f2", "f2", "f3", "f3"]
@@ -21,7 +21,7 @@ def _results(shift: dict[str, float], seeds=(0, 1), n=8, base_reused=True):
     out = []
     for row in ROWS:
         for s in seeds:
-            if row == "Base" and base_reused and s != seeds[0]:  # as run_real_demo does
+            if (row == "Base" or row in BLIND_ROWS) and base_reused and s != seeds[0]:  # as run_real_demo does
                 out.append(dict(out[-1], seed=s, reused_from_seed=seeds[0], seconds=0.0, cpu_seconds=0.0))
                 continue
             out.append({"row": row, "seed": s, "accuracy": [float((i + s) % 4 == 0) for i in range(n)],
@@ -30,7 +30,8 @@ def _results(shift: dict[str, float], seeds=(0, 1), n=8, base_reused=True):
     return out
 
 
-SHIFT = {"Base": 2.0, "OPD-A": 0.5, "MT-OPD": 0.4, "MAD-OPD": 0.7}
+SHIFT = {"Base": 2.0, "OPD-A": 0.5, "OPD-B": 0.6, "MT-OPD": 0.4, "MAD-OPD": 0.7,
+         "Teacher A (blind)": -1.0, "Teacher B (blind)": -0.9}
 
 
 def test_summary_has_intervals_named_tests_and_times():
@@ -42,7 +43,7 @@ def test_summary_has_intervals_named_tests_and_times():
     for row, c in rows.items():
         n = c["ref_nll"]
         assert n["lo"] <= n["mean"] <= n["hi"] and c["seeds"] == [0, 1]
-        assert n["mean"] == pytest.approx(5.0 + SHIFT[row] + 0.35 + (0.0 if row == "Base" else 0.025), abs=1e-12)
+        assert n["mean"] == pytest.approx(5.0 + SHIFT[row] + 0.35 + (0.0 if row == "Base" or row in BLIND_ROWS else 0.025), abs=1e-12)
     assert rows["OPD-A"]["seconds"] == 20.0 and rows["OPD-A"]["cpu_seconds"] == 30.0
     assert list(summ["contrasts"]) == [f"{a} - {b}" for a, b in CONTRASTS]
     d = summ["contrasts"]["MAD-OPD - MT-OPD"]
@@ -142,10 +143,13 @@ def test_resummarize_recomputes_a_saved_results_json_and_writes_nothing(tmp_path
     assert summ["items_source"] == "results.json eval_items" and summ["B"] == 300
     text = format_real_table(summ)
     assert text.startswith("real world (smollm2-135m-instruct x3 personas") and "profile default" in text
+    zoo_file = _write(tmp_path, runs, eval_items={"ids": IDS, "families": FAMS}, zoo={"key": "k"})
+    assert format_real_table(resummarize(zoo_file)).startswith(
+        "real world (2 house-calls smollm2-135m-instruct teachers")
 
 
 def test_resummarize_of_a_file_without_eval_items_rebuilds_them_from_the_task(tmp_path):
-    from madopd.tasks.real_calls import RealCallsTask
+    from madopd.realworld.calls import RealCallsTask
 
     states = RealCallsTask().eval_states()[:4]
     summ = resummarize(_write(tmp_path, _results(SHIFT, n=4), n=4))
@@ -172,7 +176,7 @@ def test_strata_choice_and_its_small_stratum_note():
     assert "smallest family" not in format_real_table(pooled, "t")
     assert "items resampled as one pool" in pooled["test"] and "within families" in fam["test"]
     from madopd.errors import ConfigError
-    from madopd.real_world import RealProfile
+    from madopd.realworld.world import RealProfile
 
     with pytest.raises(ConfigError, match="strata"):
         summarize_real(res, IDS, FAMS, reps=400, strata="items")

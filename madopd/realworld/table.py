@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-ROWS = ("Base", "OPD-A", "MT-OPD", "MAD-OPD")
+# the trained rows, then each zoo teacher answering blind (evaluation only, like Base)
+ROWS = ("Base", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD", "Teacher A (blind)", "Teacher B (blind)")
+BLIND_ROWS = ROWS[5:]
 # per-item metrics of a run (results.json's per-run lists): key -> (scale for the table, label);
 # the NLL first in the contrasts' text: it is the metric that moves after a few CPU steps
 METRICS = {"ref_nll": (1.0, "ref NLL"), "accuracy": (100.0, "acc")}
 # contrasts reported under the table: (a, b) means a - b on the same held-out items
-CONTRASTS = (("MAD-OPD", "MT-OPD"), ("MAD-OPD", "OPD-A"), ("MT-OPD", "OPD-A"), ("OPD-A", "Base"))
+CONTRASTS = (("MAD-OPD", "MT-OPD"), ("MAD-OPD", "OPD-A"), ("MAD-OPD", "OPD-B"),
+             ("MT-OPD", "OPD-A"), ("OPD-A", "Base"), ("OPD-B", "Base"))
 ALPHA = 0.05
 
 
@@ -179,7 +182,7 @@ def _contrast_text(d: dict, B: int) -> str:
 def format_real_table(summary: dict, title: str | None = None) -> str:
     """The table (mean [95 % interval]), what the intervals cover, and every contrast with its
     difference, interval and named tests' p-values, as text (a ``summarize_real`` /
-    ``real_world.resummarize`` result; ``title`` defaults to the summary's ``title``)."""
+    ``world.resummarize`` result; ``title`` defaults to the summary's ``title``)."""
     rows = summary["rows"]
     head = (f"{'method':<8} | {'real-calls acc % [95% CI]':>26} | {'ref NLL nats/tok [95% CI]':>26}"
             f" | {'runs':>6} | {'wall s':>7} | {'CPU s':>7}")
