@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import sys
 import time
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args) -> int:
     from madopd.distill import Distiller
-    from madopd.distill.distributed import gather_objects
+    from madopd.distill.distributed import gather_objects, leave_together
     from madopd.errors import ConfigError
     from madopd.runs import RunStore
     from madopd.tasks import get_task
@@ -141,7 +142,10 @@ def _train(args) -> int:
         print(json.dumps({"run": str(out), "step": d.step_count, "loss": last.get("loss"),
                           "checkpoint": str(store.latest_checkpoint()),
                           "processes": acc.num_processes}))
-    if acc.num_processes > 1:  # leave together; an undestroyed gloo group can abort at exit
-        acc.wait_for_everyone()
-        acc.end_training()
+    if acc.num_processes > 1:
+        # leave together and free the DDP/FSDP wrapper (its reducer holds the last reference
+        # to the gloo group) here, in this order, not at interpreter exit: see leave_together
+        leave_together(acc)
+        del d, store, acc, records
+        gc.collect()
     return 0
