@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cached; full: adds divergence, rounds and debate-vs-weights ablations "
                              "and the multi-mode code world; multimode: only that world, MAD-OPD "
                              "with JSD / RKL / FKL, 5 seeds)")
-    parser.add_argument("--out", default="madopd-out", help="output directory (default: madopd-out/)")
+    parser.add_argument("--out", default=None, help="output directory (default: madopd-out/toy/, "
+                        "with --world real madopd-out/real/: one world never overwrites the other)")
+    add_log_arguments(parser)
     parser.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
     parser.add_argument("--zoo-dir", default=None, help="zoo cache root (default $MADOPD_ZOO_DIR or "
@@ -31,10 +34,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "machine shared with other jobs 1 is often faster)")
 
 
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars and no per-run lines, only the result and errors "
+                             "(unattended runs; --log-file keeps the lines)")
+    parser.add_argument("--log-file", default=None, metavar="PATH",
+                        help="append every progress line (phases, one line per finished job, "
+                             "the table) to PATH, each with its UTC time")
+
+
+def make_log(quiet: bool, log_file: str | None):
+    """The ``log`` of a long command: each line to stdout (above any progress bar; not with
+    ``quiet``) and, with a time stamp, to ``log_file`` (flushed: readable while it runs)."""
+    import time
+
+    sink = open(log_file, "a", encoding="utf-8") if log_file else None  # noqa: SIM115
+
+    def log(line: str) -> None:
+        if sink is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            sink.write("".join(f"{stamp} {x}\n" for x in str(line).splitlines() or [""]))
+            sink.flush()
+        if not quiet:
+            from tqdm import tqdm
+
+            tqdm.write(str(line), file=sys.stdout)
+
+    return log
+
+
 def run(args: argparse.Namespace) -> int:
     from madopd.errors import MadopdError, one_line
     from madopd.toyworld.demo import run_demo
 
+    quiet = getattr(args, "quiet", False)
+    log = make_log(quiet, getattr(args, "log_file", None))
+    out = args.out or f"madopd-out/{getattr(args, 'world', 'toy')}"
     if args.workers < 1:
         print("madopd demo: --workers must be >= 1", file=sys.stderr)
         return 2
@@ -43,20 +78,23 @@ def run(args: argparse.Namespace) -> int:
         from madopd.real_world import run_real_demo
 
         try:
-            run_real_demo(args.profile, out=args.out, threads=getattr(args, "threads", None))
+            run_real_demo(args.profile, out=out, threads=getattr(args, "threads", None))
         except MadopdError as e:
             print(f"madopd demo: {e}", file=sys.stderr)
             return 2
         return 0
     try:
-        run_demo(args.profile, out=args.out, workers=args.workers, zoo_root=args.zoo_dir,
-                 tasks=tasks, rebuild_zoo=args.rebuild_zoo)
+        run_demo(args.profile, out=out, workers=args.workers, zoo_root=args.zoo_dir,
+                 tasks=tasks, rebuild_zoo=args.rebuild_zoo, log=log, progress=not quiet)
     except MadopdError as e:
         if getattr(args, "debug", False):
             raise
         print(f"madopd demo: {one_line(e)}", file=sys.stderr)
         return 2
-    runs = f"{args.out}/runs"
+    if quiet:  # the one thing an unattended run prints
+        print((Path(out) / "table.txt").read_text(), end="")
+        return 0
+    runs = f"{out}/runs"
     print(f"\nOpen the notebooks on this run: pip install 'madopd[notebooks]' && "
           f"python -m madopd notebooks setup && jupyter lab notebooks/\n"
           f"  then in 04_failure_cases.ipynb set run_dir to a folder under {runs}/ (MAD-OPD rows have "
