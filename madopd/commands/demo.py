@@ -102,3 +102,46 @@ def run(args: argparse.Namespace) -> int:
           f"  from madopd.runs import load_run; from madopd.widgets import FailureFinder\n"
           f"  FailureFinder(list(load_run('{runs}/<run>').records))")
     return 0
+
+
+# ------------------------------------------------------------ a demo run's config, re-run
+
+# A demo run's config.json holds DistillConfig's fields and these two of the demo's own:
+# demo_job (the Job: row, task, seed, teachers, rounds, templates' variant) and demo_zoo (the
+# zoo's spec: which toy task sizes). `madopd train --config RUN/config.json` reads them to
+# rebuild what the demo ran (the toy task, the toy debate templates) and writes them again.
+DEMO_FIELDS = ("demo_job", "demo_zoo")
+
+
+def split_demo_fields(data: dict) -> tuple[dict, dict]:
+    """(the DistillConfig fields, the demo's own fields) of a run config mapping."""
+    return ({k: v for k, v in data.items() if k not in DEMO_FIELDS},
+            {k: v for k, v in data.items() if k in DEMO_FIELDS})
+
+
+def demo_task_and_protocol(demo: dict, source: str):
+    """The toy task and debate protocol a demo run trained with (``source`` names the file)."""
+    from madopd.errors import ConfigError
+    from madopd.toyworld.demo import job_task_and_protocol
+
+    if set(demo) != set(DEMO_FIELDS):
+        missing = sorted(set(DEMO_FIELDS) - set(demo))
+        raise ConfigError(f"{source}: a demo run's config needs both {' and '.join(DEMO_FIELDS)}; "
+                          f"{', '.join(missing)} is missing (a run of an older madopd demo: "
+                          "run the demo again to re-run it with madopd train)")
+    return job_task_and_protocol(demo["demo_job"], demo["demo_zoo"], source)
+
+
+def toy_zoo_members(paths: list[str]) -> list[str]:
+    """The paths that are toy-zoo members (a ``member.json`` with the settings they were
+    trained with): teachers that speak only the toy debate templates."""
+    import json
+
+    found = []
+    for p in paths:
+        try:
+            if "settings" in json.loads((Path(p) / "member.json").read_text()):
+                found.append(p)
+        except (OSError, ValueError, TypeError):
+            continue
+    return found

@@ -182,6 +182,21 @@ def _protocol(job: Job):
     return DebateProtocol(rounds=job.rounds, templates=DebateTemplates(**fields), sampling=GREEDY_DEBATE)
 
 
+def job_task_and_protocol(job_fields: dict, zoo_spec: dict, source: str = "config"):
+    """The task and debate protocol of a demo run from its config's ``demo_job`` and
+    ``demo_zoo`` (what ``run_job`` builds; ``madopd train --config RUN/config.json``)."""
+    from madopd.toyworld.zoo import ZooSpec, make_tasks
+
+    try:
+        job = Job(**{**job_fields, "teachers": tuple(job_fields["teachers"])})
+        spec = ZooSpec(**zoo_spec)
+    except (TypeError, KeyError) as e:
+        raise ConfigError(f"{source}: demo_job / demo_zoo: {e}") from e
+    tools, code = make_tasks(spec)
+    task = tools if job.task == "toy-tools" else code
+    return task, (_protocol(job) if job.teachers and job.preset != "teacher_blind" else None)
+
+
 def _config(job: Job, profile: DemoProfile, zoo_paths: dict, run_dir: Path, cache_path: str | None):
     from madopd.distill import preset
 
@@ -280,7 +295,9 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
     blind = job.preset == "teacher_blind"
     cfg_job = dataclasses.replace(job, preset="base", teachers=()) if blind else job
     cfg = _config(cfg_job, profile, zoo_paths, run_dir, cache_path)
-    store = RunStore(run_dir, config={**cfg.to_dict(), "demo_job": asdict(job)})
+    # demo_job and demo_zoo: what `madopd train --config RUN/config.json` needs to re-run it
+    store = RunStore(run_dir, config={**cfg.to_dict(), "demo_job": asdict(job),
+                                      "demo_zoo": zoo_paths["spec"]})
     outcomes: list[dict] = []
     records: list = []
     steps = 1
