@@ -95,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         print((Path(out) / "table.txt").read_text(), end="")
         return 0
     runs = f"{out}/runs"
-    print(f"\nOpen the notebooks on this run: pip install 'madopd[notebooks]' && "
+    from madopd.errors import install_hint
+
+    print(f"\nOpen the notebooks on this run: {install_hint('notebooks')} && "
           f"python -m madopd notebooks setup && jupyter lab notebooks/\n"
           f"  then in 04_failure_cases.ipynb set run_dir to a folder under {runs}/ (MAD-OPD rows have "
           f"the debates), or in Python:\n"

@@ -128,3 +128,17 @@ def test_top_level_help_imports_no_torch():
                           timeout=120)
     assert proc.returncode == 0 and "notebooks" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_install_hints_work_outside_a_checkout(monkeypatch, tmp_path):
+    """madopd is not on PyPI: inside a checkout the hint names the checkout, elsewhere the
+    packages themselves (never `pip install 'madopd[extra]'`, which pip cannot resolve)."""
+    import madopd.errors as errors
+
+    inside = errors.install_hint("real", "gguf")
+    assert inside.startswith(f"pip install -e '{ROOT}[real]'") and "pip install gguf" in inside
+    monkeypatch.setattr(errors, "__file__", str(tmp_path / "site" / "madopd" / "errors.py"))
+    assert errors.install_hint("real", "gguf") == "pip install gguf"
+    hint = errors.install_hint("notebooks")
+    assert "madopd[" not in hint and "'jupyterlab>=4'" in hint
+    assert "madopd[" not in str(errors.MissingExtraError("gguf", "real", "reading GGUF"))
