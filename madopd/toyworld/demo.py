@@ -263,6 +263,51 @@ def evaluate_code(student, task, n_samples: int, seed: int, limit: int | None = 
     return res
 
 
+def demo_eval_settings(job: Job, profile: DemoProfile) -> dict[str, int]:
+    """How the demo scores this job (stored in the run's config as ``demo_eval``)."""
+    n = profile.multimode_samples if job.group == "multimode" else profile.code_samples
+    return {"eval_episodes": profile.eval_episodes, "code_samples": n}
+
+
+def score_policy(policy, task, job: Job, max_new_tokens: int, opad_max_steps: int,
+                 settings: dict, outcomes: list | None = None) -> tuple[float, dict[str, float]]:
+    """The demo's one definition of a job's score (``madopd eval`` on a demo run uses it too):
+    toy-tools = episode success of greedy episodes (what Distiller.evaluate does, for a student
+    or a blind teacher), toy-code = pass@1 of ``code_samples`` samples per spec (T = 1, seeded
+    with the job's seed), macro over families. Returns (score, every metric)."""
+    from madopd.distill.evaluation import evaluate_student
+
+    if job.task == "toy-tools":
+        ev = evaluate_student(policy, task, Sampling(greedy=True, max_new_tokens=max_new_tokens),
+                              limit=settings["eval_episodes"], batch_size=512,
+                              max_steps=opad_max_steps, outcomes=outcomes)
+        score = ev["episode_success"]
+    else:
+        ev = evaluate_code(policy, task, settings["code_samples"], seed=job.seed,
+                           outcomes=outcomes)
+        score = ev["pass@1"]
+    return float(score), {k: float(v) for k, v in ev.items()}
+
+
+def score_demo_run(run_dir: str | Path, checkpoint: str, config: dict) -> dict[str, Any]:
+    """Score ``checkpoint`` exactly as the demo scored the run whose config is ``config``
+    (its demo_job / demo_zoo / demo_eval fields): ``madopd eval --model RUN``."""
+    import torch
+
+    from madopd.models.hf import HFStudent
+
+    task, _ = job_task_and_protocol(config["demo_job"], config["demo_zoo"], str(run_dir))
+    job = Job(**{**config["demo_job"], "teachers": tuple(config["demo_job"]["teachers"])})
+    if job.preset == "teacher_blind":
+        raise ConfigError(f"{run_dir}: a blind-teacher row has no student checkpoint to score")
+    torch.manual_seed(job.seed)
+    policy = HFStudent(checkpoint, name="student", batch_size=512)
+    outcomes: list[dict] = []
+    score, ev = score_policy(policy, task, job, config["sampling"]["max_new_tokens"],
+                             config["opad_max_steps"], config["demo_eval"], outcomes)
+    return {"score": score, "eval": ev, "items": _items(outcomes), "job": asdict(job)}
+
+
 def _items(outcomes: list[dict]) -> dict[str, list]:
     return {"ids": [o["id"] for o in outcomes], "families": [o["family"] for o in outcomes],
             "values": [o["value"] for o in outcomes]}
@@ -281,7 +326,6 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
 
     quiet_worker()
     from madopd.distill import Distiller
-    from madopd.distill.evaluation import evaluate_student
     from madopd.models.hf import HFStudent, HFTeacher
     from madopd.runs import RunStore
     from madopd.toyworld.ceiling import BlindTeacherPolicy
@@ -297,7 +341,8 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
     cfg = _config(cfg_job, profile, zoo_paths, run_dir, cache_path)
     # demo_job and demo_zoo: what `madopd train --config RUN/config.json` needs to re-run it
     store = RunStore(run_dir, config={**cfg.to_dict(), "demo_job": asdict(job),
-                                      "demo_zoo": zoo_paths["spec"]})
+                                      "demo_zoo": zoo_paths["spec"],
+                                      "demo_eval": demo_eval_settings(job, profile)})
     outcomes: list[dict] = []
     records: list = []
     steps = 1
@@ -314,16 +359,8 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
         records = d.train(progress=False) if job.preset != "base" else []
         steps = max(1, d.step_count)
     t_train = time.perf_counter() - t0
-    if job.task == "toy-tools":  # what Distiller.evaluate does, for a student or a blind teacher
-        ev = evaluate_student(policy, task, Sampling(greedy=True, max_new_tokens=cfg.sampling.max_new_tokens),
-                              limit=profile.eval_episodes, batch_size=512,
-                              max_steps=cfg.opad_max_steps, outcomes=outcomes)
-        score = ev["episode_success"]
-    else:
-        n = profile.multimode_samples if job.group == "multimode" else profile.code_samples
-        ev = evaluate_code(policy, code, n, seed=job.seed, outcomes=outcomes)
-        score = ev["pass@1"]
-    ev = {k: float(v) for k, v in ev.items()}
+    score, ev = score_policy(policy, task, job, cfg.sampling.max_new_tokens, cfg.opad_max_steps,
+                             demo_eval_settings(job, profile), outcomes)
     store.log_metrics(steps, {f"final/{k}": v for k, v in ev.items()})
     timings = {}
     for rec in records:

@@ -77,6 +77,43 @@ def test_a_demo_runs_config_re_runs_as_it_is(smoke_run, tmp_path, capsys):
     assert again["demo_job"]["row"] == "MAD-OPD" and again["demo_zoo"]["tool_episodes"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["main__default__toy-code__MAD-OPD__seed0",
+                                 "main__default__toy-tools__MT-OPD__seed1"])
+def test_eval_on_a_demo_run_reproduces_the_demos_numbers(smoke_run, tmp_path, capsys, run):
+    """`madopd eval --benchmark TASK --model RUN` with its defaults scores the run's checkpoint
+    exactly as the demo scored it: the same score, every metric (sandbox verdict counts
+    included: the same samples) and the same per-item outcomes."""
+    res = json.loads((smoke_run["dir"] / "results.json").read_text())
+    demo = next(r for r in res["runs"] if Path(r["run_dir"]).name == run)
+    out = tmp_path / "eval"
+    assert main(["eval", "--benchmark", demo["job"]["task"], "--model",
+                 str(smoke_run["dir"] / "runs" / run), "--out", str(out), "--no-progress"]) == 0
+    assert "scored as the demo scores it" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["score"] == demo["score"]
+    for k, v in demo["eval"].items():
+        assert summary[k] == v or (v != v and summary[k] != summary[k]), k
+    items = [json.loads(x) for x in (out / "items.jsonl").read_text().splitlines()]
+    assert [i["value"] for i in items] == demo["items"]["values"]
+    assert [i["id"] for i in items] == demo["items"]["ids"]
+
+
+def test_eval_default_fits_the_models_window_or_names_the_flag(tiny_dirs, tmp_path, capsys):
+    """The tiny student's window is 512 tokens: the default --max-new-tokens is capped at half
+    of it (the old default 512 failed); a value that cannot fit names --max-new-tokens."""
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"task_id": "t0", "prompt": "def f():\n", "entry_point": "f",
+                                "test": "def check(f):\n    assert True\n"}) + "\n")
+    base = ["eval", "--benchmark", "code-jsonl", "--data", str(data), "--model",
+            tiny_dirs["student"], "--no-progress", "--workers", "1"]
+    assert main([*base, "--max-new-tokens", "512", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "--max-new-tokens 512 does not fit" in err and "smaller --max-new-tokens" in err
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0  # the default: 256 here
+    capsys.readouterr()
+
+
 # ---------------------------------------------------------------------------- fast checks
 
 def test_toy_zoo_teachers_without_the_demo_fields_are_refused_at_start(tmp_path, capsys):
