@@ -288,11 +288,11 @@ def test_leave_together_never_deadlocks(tmp_path):
     all-reduce and an object gather, then the DDP wrapper freed (which destroys the group).
     Ended with barrier + destroy_process_group instead (`naive`), this deadlocks within a few
     cycles (measured: every run of 40)."""
-    env = _launch_env(tmp_path)
+    envs = [_launch_env(tmp_path) for _ in (0, 1)]  # one mark each: two separate launches
     script = str(Path(__file__).with_name("multiproc_teardown.py"))
     port = str(_free_port())
-    ranks = [_start([sys.executable, script, str(r), port, "40"], env) for r in (0, 1)]
-    done = [_finish(p, env, timeout=120) for p in ranks]
+    ranks = [_start([sys.executable, script, str(r), port, "40"], envs[r]) for r in (0, 1)]
+    done = [_finish(p, env, timeout=120) for p, env in zip(ranks, envs)]
     for r, p in enumerate(done):
         assert p.returncode == 0 and f"rank {r}: 40 cycles ended" in p.stdout, p.stderr[-2000:]
 

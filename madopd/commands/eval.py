@@ -253,7 +253,7 @@ def _demo_run(args: argparse.Namespace) -> tuple[str, str, dict] | None:
 
 def _score_demo_run(args: argparse.Namespace, run_dir: str, checkpoint: str,
                     config: dict) -> int:
-    """A demo run is scored exactly as the demo scored it (madopd.toyworld.demo.score_policy,
+    """A demo run is scored exactly as the demo scored it (the toy world's ``score_policy``,
     with the run's demo_eval settings): one definition of each score."""
     from madopd.commands.demo import score_demo_run
 
@@ -266,7 +266,7 @@ def _score_demo_run(args: argparse.Namespace, run_dir: str, checkpoint: str,
     items = [{"id": i, "family": f, "value": v} for i, f, v in
              zip(res["items"]["ids"], res["items"]["families"], res["items"]["values"])]
     summary = {"score": res["score"], **res["eval"], "model": checkpoint,
-               "scoring": "madopd demo (madopd.toyworld.demo.score_policy)",
+               "scoring": "madopd demo (its score_policy)",
                "demo_eval": config["demo_eval"], "job": res["job"]}
     _write_outputs(out, [], items, summary)
     print(json.dumps({"benchmark": args.benchmark, "model": checkpoint, "items": len(items),
