@@ -6,7 +6,7 @@ score cue, what MT-OPD's teachers see) and with the debate's privileged score co
 transcript + cue, what MAD-OPD's teachers see). The transcripts are read from the run's debate
 cache (data only: a cache miss is debated again and counted, never guessed).
 
-    python benchmarks/real_teacher_context.py madopd-out-real        # after madopd demo --world real
+    python benchmarks/real_teacher_context.py madopd-out/real        # after madopd demo --world real
 
 Prints per persona: mean NLL blind, mean NLL with the transcript, on how many states the
 transcript made it worse; writes ``teacher_context_nll.json`` into the run folder.

@@ -27,7 +27,9 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (None: every command's, for tools
+    that want the whole tree). ``madopd --help`` imports none: no torch, well under a second."""
     parser = argparse.ArgumentParser(prog="madopd", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error instead of one line")
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show the full traceback of an error instead of one line")
+        if command is not None and name != command:
+            continue  # not asked for: its options are never parsed in this call
         try:
             module = importlib.import_module(f"madopd.commands.{name}")
         except ModuleNotFoundError as exc:  # a command not built yet in this checkout
@@ -48,8 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: list[str]) -> str:
+    """The subcommand named in ``argv`` ("" when none is: then only the top level is built)."""
+    return next((a for a in argv if not a.startswith("-")), "") if argv else ""
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
     if getattr(args, "_missing", None):
         print(f"madopd {args._missing}: not available in this build", file=sys.stderr)
         return 2

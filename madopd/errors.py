@@ -69,11 +69,37 @@ class MissingExtraError(MadopdError, ImportError):
     """An optional dependency is missing; the message names the pip extra that installs it."""
 
     def __init__(self, package: str, extra: str, purpose: str):
-        super().__init__(
-            f"{purpose} needs the optional package {package!r}: "
-            f"pip install 'madopd[{extra}]'  (or pip install {package})"
-        )
+        super().__init__(f"{purpose} needs the optional package {package!r}: "
+                         f"{install_hint(extra, package)}")
         self.package, self.extra = package, extra
+
+
+def install_hint(extra: str, package: str | None = None) -> str:
+    """A pip command that works where this madopd is installed. madopd is not on PyPI, so
+    ``pip install 'madopd[extra]'`` fails outside a checkout: from a checkout (an editable
+    install) the hint names that folder, elsewhere the package itself."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file():
+        hint = f"pip install -e '{root}[{extra}]'"  # the madopd[extra] of this checkout
+        return f"{hint}  (madopd[{extra}] of this checkout; or pip install {package})" \
+            if package else hint
+    return f"pip install {package}" if package else "pip install " + " ".join(
+        f"'{p}'" for p in _extra_requirements(extra))
+
+
+def _extra_requirements(extra: str) -> list[str]:
+    """The requirements of an extra, from the installed package's metadata."""
+    from importlib import metadata
+
+    try:
+        reqs = metadata.metadata("madopd").get_all("Requires-Dist") or []
+    except metadata.PackageNotFoundError:
+        return [f"madopd[{extra}]"]
+    marker = (f'extra == "{extra}"', f"extra == '{extra}'")
+    return [r.split(";")[0].strip() for r in reqs if any(m in r for m in marker)] or [
+        f"madopd[{extra}]"]
 
 
 def one_line(exc: BaseException) -> str:

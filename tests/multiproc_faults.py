@@ -18,7 +18,7 @@ import torch
 
 from madopd.distill import Distiller
 from madopd.distill.config import DistillConfig
-from madopd.distill.distributed import gather_objects, is_sharded
+from madopd.distill.distributed import gather_objects, is_sharded, leave_together
 from madopd.errors import TeacherError
 from madopd.tasks import get_task
 
@@ -61,8 +61,7 @@ def main(path: str) -> None:
                               "skipped": m.get("count/skipped_steps", 0),
                               "nan_skips": m.get("count/nan_skips", 0),
                               "teacher_errors": m.get("count/teacher_errors", 0)}), flush=True)
-    d.accelerator.wait_for_everyone()
-    d.accelerator.end_training()
+    leave_together(d.accelerator)  # the CLI's own ending (no gloo teardown deadlock)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,16 @@ rank-0-only writes and resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -80,6 +84,88 @@ FSDP = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFO
 _ENGINES = {"ddp": {}, "fsdp": {"launcher": FSDP, "env_extra": {CPU_FSDP_VAR: "1"}}}
 
 
+# Every process of a launch carries this variable (torchrun starts each rank in a session of its
+# own, so the launcher's process group alone misses the ranks): what a timeout kills, and what
+# must be gone after a launch.
+LAUNCH_VAR = "MADOPD_TEST_LAUNCH"
+LAUNCH_TIMEOUT_S = 300
+
+
+def _launch_env(tmp_path: Path, env_extra: dict | None = None) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            "HF_HOME": str(tmp_path / "hf_home"),  # no user accelerate config file applies
+            "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "",
+            # a script's own folder comes first on sys.path: import this checkout's madopd
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            LAUNCH_VAR: uuid.uuid4().hex, **(env_extra or {})}
+
+
+def _marked(token: str) -> list[int]:
+    """PIDs of the live processes whose environment holds LAUNCH_VAR=token (zombies have none)."""
+    want = f"{LAUNCH_VAR}={token}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if want in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:  # gone meanwhile, or not ours
+                pass
+    return pids
+
+
+def _kill_launch(proc: subprocess.Popen, token: str) -> int:
+    """SIGKILL the launcher's process group and every marked process (and its group), until
+    none is left; reap the launcher. Returns how many processes were found alive."""
+    seen: set[int] = set()
+    for _ in range(50):
+        pids = _marked(token)
+        seen.update(pids)
+        for pgid in {proc.pid, *(_pgid(p) for p in pids)} - {None, os.getpgrp()}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if not pids:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(30)
+    return len(seen)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen, env: dict[str, str],
+            timeout: float = LAUNCH_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Wait for a launch; on timeout kill all of it and fail; after it, no process may remain."""
+    token = env[LAUNCH_VAR]
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        n = _kill_launch(proc, token)
+        out, err = proc.communicate()
+        raise AssertionError(f"launch timed out after {timeout:.0f} s; killed {n} processes "
+                             f"(launcher and ranks):\n{err[-4000:]}") from None
+    left = _marked(token)
+    if left:
+        _kill_launch(proc, token)
+        raise AssertionError(f"the launch exited ({proc.returncode}) but left {len(left)} "
+                             f"processes behind (killed): {left}\n{err[-4000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def _launch(tmp_path: Path, args: list[str], launcher: str | list[str] = "--multi_gpu",
             check: bool = True, env_extra: dict | None = None,
             module: str = "madopd.cli") -> subprocess.CompletedProcess:
@@ -87,23 +173,22 @@ def _launch(tmp_path: Path, args: list[str], launcher: str | list[str] = "--mult
 
     ``--multi_gpu`` on a machine (or a config) without CUDA runs 2 processes on the gloo
     backend (DDP); ``FSDP`` shards the student; ``--cpu --num_processes 2`` starts ONE
-    process (see test_cpu_flag_...).
+    process (see test_cpu_flag_...). On timeout the launcher and its ranks are killed and the
+    test fails; a launch that leaves a process behind fails too.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "HF_HOME": str(tmp_path / "hf_home"),  # no user accelerate config file applies
-           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "",
-           # a script's own folder comes first on sys.path: import this checkout's madopd
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           **(env_extra or {})}
-    launcher = [launcher] if isinstance(launcher, str) else list(launcher)
-    head = ["-m", module, "train", "--no-progress"] if module == "madopd.cli" else [module]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), *head, *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    env = _launch_env(tmp_path, env_extra)
+    proc = _finish(_start(_launch_cmd(launcher, module, args), env), env)
     if check and proc.returncode != 0:
         raise AssertionError(f"launch failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def _launch_cmd(launcher: str | list[str], module: str, args: list[str]) -> list[str]:
+    launcher = [launcher] if isinstance(launcher, str) else list(launcher)
+    head = ["-m", module, "train", "--no-progress"] if module == "madopd.cli" else [module]
+    return [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes",
+            "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(_free_port()), *head, *args]
 
 
 def _result_lines(stdout: str) -> list[dict]:
@@ -186,6 +271,59 @@ def test_two_processes_equal_one_process_with_the_union_batch(tmp_path, tiny_dir
         assert mb["count/debate/turns"] == ma["count/debate/turns"] == 2 * ma["samples/total"]
         assert mb["count/debate/generate_calls"] == 2 * ma["count/debate/generate_calls"]
     assert [m["samples/total"] for m in load_run(two).metrics] == [4, 4, 4, 3]
+
+
+def test_train_under_accelerate_launch_exits_cleanly(tmp_path, tiny_dirs):
+    """`madopd train` under `accelerate launch` (2 gloo processes): both ranks finish, the
+    launcher exits 0 well within its timeout and no process of the launch is left (the gloo
+    teardown deadlock of distributed.leave_together kept rank 0 alive for ever)."""
+    cfg = _config(tmp_path, tiny_dirs, 2, "c.json", max_steps=1, checkpoint_every=1)
+    proc = _launch(tmp_path, ["--config", str(cfg), "--out", str(tmp_path / "r")])
+    assert proc.returncode == 0 and _result_lines(proc.stdout)[0]["processes"] == 2
+    assert "Traceback" not in proc.stderr
+
+
+def test_leave_together_never_deadlocks(tmp_path):
+    """40 gloo sessions in 2 processes, each ended by leave_together after a DDP backward, an
+    all-reduce and an object gather, then the DDP wrapper freed (which destroys the group).
+    Ended with barrier + destroy_process_group instead (`naive`), this deadlocks within a few
+    cycles (measured: every run of 40)."""
+    envs = [_launch_env(tmp_path) for _ in (0, 1)]  # one mark each: two separate launches
+    script = str(Path(__file__).with_name("multiproc_teardown.py"))
+    port = str(_free_port())
+    ranks = [_start([sys.executable, script, str(r), port, "40"], envs[r]) for r in (0, 1)]
+    done = [_finish(p, env, timeout=120) for p, env in zip(ranks, envs)]
+    for r, p in enumerate(done):
+        assert p.returncode == 0 and f"rank {r}: 40 cycles ended" in p.stdout, p.stderr[-2000:]
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (Z: a zombie, dead), None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def test_a_timed_out_launch_leaves_no_process(tmp_path):
+    """Both ranks hang (tests/multiproc_hang.py): the timeout kills the launcher AND the ranks,
+    which torchrun starts in sessions of their own (killing the launcher's group, or the
+    launcher alone as `subprocess.run(timeout=...)` does, leaves them running)."""
+    env = _launch_env(tmp_path)
+    script = str(Path(__file__).with_name("multiproc_hang.py"))
+    proc = _start(_launch_cmd("--multi_gpu", script, [str(tmp_path)]), env)
+    deadline = time.monotonic() + 120
+    files = [tmp_path / f"rank{r}.pid" for r in (0, 1)]
+    while not all(f.exists() and f.read_text() for f in files):
+        assert time.monotonic() < deadline and proc.poll() is None, "the ranks did not start"
+        time.sleep(0.2)
+    pids = [int(f.read_text()) for f in files]
+    assert all(_pgid(p) == p for p in pids)  # each rank leads a session of its own
+    with pytest.raises(AssertionError, match=r"timed out after 1 s; killed [34] processes"):
+        _finish(proc, env, timeout=1)
+    assert proc.returncode is not None and _marked(env[LAUNCH_VAR]) == []
+    for pid in pids:
+        assert _state(pid) in (None, "Z"), pid
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from madopd.errors import ConfigError, MadopdError, one_line
+from madopd.errors import ConfigError, MadopdError, ValueRangeError, one_line
 
 
 def _ints(text: str) -> list[int]:
@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=None,
                         help="default: greedy for 1 sample, 0.8 otherwise")
     parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="default: 512, at most half the model's context window")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
@@ -168,6 +169,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.n_samples < 1 or (args.limit is not None and args.limit < 1) or args.workers < 1:
         raise ConfigError("--n-samples, --limit and --workers must be >= 1")
+    demo = None if args.reference else _demo_run(args)
+    if demo is not None:  # before the registry: toy-tools is a demo task, not a benchmark
+        return _score_demo_run(args, *demo)
     cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     bench = get_benchmark(args.benchmark, data=args.data, categories=cats, seed=args.seed)
     states = bench.states(args.limit)
@@ -180,16 +184,23 @@ def _run(args: argparse.Namespace) -> int:
         model = load_model(args)
         model_name = getattr(model, "name", str(args.model))
         greedy = args.temperature is None and args.n_samples == 1 or args.temperature == 0
+        max_new = _max_new_tokens(args, model)
         sampling = Sampling(temperature=args.temperature or 0.8, top_p=args.top_p,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed, greedy=greedy)
-        if hasattr(bench, "interact"):  # multi-turn: the model acts in an environment
-            responses = bench.interact(model, states, sampling, n_samples=args.n_samples,
-                                       batch_size=args.batch_size, workers=args.workers,
-                                       progress=progress)
-        else:
-            responses = generate_samples(model, [s.messages for s in states], sampling,
-                                         n_samples=args.n_samples, batch_size=args.batch_size,
-                                         progress=progress)
+                            max_new_tokens=max_new, seed=args.seed, greedy=greedy)
+        try:
+            if hasattr(bench, "interact"):  # multi-turn: the model acts in an environment
+                responses = bench.interact(model, states, sampling, n_samples=args.n_samples,
+                                           batch_size=args.batch_size, workers=args.workers,
+                                           progress=progress)
+            else:
+                responses = generate_samples(model, [s.messages for s in states], sampling,
+                                             n_samples=args.n_samples,
+                                             batch_size=args.batch_size, progress=progress)
+        except ValueRangeError as e:
+            if "max_context" not in str(e):
+                raise
+            raise ConfigError(f"--max-new-tokens {max_new} does not fit the model's window "
+                              f"with these prompts ({e}); pass a smaller --max-new-tokens") from e
     t_gen = time.monotonic() - t0
     res = bench.score(states, responses, ks=args.k, workers=args.workers, progress=progress)
     summary = {**res.summary, "model": model_name, "reference": bool(args.reference),
@@ -211,6 +222,55 @@ def _run(args: argparse.Namespace) -> int:
             for line in explain_failures(res.records, summary.get("gold_inconsistent", [])):
                 print(line, file=sys.stderr)
             return 1
+    return 0
+
+
+def _max_new_tokens(args: argparse.Namespace, model) -> int:
+    """--max-new-tokens, or 512 capped at half the model's context window (a toy student's
+    window is 512 tokens: 512 new tokens would leave no room for the prompt)."""
+    if args.max_new_tokens is not None:
+        if args.max_new_tokens < 1:
+            raise ConfigError("--max-new-tokens must be >= 1")
+        return args.max_new_tokens
+    window = int(getattr(model, "max_context", 0) or 0)
+    return min(512, window // 2) if window >= 2 else 512
+
+
+def _demo_run(args: argparse.Namespace) -> tuple[str, str, dict] | None:
+    """(run folder, checkpoint, config) when --model is a `madopd demo` run on its own task."""
+    if args.backend != "transformers" or not args.model or not Path(args.model).is_dir():
+        return None
+    from madopd.commands.demo import demo_run_config
+
+    config = demo_run_config(args.model)
+    if config is None:
+        return None
+    if args.benchmark != config["demo_job"]["task"]:
+        raise ConfigError(f"--model {args.model} is a demo run on {config['demo_job']['task']}; "
+                          f"--benchmark {args.benchmark} is another task")
+    return args.model, resolve_checkpoint(args.model), config
+
+
+def _score_demo_run(args: argparse.Namespace, run_dir: str, checkpoint: str,
+                    config: dict) -> int:
+    """A demo run is scored exactly as the demo scored it (the toy world's ``score_policy``,
+    with the run's demo_eval settings): one definition of each score."""
+    from madopd.commands.demo import score_demo_run
+
+    print(f"madopd eval: {run_dir} is a demo run: scored as the demo scores it "
+          f"({json.dumps(config['demo_eval'])}; --n-samples, --temperature, --limit and "
+          "--seed do not apply)", file=sys.stderr)
+    res = score_demo_run(run_dir, checkpoint, config)
+    out = Path(args.out) if args.out else Path("runs") / "eval" / (
+        f"{args.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}")
+    items = [{"id": i, "family": f, "value": v} for i, f, v in
+             zip(res["items"]["ids"], res["items"]["families"], res["items"]["values"])]
+    summary = {"score": res["score"], **res["eval"], "model": checkpoint,
+               "scoring": "madopd demo (its score_policy)",
+               "demo_eval": config["demo_eval"], "job": res["job"]}
+    _write_outputs(out, [], items, summary)
+    print(json.dumps({"benchmark": args.benchmark, "model": checkpoint, "items": len(items),
+                      "score": res["score"], "out": str(out)}))
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import sys
 import time
@@ -50,8 +51,9 @@ def _help_config() -> str:
 
 
 def _load_config(args):
-    if getattr(args, "report_to", None) is not None:
-        args.overrides = [*args.overrides, f"report_to={args.report_to}"]
+    """(DistillConfig, the demo's own fields, the file they came from): a demo run's
+    config.json carries demo_job and demo_zoo beside the DistillConfig fields."""
+    from madopd.commands.demo import split_demo_fields
     from madopd.distill.config import (
         DistillConfig,
         apply_overrides,
@@ -59,21 +61,46 @@ def _load_config(args):
         read_config_file,
     )
 
+    if getattr(args, "report_to", None) is not None:
+        args.overrides = [*args.overrides, f"report_to={args.report_to}"]
     out = Path(args.out) if args.out else None
     if args.resume:
         if out is None or not (out / "config.json").is_file():
             raise _usage("--resume needs --out pointing at an existing run (with config.json)")
         from madopd.runs import read_json_file
 
-        data = read_json_file(out / "config.json", "run config")
-        return DistillConfig.from_dict(apply_overrides(data, args.overrides))
+        data, demo = split_demo_fields(read_json_file(out / "config.json", "run config"))
+        return (DistillConfig.from_dict(apply_overrides(data, args.overrides)), demo,
+                str(out / "config.json"))
     if not args.config and not args.preset:
         raise _usage("give --config FILE and/or --preset NAME")
-    data = read_config_file(args.config) if args.config else {}
+    data, demo = split_demo_fields(read_config_file(args.config) if args.config else {})
     data = apply_overrides(data, args.overrides)
     if args.preset:
-        return preset(args.preset, **data)
-    return DistillConfig.from_dict(data)
+        return preset(args.preset, **data), demo, args.config or "--preset"
+    return DistillConfig.from_dict(data), demo, args.config
+
+
+def _task_and_protocol(cfg, demo: dict, source: str):
+    """The task and debate protocol to train with. A demo run's config rebuilds the demo's toy
+    task and templates; any other config with toy-zoo teachers is refused at start: those
+    teachers were trained on the toy debate templates only, and the general ones would leave
+    every confidence missing and the weights uniform (counted, but a different method)."""
+    from madopd.commands.demo import demo_task_and_protocol, toy_zoo_members
+    from madopd.errors import ConfigError
+    from madopd.tasks import get_task
+
+    if demo:
+        return demo_task_and_protocol(demo, source)
+    toy = toy_zoo_members(cfg.teachers) if cfg.method != "base" else []
+    if toy:
+        raise ConfigError(
+            f"{source}: teachers {toy} are toy-zoo members, trained to debate with the toy "
+            "templates only; this config has no demo_job/demo_zoo, so they would debate and "
+            "score with the general templates (every confidence missing, uniform weights). "
+            "Start from a demo run's config.json (madopd-out/toy/runs/<run>/config.json), which "
+            "carries both fields")
+    return get_task(cfg.task), None
 
 
 class _UsageError(Exception):
@@ -104,27 +131,26 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args) -> int:
     from madopd.distill import Distiller
-    from madopd.distill.distributed import gather_objects
+    from madopd.distill.distributed import gather_objects, leave_together
     from madopd.errors import ConfigError
     from madopd.runs import RunStore
-    from madopd.tasks import get_task
 
-    cfg = _load_config(args)
+    cfg, demo, source = _load_config(args)
     if not cfg.task:
         raise ConfigError("field 'task' is required for `madopd train` (e.g. "
                           "task: jsonl-tools:data/train.jsonl)")
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not args.resume and (out / "metrics.jsonl").exists():
         raise _usage(f"{out} already holds a run; use --resume or another --out")
-    task = get_task(cfg.task)
+    task, protocol = _task_and_protocol(cfg, demo, source)
     # Under `accelerate launch` / `torchrun` every process runs this; only the main one writes
     # the run folder and prints, and all use the main process's folder name (the default one
     # holds the time, which may differ between processes by a second).
-    d = Distiller.from_config(cfg, task)
+    d = Distiller.from_config(cfg, task, debate_protocol=protocol)
     acc = d.accelerator
     main = acc.is_main_process
     out = Path(gather_objects(acc, str(out))[0])
-    store = d.store = RunStore(out, cfg.to_dict() if main else None)
+    store = d.store = RunStore(out, {**cfg.to_dict(), **demo} if main else None)
     if args.resume:
         if store.latest_checkpoint() is None:
             if main:
@@ -145,7 +171,10 @@ def _train(args) -> int:
         print(json.dumps({"run": str(out), "step": d.step_count, "loss": last.get("loss"),
                           "checkpoint": str(store.latest_checkpoint()),
                           "processes": acc.num_processes}))
-    if acc.num_processes > 1:  # leave together; an undestroyed gloo group can abort at exit
-        acc.wait_for_everyone()
-        acc.end_training()
+    if acc.num_processes > 1:
+        # leave together and free the DDP/FSDP wrapper (its reducer holds the last reference
+        # to the gloo group) here, in this order, not at interpreter exit: see leave_together
+        leave_together(acc)
+        del d, store, acc, records
+        gc.collect()
     return 0

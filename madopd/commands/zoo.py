@@ -8,6 +8,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from madopd.commands.demo import add_log_arguments
     from madopd.toyworld.zoo import PROFILES
 
     sub = parser.add_subparsers(dest="zoo_command", required=True)
@@ -25,11 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "~/.cache/madopd/zoo)")
         p.add_argument("--workers", type=int, default=2, help="training processes (1 thread each)")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
+        add_log_arguments(p)
         if name == "build":
             p.add_argument("--force", action="store_true", help="retrain even if cached")
 
 
 def run(args: argparse.Namespace) -> int:
+    from madopd.commands.demo import make_log
     from madopd.errors import MadopdError, one_line
     from madopd.toyworld.zoo import load_zoo, profile_spec
     from madopd.toyworld.zoo_eval import format_report
@@ -38,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         spec = profile_spec(args.profile, world=args.world, calibration=args.calibration,
                             overlap=args.overlap, n_teachers=args.teachers)
         zoo = load_zoo(spec, root=args.zoo_dir, workers=args.workers,
-                       force=getattr(args, "force", False))
+                       force=getattr(args, "force", False), progress=not args.quiet,
+                       log=make_log(args.quiet, args.log_file))
     except MadopdError as e:
         if getattr(args, "debug", False):
             raise

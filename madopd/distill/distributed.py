@@ -81,6 +81,43 @@ def sum_floats(accelerator: Any, values: list[float]) -> list[float]:
     return [float(v) for v in accelerator.reduce(t, "sum").cpu()]
 
 
+# The last barrier's work handle of each process, held until the interpreter exits (see
+# leave_together): it must outlive the process group.
+_LAST_BARRIER: list[Any] = []
+
+
+def leave_together(accelerator: Any) -> None:
+    """End a multi-process run: a barrier, then destroy the process group, without deadlock.
+
+    Why not just ``wait_for_everyone(); end_training()``: a gloo worker thread destroys each
+    finished work object after the caller's ``wait`` has returned, and a work that holds
+    tensors with a Python object (a barrier holds its prior works: all-reduces of Python
+    tensors) needs the GIL to free them. ``ProcessGroupGloo``'s destructor joins the worker
+    threads while the main thread holds the GIL; it runs when the last reference to the group
+    goes, i.e. when DDP's reducer is freed (after ``end_training``, at the caller's return or
+    at interpreter exit). If the worker has not freed that work yet, both wait for ever
+    (py-spy: main thread in ``~ProcessGroupGloo`` -> ``thread::join``, worker in
+    ``decref_pyobject`` -> ``gil_scoped_acquire``; ~1 launch in 10 here, under load).
+
+    Holding the barrier's work handle in this thread keeps the worker's reference from being
+    the last: the worker drops it without the GIL and the join returns; the handle (and the
+    tensors it holds) is freed by this thread later, with the GIL. Then the group is
+    destroyed and accelerate's references to the prepared objects are dropped, so the caller
+    can free the wrapped model at a point of its choosing (``gc.collect()``).
+    """
+    if accelerator.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        work = dist.barrier(async_op=True)
+        if work is not None:
+            work.wait()
+            _LAST_BARRIER.append(work)
+    accelerator.end_training()  # destroy_process_group: the group's own registry references
+    accelerator.free_memory()  # accelerate's lists of prepared models and optimizers
+
+
 def gather_objects(accelerator: Any, obj: Any) -> list[Any]:
     """[obj of rank 0, obj of rank 1, ...] on every process (pickled; keep it small)."""
     if accelerator.num_processes == 1:

@@ -316,7 +316,7 @@ def real_title(profile: str | None, personas: bool = False) -> str:
             "mean [95 % bootstrap interval]")
 
 
-def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out-real",
+def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out/real",
                   log=print, threads: int | None = None, zoo_root: str | Path | None = None,
                   workers: int = 2) -> dict[str, Any]:
     from madopd.errors import ConfigError

@@ -4,7 +4,8 @@ Rows (paper Table 1): Base, MT-SeqKD, OPD-A, OPD-B, MT-OPD, MAD-OPD, then each t
 blind ("Teacher A (blind)": the single-teacher ceiling, ``ceiling.py``); columns: toy-tools
 (agentic: episode success of greedy on-policy episodes through the simulated world) and toy-code
 (pass@1 over ``code_samples`` sampled programs per held-out spec, unbiased estimator, verified in
-the sandbox), then Agentic avg, Code avg, Overall. Divergence per task (paper Remark 1): JSD(0.5)
+the sandbox), then Overall (their mean). With one task per kind, the paper's "Agentic avg" and
+"Code avg" would only repeat toy-tools and toy-code, so the printed table leaves them out. Divergence per task (paper Remark 1): JSD(0.5)
 for toy-tools, reverse KL for toy-code. Every run uses ``madopd.distill`` with the toy debate
 templates; only the preset's columns differ between rows. Cells: the mean over seeds with a
 95 % percentile interval from a bootstrap over evaluation items x training seeds, and the
@@ -38,6 +39,7 @@ from madopd.toyworld.demo_stats import (
     gains,
     interval_tables,
 )
+from madopd.toyworld.progress import Phase, Ticker
 from madopd.toyworld.zoo import quiet_worker
 from madopd.types import Sampling
 
@@ -194,6 +196,21 @@ def _protocol(job: Job):
     return DebateProtocol(rounds=job.rounds, templates=DebateTemplates(**fields), sampling=GREEDY_DEBATE)
 
 
+def job_task_and_protocol(job_fields: dict, zoo_spec: dict, source: str = "config"):
+    """The task and debate protocol of a demo run from its config's ``demo_job`` and
+    ``demo_zoo`` (what ``run_job`` builds; ``madopd train --config RUN/config.json``)."""
+    from madopd.toyworld.zoo import ZooSpec, make_tasks
+
+    try:
+        job = Job(**{**job_fields, "teachers": tuple(job_fields["teachers"])})
+        spec = ZooSpec(**zoo_spec)
+    except (TypeError, KeyError) as e:
+        raise ConfigError(f"{source}: demo_job / demo_zoo: {e}") from e
+    tools, code = make_tasks(spec)
+    task = tools if job.task == "toy-tools" else code
+    return task, (_protocol(job) if job.teachers and job.preset != "teacher_blind" else None)
+
+
 def _config(job: Job, profile: DemoProfile, zoo_paths: dict, run_dir: Path, cache_path: str | None):
     from madopd.distill import preset
 
@@ -285,6 +302,53 @@ def operation_calls(outcomes: list[dict]) -> dict[str, float]:
     return out
 
 
+def demo_eval_settings(job: Job, profile: DemoProfile) -> dict[str, int]:
+    """How the demo scores this job (stored in the run's config as ``demo_eval``)."""
+    n = profile.multimode_samples if job.group == "multimode" else profile.code_samples
+    return {"eval_episodes": profile.eval_episodes, "code_samples": n}
+
+
+def score_policy(policy, task, job: Job, max_new_tokens: int, opad_max_steps: int,
+                 settings: dict, outcomes: list | None = None) -> tuple[float, dict[str, float]]:
+    """The demo's one definition of a job's score (``madopd eval`` on a demo run uses it too):
+    toy-tools = episode success of greedy episodes (what Distiller.evaluate does, for a student
+    or a blind teacher), toy-code = pass@1 of ``code_samples`` samples per spec (T = 1, seeded
+    with the job's seed), macro over families. Returns (score, every metric)."""
+    from madopd.distill.evaluation import evaluate_student
+
+    outcomes = [] if outcomes is None else outcomes
+    if job.task == "toy-tools":
+        ev = evaluate_student(policy, task, Sampling(greedy=True, max_new_tokens=max_new_tokens),
+                              limit=settings["eval_episodes"], batch_size=512,
+                              max_steps=opad_max_steps, outcomes=outcomes)
+        ev.update(operation_calls(outcomes))  # the collapse metric (ops/*)
+        score = ev["episode_success"]
+    else:
+        ev = evaluate_code(policy, task, settings["code_samples"], seed=job.seed,
+                           outcomes=outcomes)
+        score = ev["pass@1"]
+    return float(score), {k: float(v) for k, v in ev.items()}
+
+
+def score_demo_run(run_dir: str | Path, checkpoint: str, config: dict) -> dict[str, Any]:
+    """Score ``checkpoint`` exactly as the demo scored the run whose config is ``config``
+    (its demo_job / demo_zoo / demo_eval fields): ``madopd eval --model RUN``."""
+    import torch
+
+    from madopd.models.hf import HFStudent
+
+    task, _ = job_task_and_protocol(config["demo_job"], config["demo_zoo"], str(run_dir))
+    job = Job(**{**config["demo_job"], "teachers": tuple(config["demo_job"]["teachers"])})
+    if job.preset == "teacher_blind":
+        raise ConfigError(f"{run_dir}: a blind-teacher row has no student checkpoint to score")
+    torch.manual_seed(job.seed)
+    policy = HFStudent(checkpoint, name="student", batch_size=512)
+    outcomes: list[dict] = []
+    score, ev = score_policy(policy, task, job, config["sampling"]["max_new_tokens"],
+                             config["opad_max_steps"], config["demo_eval"], outcomes)
+    return {"score": score, "eval": ev, "items": _items(outcomes), "job": asdict(job)}
+
+
 def _items(outcomes: list[dict]) -> dict[str, list]:
     return {"ids": [o["id"] for o in outcomes], "families": [o["family"] for o in outcomes],
             "values": [o["value"] for o in outcomes]}
@@ -303,7 +367,6 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
 
     quiet_worker()
     from madopd.distill import Distiller
-    from madopd.distill.evaluation import evaluate_student
     from madopd.models.hf import HFStudent, HFTeacher
     from madopd.runs import RunStore
     from madopd.toyworld.ceiling import BlindTeacherPolicy
@@ -321,7 +384,10 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
     blind = job.preset == "teacher_blind"
     cfg_job = dataclasses.replace(job, preset="base", teachers=()) if blind else job
     cfg = _config(cfg_job, profile, zoo_paths, run_dir, cache_path)
-    store = RunStore(run_dir, config={**cfg.to_dict(), "demo_job": asdict(job)})
+    # demo_job and demo_zoo: what `madopd train --config RUN/config.json` needs to re-run it
+    store = RunStore(run_dir, config={**cfg.to_dict(), "demo_job": asdict(job),
+                                      "demo_zoo": zoo_paths["spec"],
+                                      "demo_eval": demo_eval_settings(job, profile)})
     outcomes: list[dict] = []
     records: list = []
     steps = 1
@@ -343,17 +409,8 @@ def run_job(job: Job, profile: DemoProfile, zoo_paths: dict, out_dir: str,
         records = d.train(progress=False) if job.preset != "base" else []
         steps = max(1, d.step_count)
     t_train = time.perf_counter() - t0
-    if job.task == "toy-tools":  # what Distiller.evaluate does, for a student or a blind teacher
-        ev = evaluate_student(policy, task, Sampling(greedy=True, max_new_tokens=cfg.sampling.max_new_tokens),
-                              limit=profile.eval_episodes, batch_size=512,
-                              max_steps=cfg.opad_max_steps, outcomes=outcomes)
-        ev.update(operation_calls(outcomes))
-        score = ev["episode_success"]
-    else:
-        n = profile.multimode_samples if job.group == "multimode" else profile.code_samples
-        ev = evaluate_code(policy, code, n, seed=job.seed, outcomes=outcomes)
-        score = ev["pass@1"]
-    ev = {k: float(v) for k, v in ev.items()}
+    score, ev = score_policy(policy, task, job, cfg.sampling.max_new_tokens, cfg.opad_max_steps,
+                             demo_eval_settings(job, profile), outcomes)
     store.log_metrics(steps, {f"final/{k}": v for k, v in ev.items()})
     timings = {}
     for rec in records:
@@ -420,8 +477,10 @@ def replicate(result: dict[str, Any], job: Job) -> dict[str, Any]:
 # --------------------------------------------------------------------------- caches
 
 def warm_debates(world: str, task_name: str, protocols: list[tuple[int, bool]], zoo_paths: dict,
-                 cache_dir: str, shard: int = 0, n_shards: int = 1) -> dict[str, Any]:
-    """Debate every training state once per protocol (worker process, one thread)."""
+                 cache_dir: str, shard: int = 0, n_shards: int = 1,
+                 progress_file: str | None = None) -> dict[str, Any]:
+    """Debate every training state once per protocol (worker process, one thread); the states
+    debated so far go to ``progress_file`` (madopd.toyworld.progress)."""
     quiet_worker()
     from madopd.cache import DebateCache, warm_cache
     from madopd.debate import Debate
@@ -438,14 +497,23 @@ def warm_debates(world: str, task_name: str, protocols: list[tuple[int, bool]], 
     teachers = [HFTeacher(str(p), name=n, batch_size=512)
                 for p, n in zip(zoo_paths["teachers"], zoo_paths["names"])]
     stats = {}
+    ticker = Ticker(progress_file, len(states) * len(protocols))
     for r, in_score in protocols:
         job = Job(row="cache", task=task_name, seed=0, rounds=r, transcript_in_score=in_score)
         debate = Debate(teachers, _protocol(job))
         cache = DebateCache(cache_file(cache_dir, world, task_name, r, in_score) + f".shard{shard}")
-        stats[f"R={r}{'' if in_score else ' blind-score'}"] = warm_cache(
-            debate, states, cache, batch_size=512, progress=False)
+        counts: dict[str, int] = {}
+        for i in range(0, max(1, len(states)), _WARM_BATCH):  # warm_cache's own batch size
+            chunk = warm_cache(debate, states[i:i + _WARM_BATCH], cache, batch_size=_WARM_BATCH,
+                               progress=False)
+            counts = {k: counts.get(k, 0) + v for k, v in chunk.items()}
+            ticker.update(len(states[i:i + _WARM_BATCH]))
+        stats[f"R={r}{'' if in_score else ' blind-score'}"] = counts
     return {"seconds": round(time.perf_counter() - t0, 2), "cpu_seconds": round(time.process_time() - c0, 2),
             "states": len(states), "stats": stats}
+
+
+_WARM_BATCH = 512  # states per teacher batch of the debate cache
 
 
 def _merge_shards(cache_dir: Path) -> None:
@@ -519,8 +587,8 @@ def format_table(rows: dict, title: str, tasks: tuple[str, ...] = TASKS,
                  intervals: dict | None = None) -> str:
     """Mean over seeds with its 95 % bootstrap interval [lo, hi] (items x seeds) when
     ``intervals`` (a ``madopd.stats.bootstrap_table`` result, fractions) has the cell, else mean ± SE."""
-    cols = [("toy-tools", "toy-tools"), ("toy-code", "toy-code"), ("toy-tools", "Agentic avg"),
-            ("toy-code", "Code avg"), ("overall", "Overall")]
+    # no "Agentic avg" / "Code avg": one task each, they would repeat toy-tools and toy-code
+    cols = [("toy-tools", "toy-tools"), ("toy-code", "toy-code"), ("overall", "Overall")]
     methods = (intervals or {}).get("methods", {})
     w = max([len(r) for r in rows] + [10])
     cw = 19 if methods else 13
@@ -551,7 +619,10 @@ def zoo_paths_of(zoo) -> dict:
 
 def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
              workers: int = 2, zoo_root: str | None = None, tasks: tuple[str, ...] = TASKS,
-             rebuild_zoo: bool = False, log=print) -> dict[str, Any]:
+             rebuild_zoo: bool = False, log=print, progress: bool = True) -> dict[str, Any]:
+    """Run a demo profile into ``out``; ``progress``: one bar with an ETA per long phase (zoo
+    training, debate caches, the runs; stderr or a notebook widget), ``log``: phase lines and
+    one summary line per finished run."""
     from madopd.toyworld.zoo import load_zoo, profile_spec
 
     if profile_name not in PROFILES:
@@ -571,13 +642,13 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
                                  force=rebuild_zoo, log=log)
     if profile.main:
         worlds["default"] = load_zoo(profile_spec(profile.zoo), root=zoo_root, workers=workers,
-                                     force=rebuild_zoo, log=log)
+                                     force=rebuild_zoo, log=log, progress=progress)
     if profile.multimode and "toy-code" in tasks:
         worlds["multi"] = load_zoo(profile_spec(profile.multimode_zoo), root=zoo_root,
-                                   workers=workers, force=rebuild_zoo, log=log)
+                                   workers=workers, force=rebuild_zoo, log=log, progress=progress)
     if profile.control:
         worlds["blind"] = load_zoo(profile_spec(profile.zoo, world="blind"), root=zoo_root,
-                                   workers=workers, force=rebuild_zoo, log=log)
+                                   workers=workers, force=rebuild_zoo, log=log, progress=progress)
     t_zoo = time.perf_counter() - t0
     if not worlds:
         raise ConfigError(f"demo profile {profile_name!r} runs nothing on tasks {list(tasks)}")
@@ -609,22 +680,35 @@ def run_demo(profile_name: str = "default", *, out: str | Path = "madopd-out",
     with _pool(workers) as pool:
         # debate caches first; runs without a debate start meanwhile; debate runs wait for them
         # each cache is debated in `workers` shards (one file each, merged below)
-        futs = {pool.submit(warm_debates, w, t, rs, paths[w], str(cache_dir), i, workers): (w, t, i)
-                for (w, t), rs in by_wt.items() for i in range(workers)}
+        shards = [(w, t, rs, i) for (w, t), rs in by_wt.items() for i in range(workers)]
+        files = [cache_dir / f".progress-{w}-{t}-{i}" for w, t, _, i in shards]
+        futs = {pool.submit(warm_debates, w, t, rs, paths[w], str(cache_dir), i, workers, str(f)):
+                (w, t, i) for (w, t, rs, i), f in zip(shards, files)}
         ordered = _longest_first(jobs)
         run_futs = [submit(pool, j) for j in ordered if j.rounds == 0]
-        for f, key in futs.items():
-            warm["/".join(map(str, key))] = f.result()
+        with Phase(f"debate caches ({len(need)})", None, unit="state",
+                   enabled=progress and bool(futs), log=log) as phase:
+            for f in phase.as_completed(list(futs), files):
+                key = futs[f]
+                warm["/".join(map(str, key))] = res = f.result()
+                phase.log(f"  debate cache {key[0]}/{key[1]} shard {key[2] + 1}/{workers}: "
+                          f"{res['states']} states in {res['seconds']:.0f} s")
+        for f in files:
+            f.unlink(missing_ok=True)
         _merge_shards(cache_dir)
         t_warm = time.perf_counter() - t1
         log(f"demo: debate caches ready after {t_warm:.0f} s")
         run_futs += [submit(pool, j) for j in ordered if j.rounds > 0]
-        for i, f in enumerate(run_futs, 1):
-            res = f.result()
-            results.append(res)
-            j = res["job"]
-            log(f"  [{i}/{len(jobs)}] {j['group']}/{j['world']} {j['task']:<9} {j['row']:<24} "
-                f"seed {j['seed']}: {100 * res['score']:5.1f} ({res['seconds']:.0f} s)")
+        with Phase(f"demo runs ({len(jobs)})", len(jobs), unit="run", enabled=progress,
+                   log=log) as phase:
+            for i, f in enumerate(phase.as_completed(run_futs), 1):
+                res = f.result()
+                results.append(res)
+                phase.update(1)
+                j = res["job"]
+                phase.log(f"  [{i}/{len(jobs)}] {j['group']}/{j['world']} {j['task']:<9} "
+                          f"{j['row']:<24} seed {j['seed']}: {100 * res['score']:5.1f} "
+                          f"({res['seconds']:.0f} s)")
     by_job = {(r["job"]["group"], r["job"]["world"], r["job"]["task"], r["job"]["row"],
                r["job"]["seed"]): r for r in results}
     results += [replicate(by_job[(src.group, src.world, src.task, src.row, src.seed)], j)

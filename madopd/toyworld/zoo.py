@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from madopd.errors import ConfigError, DataError
+from madopd.toyworld.progress import Phase, Ticker
 from madopd.toyworld.toy_common import MERGED_TOKENS, TeacherSkill, world_skills
 
 ZOO_FORMAT = 2  # 2: one split rule (toy_common.is_held_out), issue 13. Bump when training data or formats change: old caches are then ignored
@@ -218,13 +219,14 @@ def quiet_worker() -> None:
         pass
 
 
-def _train_member(settings: dict, out_dir: str, position: int = 0, progress: bool = True) -> dict:
-    """Train one member into ``out_dir`` (runs in a worker process, one thread)."""
+def _train_member(settings: dict, out_dir: str, progress_file: str | None = None) -> dict:
+    """Train one member into ``out_dir`` (runs in a worker process, one thread); its step count
+    goes to ``progress_file`` (madopd.toyworld.progress), the caller draws the bar."""
+    from madopd.toyworld.progress import Ticker
     from madopd.toyworld.zoo_train import train_member
 
     quiet_worker()
-
-    return train_member(settings, Path(out_dir), position=position, progress=progress)
+    return train_member(settings, Path(out_dir), ticker=Ticker(progress_file, settings["steps"]))
 
 
 def build_members(spec: ZooSpec, members: list[str], *, root: Path, workers: int = 2,
@@ -247,7 +249,10 @@ def build_members(spec: ZooSpec, members: list[str], *, root: Path, workers: int
             fcntl.flock(f, fcntl.LOCK_EX)
             for stale in base.glob(f"{name}.partial-*"):  # we hold its lock: a dead build's
                 log(f"zoo: removing the unfinished build {stale}")
-                shutil.rmtree(stale, ignore_errors=True)
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:  # its progress file
+                    stale.unlink(missing_ok=True)
             if not force and (base / name).exists() and verify_member(base / name) is None:
                 f.close()  # intact: nothing to build, let other builders use the lock
                 continue
@@ -277,23 +282,40 @@ def _build_locked(keys, base, workers, force, progress, log, spec) -> dict[str, 
         return paths
     log(f"zoo: training {', '.join(todo)} ({min(workers, len(todo))} processes, 1 thread each)")
     jobs = []
-    for i, m in enumerate(todo):
+    for m in todo:
         tmp = paths[m].with_name(paths[m].name + f".partial-{os.getpid()}")
-        jobs.append((m, member_settings(spec, m), tmp, i))
-    if workers <= 1 or len(jobs) == 1:
-        results = [_train_member(s, str(t), pos, progress) for _, s, t, pos in jobs]
-    else:
-        import multiprocessing as mp
+        jobs.append((m, member_settings(spec, m), tmp))
+    total = sum(settings["steps"] for _, settings, _ in jobs)
 
-        # teachers first (longest), so the short student run fills the gap at the end
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
-                                 mp_context=mp.get_context("spawn")) as pool:
-            futs = [pool.submit(_train_member, s, str(t), pos, progress) for _, s, t, pos in jobs]
-            results = [f.result() for f in futs]
-    for (m, _, tmp, _), res in zip(jobs, results):
+    def finish(m: str, tmp: Path, res: dict, phase: Phase) -> None:
         (tmp / "checksums.json").write_text(json.dumps(_checksums(tmp), indent=1))
         os.replace(tmp, paths[m])
-        log(f"zoo: {m} done in {res['seconds']:.0f} s (final loss {res['final_loss']:.4f})")
+        phase.log(f"zoo: {m} done in {res['seconds']:.0f} s ({res['cpu_seconds']:.0f} CPU-s, "
+                  f"final loss {res['final_loss']:.4f})")
+
+    with Phase(f"zoo ({len(jobs)} members)", total, unit="step", enabled=progress,
+               log=log) as phase:
+        if workers <= 1 or len(jobs) == 1:
+            from madopd.toyworld.zoo_train import train_member
+
+            for m, settings, tmp in jobs:
+                ticker = Ticker(None, settings["steps"], on_update=phase.update)
+                finish(m, tmp, train_member(settings, tmp, ticker=ticker), phase)
+            return paths
+        import multiprocessing as mp
+
+        files = [tmp.with_name(tmp.name + ".progress") for _, _, tmp in jobs]
+        # teachers first (longest), so the short student run fills the gap at the end
+        try:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                     mp_context=mp.get_context("spawn")) as pool:
+                futs = {pool.submit(_train_member, settings, str(tmp), str(f)): (m, tmp)
+                        for (m, settings, tmp), f in zip(jobs, files)}
+                for fut in phase.as_completed(list(futs), files):
+                    finish(*futs[fut], fut.result(), phase)
+        finally:
+            for f in files:
+                f.unlink(missing_ok=True)
     return paths
 
 
@@ -390,7 +412,8 @@ def load_zoo(spec: ZooSpec | None = None, *, root: str | Path | None = None, wor
         from madopd.toyworld.zoo_eval import evaluate_zoo
 
         log("zoo: evaluating the members on held-out items ...")
-        zoo.report = evaluate_zoo(zoo, n_tool_episodes=min(60, spec.eval_episodes))
+        zoo.report = evaluate_zoo(zoo, n_tool_episodes=min(60, spec.eval_episodes),
+                                  progress=progress, log=log)
         zoo.report["build_seconds"] = round(time.perf_counter() - t0, 1)
         manifest.parent.mkdir(parents=True, exist_ok=True)
         tmp = manifest.with_suffix(".tmp")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from madopd.toyworld.progress import Phase
 from madopd.types import Sampling, State
 
 GREEDY = Sampling(greedy=True, max_new_tokens=16)
@@ -44,14 +45,16 @@ def _same(state: State, answer: str) -> float:
     return float(answer.strip() in state.meta.get("forms", [state.reference or ""]))
 
 
-def evaluate_zoo(zoo, *, n_tool_episodes: int = 60) -> dict[str, Any]:
+def evaluate_zoo(zoo, *, n_tool_episodes: int = 60, progress: bool = False,
+                 log=print) -> dict[str, Any]:
+    """The report (module docstring); ``progress``: a bar counting states through each pass
+    (the debate, every teacher's scoring and blind answers, the student), with an ETA."""
     import torch
 
     from madopd.debate import Debate, DebateProtocol
     from madopd.diagnostics import calibration_table, debate_metrics
     from madopd.models.tiny import count_parameters
     from madopd.toyworld.toy_common import toy_templates
-    from madopd.toyworld.zoo_data import oracle_transcript
 
     torch.manual_seed(0)
     states_by_task, tasks = eval_states(zoo, n_tool_episodes)
@@ -65,37 +68,14 @@ def evaluate_zoo(zoo, *, n_tool_episodes: int = 60) -> dict[str, Any]:
         "teachers": {n: defaultdict(dict) for n in names}, "oracle_match": {},
         "calibration": {}, "calibration_summary": {}, "student_base": {}, "debate": {}}
     all_tr, all_states, match = [], [], defaultdict(list)
-    for task_name, states in states_by_task.items():
-        task = tasks[task_name]
-        transcripts = debate.run(states)
-        all_tr += transcripts
-        all_states += states
-        for k, name in enumerate(names):
-            for r, stage in ((1, "round1"), (2, "round2")):
-                ok = [_same(s, tr.turn(k, r).answer) for s, tr in zip(states, transcripts)]
-                report["teachers"][name][stage][task_name] = _by_family(states, ok)
-            score = teachers[k].generate([debate.score_context(s, tr, k)
-                                          for s, tr in zip(states, transcripts)], GREEDY)
-            blind = teachers[k].generate([debate.score_context(s, None, k) for s in states], GREEDY)
-            report["teachers"][name]["score"][task_name] = _by_family(
-                states, [_same(s, a) for s, a in zip(states, score)])
-            report["teachers"][name]["blind"][task_name] = _by_family(
-                states, [_same(s, a) for s, a in zip(states, blind)])
-        for s, tr in zip(states, transcripts):  # how closely the models follow their spec
-            want = oracle_transcript(zoo.skills, task, s, 2)
-            canon = getattr(task, "canonical", None)  # multi-mode: compare programs, not forms
-            for m in tr.messages:
-                w = want.turn(m.teacher, m.round)
-                if canon is None:
-                    match[names[m.teacher]].append(m.text.strip() == w.text)
-                else:
-                    match[names[m.teacher]].append(
-                        (canon(s, m.answer or ""), m.confidence) == (canon(s, w.answer), w.confidence))
-        out = student.rollout(states, GREEDY)
-        report["student_base"][task_name] = _by_family(states, [_same(s, t) for s, t in zip(states, out.texts)])
-        dm = debate_metrics(transcripts, states, _same)
-        report["debate"][task_name] = {k: round(v, 4) for k, v in dm.items()
-                                       if isinstance(v, float) and v == v and "calib" not in k}
+    passes = 2 + 2 * len(names)  # the debate, (score, blind) per teacher, the student
+    total = passes * sum(len(s) for s in states_by_task.values())
+    with Phase("zoo report", total, unit="state", enabled=progress, log=log) as phase:
+        for task_name, states in states_by_task.items():
+            transcripts = _evaluate_task(zoo, task_name, states, tasks[task_name], debate,
+                                         teachers, student, report, match, phase)
+            all_tr += transcripts
+            all_states += states
     report["oracle_match"] = {n: round(sum(v) / len(v), 4) for n, v in match.items()}
     if zoo.spec.code_world == "multi":  # are the teachers (and Base) really multi-modal?
         from madopd.toyworld.multimode import form_summary, program_logprobs, teacher_modes
@@ -116,6 +96,48 @@ def evaluate_zoo(zoo, *, n_tool_episodes: int = 60) -> dict[str, Any]:
                                      if k.startswith("calib/") and isinstance(v, float) and v == v}
     report["teachers"] = {n: dict(v) for n, v in report["teachers"].items()}
     return report
+
+
+def _evaluate_task(zoo, task_name, states, task, debate, teachers, student, report, match,
+                   phase) -> list:
+    """One task's part of the report (into ``report`` and ``match``), ticking ``phase`` after
+    each pass over ``states``; returns the task's debate transcripts."""
+    from madopd.diagnostics import debate_metrics
+    from madopd.toyworld.zoo_data import oracle_transcript
+
+    names = [t.name for t in teachers]
+    transcripts = debate.run(states)
+    phase.update(len(states))
+    for k, name in enumerate(names):
+        for r, stage in ((1, "round1"), (2, "round2")):
+            ok = [_same(s, tr.turn(k, r).answer) for s, tr in zip(states, transcripts)]
+            report["teachers"][name][stage][task_name] = _by_family(states, ok)
+        score = teachers[k].generate([debate.score_context(s, tr, k)
+                                      for s, tr in zip(states, transcripts)], GREEDY)
+        phase.update(len(states))
+        blind = teachers[k].generate([debate.score_context(s, None, k) for s in states], GREEDY)
+        phase.update(len(states))
+        report["teachers"][name]["score"][task_name] = _by_family(
+            states, [_same(s, a) for s, a in zip(states, score)])
+        report["teachers"][name]["blind"][task_name] = _by_family(
+            states, [_same(s, a) for s, a in zip(states, blind)])
+    for s, tr in zip(states, transcripts):  # how closely the models follow their spec
+        want = oracle_transcript(zoo.skills, task, s, 2)
+        canon = getattr(task, "canonical", None)  # multi-mode: compare programs, not forms
+        for m in tr.messages:
+            w = want.turn(m.teacher, m.round)
+            if canon is None:
+                match[names[m.teacher]].append(m.text.strip() == w.text)
+            else:
+                match[names[m.teacher]].append(
+                    (canon(s, m.answer or ""), m.confidence) == (canon(s, w.answer), w.confidence))
+    out = student.rollout(states, GREEDY)
+    phase.update(len(states))
+    report["student_base"][task_name] = _by_family(states, [_same(s, t) for s, t in zip(states, out.texts)])
+    dm = debate_metrics(transcripts, states, _same)
+    report["debate"][task_name] = {k: round(v, 4) for k, v in dm.items()
+                                   if isinstance(v, float) and v == v and "calib" not in k}
+    return transcripts
 
 
 def format_report(report: dict) -> str:

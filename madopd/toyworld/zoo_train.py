@@ -122,7 +122,12 @@ def _batch(seqs: list[tuple[list[int], int]], pad: int) -> tuple[torch.Tensor, t
     return ids, labels
 
 
-def train_member(settings: dict, out_dir: Path, *, position: int = 0, progress: bool = True) -> dict:
+def train_member(settings: dict, out_dir: Path, *, ticker=None, progress: bool = False) -> dict:
+    """Train one member (next-token loss on its chats) and save it to ``out_dir``.
+
+    Progress: ``ticker`` (``madopd.toyworld.progress.Ticker``) counts the steps for the caller's
+    bar; without one, ``progress=True`` draws a bar of its own (tqdm.auto, stderr).
+    """
     t0, c0 = time.perf_counter(), time.process_time()
     seed = settings["seed"] + 1000 * settings.get("index", 9)
     rng = random.Random(seed)
@@ -148,11 +153,10 @@ def train_member(settings: dict, out_dir: Path, *, position: int = 0, progress: 
     torch.manual_seed(seed)
     model.train()
     bar = None
-    if progress:
+    if progress and ticker is None:
         from tqdm.auto import tqdm
 
-        label = settings.get("name", "student")
-        bar = tqdm(total=steps, desc=f"zoo {label}", position=position, leave=False, mininterval=2)
+        bar = tqdm(total=steps, desc=f"zoo {settings.get('name', 'student')}", mininterval=2)
     losses = []
     for _ in range(steps):
         # two micro-batches (tools, code), each padded to its own longest sequence; the tool
@@ -173,6 +177,8 @@ def train_member(settings: dict, out_dir: Path, *, position: int = 0, progress: 
         opt.step()
         sched.step()
         losses.append(loss)
+        if ticker is not None:
+            ticker.update(1)
         if bar is not None:
             bar.update(1)
             if len(losses) % 25 == 0:

@@ -81,7 +81,9 @@ def test_summary_table_intervals_gain_and_json():
     assert g["toy-tools"]["beats_every_blind_teacher"] is False
     assert g["toy-code"]["beats_every_blind_teacher"] is True
     text = format_table(table, "t", intervals=iv) + "\n" + format_gains(g, 2000)
-    assert "MAD-OPD" in text and "Agentic avg" in text and "Teacher A (blind)" in text
+    assert "MAD-OPD" in text and "Overall" in text and "Teacher A (blind)" in text
+    head = text.splitlines()[1]  # each task once: no "Agentic avg"/"Code avg" repeating it
+    assert head.count("toy-tools") == 1 and "avg" not in head
     assert " 60.0 [" in text and "+20.0 [" in text and "seed t p = " in text and "(Holm " in text
     code_best = text.split("minus the best single-teacher OPD (OPD-A) +15.0")[1].split(";")[0]
     assert "(Holm p = 0.0639)" in code_best and code_best.endswith(
