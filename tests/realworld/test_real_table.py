@@ -11,7 +11,7 @@ import pytest
 from madopd.errors import DataError
 from madopd.realworld.table import BLIND_ROWS, CONTRASTS
 from madopd.realworld.world import ROWS, format_real_table, resummarize, summarize_real
-from madopd.stats import Outcomes, bootstrap_table
+from madopd.stats import Outcomes, bootstrap_table, fmt_p, holm
 
 FAMS = ["f0", "f0", "f1", "f1", "f2", "f2", "f3", "f3"]
 IDS = [f"{f}-{i}" for i, f in enumerate(FAMS)]
@@ -58,10 +58,16 @@ def test_summary_has_intervals_named_tests_and_times():
     text = format_real_table(summ, "title")
     assert text.startswith("title\n") and "[95% CI]" in text and "MAD-OPD - MT-OPD: ref NLL +0.300" in text
     assert "bootstrap p < 0.0040 (descriptive)" in text and "seed permutation p = 0.333" in text
-    # the decision is seed-level with Holm over 4 contrasts x 2 metrics: +0.3 on 2 + 2 runs is
-    # t = 8.5 on ~2 df, p = 0.0136, Holm 0.095: not significant (the bootstrap said p < 0.004)
-    assert summ["family_size"] == 8 and nll["p_seed"] == pytest.approx(0.013606, abs=1e-6)
-    assert "seed t p = 0.0136 (Holm p = 0.0952: not significant at 0.05)" in text
+    # the decision is seed-level with Holm over every contrast x metric: +0.3 on 2 + 2 runs is
+    # t = 8.5 on ~2 df, p = 0.0136; Holm over the family (recomputed here from its raw p-values
+    # with stats.holm) leaves it above 0.05: not significant (the bootstrap said p < 0.004)
+    cells = [summ["contrasts"][k][m] for k in summ["contrasts"] for m in ("ref_nll", "accuracy")]
+    raw = [c["p_seed"] for c in cells]
+    assert summ["family_size"] == sum(p is not None for p in raw) == 2 * len(CONTRASTS)
+    assert nll["p_seed"] == pytest.approx(0.013606, abs=1e-6)
+    assert [c["p_seed_holm"] for c in cells] == pytest.approx(holm(raw))
+    assert nll["p_seed_holm"] > 0.05
+    assert f"seed t p = 0.0136 (Holm {fmt_p(nll['p_seed_holm'])}: not significant at 0.05)" in text
     assert "2 + 2 runs: the seed permutation test's smallest possible p is 0.333, too few seeds" in text
     assert "two-sided paired bootstrap test over items x seeds" in text
     assert "2 runs per row: the seed resampling draws from 2 values" in text
