@@ -64,12 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", help="tokenizer path (vllm backend; default: --model)")
     parser.add_argument("--request-timeout", type=float, default=30.0,
                         help="vllm backend: seconds to connect and for each read")
-    parser.add_argument("--request-deadline", type=float, default=300.0,
+    parser.add_argument("--request-deadline", type=float, default=120.0,
                         help="vllm backend: TOTAL seconds one request attempt may take")
-    parser.add_argument("--retries", type=int, default=3,
+    parser.add_argument("--retries", type=int, default=2,
                         help="vllm backend: extra attempts per request on transient failures")
-    parser.add_argument("--retry-budget", type=int, default=None,
-                        help="vllm backend: retries allowed over the whole evaluation")
+    parser.add_argument("--retry-budget", type=int, default=32,
+                        help="vllm backend: retries allowed over the whole evaluation (the same "
+                        "defaults as DistillConfig's teacher_* fields: one trickling server "
+                        "costs minutes, not ~20 minutes a request)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2, help="parallel sandbox runs")
     parser.add_argument("--out", help="output folder (default: runs/eval/<benchmark>-<time>)")
@@ -89,18 +91,25 @@ def resolve_checkpoint(path: str) -> str:
         raise ConfigError(f"--model: {path} is a file; expected a checkpoint or run folder")
     # A run folder also holds config.json (the resolved *training* config), so the run's
     # checkpoint pointers are checked before treating the folder as a model checkpoint.
+    # Pointers are read like every run-folder file: no link followed, no FIFO opened, bounded.
+    from madopd import nofollow
+
     pointer = p / "latest_checkpoint.txt"
-    if pointer.is_file():
-        target = Path(pointer.read_text().strip())
+    if nofollow.check(pointer):
+        target = Path(nofollow.read_bytes(pointer, max_bytes=4096).decode("utf-8", "replace").strip())
         target = target if target.is_absolute() else p / target
         if not target.is_dir():
             raise ConfigError(f"--model: {pointer} names {target}, which is not a folder")
         return str(target)
     latest = p / "checkpoints" / "latest"
+    if latest.is_symlink():
+        raise ConfigError(f"--model: {latest} is a symbolic link: refused (run folders never "
+                          "follow links)")
     if latest.is_dir():
         return str(latest)
-    if latest.is_file():
-        target = p / "checkpoints" / latest.read_text().strip()
+    if nofollow.check(latest):
+        target = p / "checkpoints" / nofollow.read_bytes(latest, max_bytes=4096).decode(
+            "utf-8", "replace").strip()
         if not target.is_dir():
             raise ConfigError(f"--model: {latest} names {target.name}, which is not a folder")
         return str(target)

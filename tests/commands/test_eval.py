@@ -103,6 +103,51 @@ def test_resolve_checkpoint_from_run_folders(tiny_dirs, tmp_path):
     assert resolve_checkpoint("org/some-hub-id") == "org/some-hub-id"
 
 
+def test_resolve_checkpoint_never_follows_a_planted_pointer(tmp_path):
+    """Issue 23: eval reads a run folder's pointers like every run-folder file: a FIFO is
+    refused by name without blocking (it used to be skipped without a word), a link is refused
+    (it used to be followed)."""
+    import os
+    import signal
+
+    from madopd.errors import DataError
+
+    def alarm(*_):
+        raise TimeoutError("resolve_checkpoint blocked on a FIFO")
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    os.mkfifo(run / "latest_checkpoint.txt")
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(10)
+    try:
+        with pytest.raises(DataError, match="FIFO"):
+            resolve_checkpoint(str(run))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    os.unlink(run / "latest_checkpoint.txt")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("step_000001\n")
+    (run / "latest_checkpoint.txt").symlink_to(outside)
+    with pytest.raises(DataError, match="symbolic link"):
+        resolve_checkpoint(str(run))
+    os.unlink(run / "latest_checkpoint.txt")
+    (tmp_path / "elsewhere").mkdir()
+    (run / "checkpoints" / "latest").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="symbolic link"):
+        resolve_checkpoint(str(run))
+
+
+def test_vllm_request_defaults_match_the_training_configs():
+    from madopd.distill.config import DistillConfig
+
+    args = build_parser().parse_args(["eval", "--model", "m", "--benchmark", "humaneval"])
+    cfg = DistillConfig()
+    assert (args.request_deadline, args.retries, args.retry_budget) == (
+        cfg.teacher_deadline, cfg.teacher_retries, cfg.teacher_retry_budget)
+
+
 def test_tiny_model_plays_multi_turn_episodes(tiny_dirs, tmp_path):
     pytest.importorskip("bfcl_eval", reason="needs the 'bench' extra: pip install 'madopd[bench]'")
     out = tmp_path / "mt"
