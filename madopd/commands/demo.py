@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and the multi-mode code world; multimode: only that world, MAD-OPD "
                              "with JSD / RKL / FKL, 5 seeds; ablations: only the paper's ablations "
                              "(components, divergences, rounds R = 0..3, confidence robustness) on "
-                             "a zoo with 3-round teachers, 5 seeds, estimated ~30 min on 2 idle cores)")
+                             "a zoo with 3-round teachers, 5 seeds, estimated ~30 min on 2 idle cores; long: the "
+                             "main rows at 300 steps, 5 seeds, use with --tasks toy-tools)")
     parser.add_argument("--out", default=None, help="output directory (default: madopd-out/toy/, "
                         "with --world real madopd-out/real/: one world never overwrites the other)")
     add_log_arguments(parser)

@@ -102,6 +102,10 @@ PROFILES = {
                                    ablation_zoo="ablations-smoke", seeds=(0, 1), steps=4,
                                    batch_size=8, code_samples=2, eval_episodes=20, record_every=2,
                                    bootstrap=200),
+    # the main table's rows trained 3x longer (300 steps), 5 seeds, no control world or blind rows:
+    # whether the collapse onto one operation at the default 100 steps goes away with training
+    # (run with --tasks toy-tools; README "The ceiling on toy-tools")
+    "long": DemoProfile(steps=300, blind_teachers=False),
     # only the multi-mode group (madopd/toyworld/multimode.py), with 5 seeds; and its tiny twin for tests
     "multimode": DemoProfile(main=False, multimode=True, seeds=(0, 1, 2, 3, 4)),
     "multimode-smoke": DemoProfile(zoo="smoke", main=False, multimode=True, multimode_zoo="multimode-smoke",

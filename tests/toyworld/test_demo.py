@@ -142,6 +142,9 @@ def test_plan_and_bad_names():
     assert groups == {"main", "components", "divergence", "rounds", "confidence", "control", "multimode"}
     assert any(not j.transcript_in_score and j.rounds == 1 for j in full)
     assert {j.rounds for j in full if j.group == "rounds"} == {0, 1, 2, 3}
+    long = plan(PROFILES["long"], tasks=("toy-tools",))
+    assert {j.row for j in long} == set(MAIN_ROWS) and {j.task for j in long} == {"toy-tools"}
+    assert PROFILES["long"].steps == 3 * default.steps and len(PROFILES["long"].seeds) >= 5
     with pytest.raises(ConfigError, match="valid"):
         row_jobs("GPT-5", "toy-code", 0, 2)
     from madopd.toyworld.demo import DemoProfile
