@@ -88,7 +88,8 @@ function render({ model, el }) {
   });
   nav.append(prevBtn, nextBtn, pos, find);
   root.append(nav, header, context, banner, h("div", { class: "madopd-controls" }, tauCtl,
-    h("label", {}, onlyBox, " only disagreements")), wbox, grid, studentBox);
+    h("label", {}, onlyBox, " only disagreements")), wbox, grid, studentBox,
+    h("div", { class: "madopd-small madopd-caption" }, "What to look at: whether the teachers change their answers between rounds, and whether the most confident teacher is the one that matches the reference; its weight is how much the student listens to it."));
 
   function draw() {
     const K = P.teacher_names.length;

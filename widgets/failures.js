@@ -56,7 +56,9 @@ function render({ model, el }) {
     box("missing tags", "onlyMissing"), box(`teacher confidently wrong (≥ ${P.confident ?? 80})`, "onlyConfWrong"),
     box("debate flipped to wrong", "onlyFlipped"), box("student copied a wrong teacher", "onlyCopied"), stateChip, count,
     csvButton("madopd-failures.csv", () => ({ header: P.columns.map(label), rows: current.map((r) => P.columns.map((c) => r[c])) }))),
-    refNote, scroller, detail);
+    refNote, scroller,
+    h("div", { class: "madopd-small madopd-caption" }, "What to look at: tick \u201cteacher confidently wrong\u201d, then click a row; the history shows whether the student learned the wrong answer at later steps."),
+    detail);
   function followState(id) {
     st.state = id;
     stateChip.replaceChildren(...(id === null ? [] : ["state ", h("b", {}, String(id)), " ",

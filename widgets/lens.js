@@ -88,7 +88,9 @@ function render({ model, el }) {
     h("div", { class: "madopd-small madopd-prompt" }, "prompt: ", P.prompt),
     tabs, h("div", { class: "madopd-controls" }, betaCtl,
       h("label", { title: "one colour scale (0 → p99 over every strip) instead of one per strip" }, sharedBox, " shared colour scale")),
-    badge, legends, mapBox, strips, detail);
+    badge, legends, mapBox, strips,
+    h("div", { class: "madopd-small madopd-caption" }, "What to look at: dark tokens are where the student and this teacher disagree most; click one to see both top candidates, and the token the student actually sampled."),
+    detail);
 
   function draw() {
     strips.replaceChildren();

@@ -178,3 +178,30 @@ def test_untrusted_gallery_keeps_its_charts(lab, browser):
         assert imgs.first.evaluate("el => el.complete && el.naturalWidth > 0")
     finally:
         pg.close()
+
+
+@pytest.mark.parametrize("folder", ["", "notebooks"])
+def test_gallery_screenshots_show_from_either_lab_root(lab, browser, folder):
+    """The gallery's screenshot table is cell attachments, not links: its 12 images load whether
+    Lab was opened at the repository root (the notebook in ``notebooks/``) or in ``notebooks/``
+    itself (where ``../docs`` would be outside the root)."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[2] / "notebooks" / "00_gallery.ipynb"
+    dest = lab["root"] / folder
+    dest.mkdir(exist_ok=True)
+    shutil.copy(src, dest / "gallery_roots.ipynb")
+    path = f"{folder}/gallery_roots.ipynb" if folder else "gallery_roots.ipynb"
+    pg = browser.new_page(viewport={"width": 1300, "height": 1600})
+    try:
+        pg.goto(f"{lab['url']}/lab/tree/{path}?reset")
+        wait(pg, ".jp-MarkdownOutput img", 90)
+        imgs = pg.locator(".jp-MarkdownOutput img")
+        deadline = time.time() + 30
+        while imgs.count() < 12 and time.time() < deadline:
+            time.sleep(0.5)
+        assert imgs.count() >= 12
+        loaded = imgs.evaluate_all("els => els.map((e) => e.complete && e.naturalWidth > 0)")
+        assert all(loaded), loaded
+    finally:
+        pg.close()
