@@ -67,7 +67,7 @@ export function dashboardTraces(P, { smooth = 0 } = {}) {
 export function dashboardLayout(P, traces, el, { logY = false, height = 720 } = {}) {
   const gap = 0.06, hgt = (1 - 3 * gap) / 4;
   const K = Math.max(1, ...allRuns(P).map((r) => r.teacher_names.length));
-  const lay = baseLayout(el, { height, hovermode: "x unified", hoversubplots: "axis", uirevision: "keep",
+  const lay = baseLayout(el, { height, hovermode: "x unified", hoversubplots: "axis", uirevision: "keep", showlegend: true,
     margin: { l: 56, r: 170, t: 24, b: 40 }, annotations: [] });
   lay.xaxis = axisStyle(el, { title: { text: "step" }, anchor: "y4", showspikes: true, spikemode: "across",
     spikesnap: "cursor", spikethickness: 1, spikedash: "dot", rangemode: "normal" });

@@ -105,7 +105,7 @@ def test_every_widget_light_and_dark(lab, browser, shots):
                                " gd._fullLayout[a]._vals.length); }")
             assert all(n >= 2 for n in axes), axes
             assert dash.locator(".xtick").count() >= 2
-            assert dash.locator(".legendtext").count() >= 4
+            assert dash.locator(".infolayer text[class^='legend']").count() >= 4  # legendtext, legend2text, …
             assert "step 24 / 24" in dash.locator(".madopd-status").inner_text()
             lens = pg.locator(".madopd-lens")
             assert lens.locator(".madopd-legend").count() >= 1

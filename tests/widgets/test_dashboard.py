@@ -194,10 +194,11 @@ def test_js_first_step_is_drawn_and_empty_dashboard_says_so():
     got = node_json('const D = await import(STATIC + "/dashboard.js");'
                     "const [one, none] = DATA;"
                     "const t1 = D.dashboardTraces(one), t0 = D.dashboardTraces(none);"
-                    "print({modes: t1.map((t) => t.mode), notes: D.dashboardLayout(none, t0, null)"
+                    "print({modes: t1.map((t) => t.mode), legend: D.dashboardLayout(one, t1, null).showlegend, notes: D.dashboardLayout(none, t0, null)"
                     ".annotations.map((a) => a.text), notes1: D.dashboardLayout(one, t1, null)"
                     ".annotations.map((a) => a.text)});", [one, none])
     assert set(got["modes"]) == {"markers"}
+    assert got["legend"] is True  # plotly hides every legend of a one-trace first panel otherwise
     assert "waiting for the first step" in got["notes"]
     assert "waiting for the first step" not in got["notes1"]
 
