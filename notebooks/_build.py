@@ -176,11 +176,11 @@ NOTEBOOKS["01_divergence_playground"] = [
 # 01 · Divergences: mode seeking, mass covering, bounded gradients
 
 MAD-OPD trains the student q to match teachers p token by token. *Which* divergence matters
-(paper §3, Remark 1): p = teacher, q = student,
+(p = teacher, q = student):
 
-* forward KL  `KL(p‖q) = Σ p log(p/q)` (Eq. 2): mass covering, logit gradient `(q − p)/T`;
-* reverse KL  `KL(q‖p) = Σ q log(q/p)` (Eq. 3): mode seeking (Lemma 2), unbounded gradient;
-* JSD(β) `= β KL(p‖m) + (1−β) KL(q‖m)`, `m = βp + (1−β)q` (Eq. 4): bounded, `‖∇_z JSD_0.5‖∞ ≤ 2` (Lemma 1).
+* forward KL  `KL(p‖q) = Σ p log(p/q)`: mass covering, logit gradient `(q − p)/T`;
+* reverse KL  `KL(q‖p) = Σ q log(q/p)`: mode seeking, unbounded gradient;
+* JSD(β) `= β KL(p‖m) + (1−β) KL(q‖m)`, `m = βp + (1−β)q`: bounded, `‖∇_z JSD_0.5‖∞ ≤ 2`.
 
 Below, one student per divergence is fitted by Adam to the teacher (outline bars). The student is
 a discretised Gaussian — unimodal — so it *cannot* match a bimodal teacher: forward KL spreads
@@ -211,9 +211,9 @@ for kind in ("fkl", "rkl", "jsd"):
     print(f"{kind}: student mean {mu:5.2f}, width σ = {math.exp(log_sigma):.2f}")
 """),
     md("""
-### Lemma 1 / Prop. 1 on real tensors
+### Bounded gradients on real tensors
 
-The playground's gradient traces (below the bars) show ‖∇_z D‖∞. Here the same quantity from the library, for a
+The playground's curves (the chart under the three students) show ‖∇_z D‖∞ on one scale. Here the same quantity from the library, for a
 student that puts mass where the teacher has almost none (the regime privileged supervision
 creates): reverse KL's gradient grows like log(1/ε), JSD's stays bounded.
 """),
@@ -250,7 +250,7 @@ keeps those updates bounded.
 
 NOTEBOOKS["01_divergence_playground"] += [
     md("""
-### Several correct programs: when does a divergence write hybrids? (issue 13.7)
+### Several correct programs: when does a divergence write hybrids?
 
 A code spec often has several valid implementations (`max(x,37)` and `max(37,x)`). A teacher
 that spreads its mass over them is *multi-modal* at the **fork** (the first token that tells
@@ -412,7 +412,7 @@ NOTEBOOKS["03_live_distillation"] = [
 # 03 · Live distillation in the toy world
 
 MAD-OPD end to end on the toy agentic task: the student samples, the teachers debate, score the
-student's tokens, and the student minimises the confidence-weighted JSD (Eq. 8). The **live
+student's tokens, and the student minimises the confidence-weighted JSD. The **live
 dashboard** follows the run (loss, divergence quantiles, weights, effective number of teachers,
 and a fixed probe completion re-scored every N steps). Training runs in a background thread, so
 the **pause** button works while it trains. Every 50 steps the student is evaluated on held-out
@@ -577,7 +577,7 @@ NOTEBOOKS["05_agentic_opad"] = [
     md("""
 # 05 · Agentic OPAD: one training instance per step
 
-For multi-turn tool use (paper §4.4, Eqs. 9-10) an episode is split into step-level states:
+For multi-turn tool use an episode is split into step-level states:
 the history before action m is a state, the debate and the teachers' scores are about that
 state only. *Teacher-forced* mode uses the reference history (the official default); *full*
 mode lets the student act in the environment and trains on its own trajectory.
