@@ -7,7 +7,7 @@ hovering one chart shows ONE cursor that reads every chart at that step (unified
 the stacked panels); the mode bar's PNG and SVG buttons and the CSV button each download a
 real file (PNG magic, an <svg root, the CSV header and one row per run and step); the
 decomposition's difference view draws bars on their own scale when weights are near equal;
-the playground draws its curves on plotly.
+the playground draws its curves on plotly; the lens downloads its strips as CSV.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ CELLS = [
     "dash",
     "LossDecomposition(rec, 0)",
     "Playground()",
+    "from madopd.widgets import DivergenceLens\nDivergenceLens(rec, 0)",
     "print('CHARTS-DONE')",
 ]
 
@@ -107,6 +108,18 @@ def test_decomposition_views_and_playground_curves(lab, page):
     assert "difference" in dec.locator(".madopd-sum").text_content() or "diff" in dec.locator(".madopd-sum").text_content()
     name, data = _download(page, lambda: dec.locator(".madopd-csv").click())
     assert name == "madopd-decomposition.csv" and data.startswith(b"t,token,teacher,w,D,w*D,D/K")
+    # the lens's table: one row per token, one column per (strip, teacher)
+    from madopd.widgets.examples import example_record
+
+    rec = example_record()
+    name, data = _download(page, lambda: page.locator(".madopd-lens .madopd-csv").click())
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    assert name == "madopd-lens.csv" and rows[0][:2] == ["t", "token"]
+    assert len(rows) == 1 + len(rec.response_tokens[0])
+    K, ncols = len(rec.teacher_names), len(rows[0]) - 2
+    assert ncols % K == 0 and ncols // K in (3, 4), rows[0]  # fkl, rkl, jsd (+ recorded loss)
+    assert f"jsd {rec.teacher_names[0]}" in rows[0]
+    assert all(float(v) >= 0 for r in rows[1:] for v in r[2:] if v)
     pg_plot = page.locator(".madopd-playground .js-plotly-plot").first
     pg_plot.wait_for(timeout=60000)
     page.wait_for_timeout(1500)
