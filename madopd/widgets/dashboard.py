@@ -134,7 +134,7 @@ def put_run(p: dict, series: dict) -> dict:
 
 # ------------------------------------------------------------------------ static render
 def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
-    """1-2-5 ticks covering [lo, hi] (about ``n``). Same steps as chart.js:niceTicks."""
+    """1-2-5 ticks covering [lo, hi] (about ``n``) for the static render (plotly ticks the live one)."""
     import math
 
     if not hi > lo:
