@@ -2,7 +2,8 @@
 
 plotly.js comes from the kernel (the python package's own dist file, one hidden model per
 kernel), never from a CDN: the test fails on any request that leaves 127.0.0.1. Checked:
-a dashboard overlays two runs (this run solid, the overlay dashed, both named in a legend);
+a dashboard overlays two runs (this run solid, the overlay dashed, both named in a legend), and
+one that follows another live dashboard shows the steps that dashboard receives later;
 hovering one chart shows ONE cursor that reads every chart at that step (unified hover across
 the stacked panels); the mode bar's PNG and SVG buttons and the CSV button each download a
 real file (PNG magic, an <svg root, the CSV header and one row per run and step); the
@@ -29,6 +30,10 @@ CELLS = [
     "LossDecomposition(rec, 0)",
     "Playground()",
     "from madopd.widgets import DivergenceLens\nDivergenceLens(rec, 0)",
+    "other = LiveDashboard(rec.teacher_names)  # a second run, followed live by `mine`\n"
+    "mine = LiveDashboard(rec.teacher_names, records=example_run(2), name='mine')\n"
+    "mine.add_run('other', other)\nmine",
+    "for r in example_run(3):\n    other.on_step(r)",
     "print('CHARTS-DONE')",
 ]
 
@@ -90,6 +95,11 @@ def test_dashboard_overlay_cursor_and_exports(lab, page):
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
     assert name == "madopd-dashboard.csv" and rows[0][:3] == ["run", "step", "loss"]
     assert len(rows) == 1 + 6 + 4 and {r[0] for r in rows[1:]} == {"MAD-OPD", "MT-OPD <b>x</b>"}
+    # a live overlay: steps the other dashboard received after display reach this chart
+    page.wait_for_function(
+        "() => { const gds = document.querySelectorAll('.madopd-dash-plot');"
+        " const t = gds[gds.length - 1].data.find((d) => d.name === 'other · loss');"
+        " return t && t.x.length === 3; }", timeout=30000)
 
 
 def test_decomposition_views_and_playground_curves(lab, page):
