@@ -176,11 +176,11 @@ NOTEBOOKS["01_divergence_playground"] = [
 # 01 · Divergences: mode seeking, mass covering, bounded gradients
 
 MAD-OPD trains the student q to match teachers p token by token. *Which* divergence matters
-(paper §3, Remark 1): p = teacher, q = student,
+(p = teacher, q = student):
 
-* forward KL  `KL(p‖q) = Σ p log(p/q)` (Eq. 2): mass covering, logit gradient `(q − p)/T`;
-* reverse KL  `KL(q‖p) = Σ q log(q/p)` (Eq. 3): mode seeking (Lemma 2), unbounded gradient;
-* JSD(β) `= β KL(p‖m) + (1−β) KL(q‖m)`, `m = βp + (1−β)q` (Eq. 4): bounded, `‖∇_z JSD_0.5‖∞ ≤ 2` (Lemma 1).
+* forward KL  `KL(p‖q) = Σ p log(p/q)`: mass covering, logit gradient `(q − p)/T`;
+* reverse KL  `KL(q‖p) = Σ q log(q/p)`: mode seeking, unbounded gradient;
+* JSD(β) `= β KL(p‖m) + (1−β) KL(q‖m)`, `m = βp + (1−β)q`: bounded, `‖∇_z JSD_0.5‖∞ ≤ 2`.
 
 Below, one student per divergence is fitted by Adam to the teacher (outline bars). The student is
 a discretised Gaussian — unimodal — so it *cannot* match a bimodal teacher: forward KL spreads
@@ -211,9 +211,9 @@ for kind in ("fkl", "rkl", "jsd"):
     print(f"{kind}: student mean {mu:5.2f}, width σ = {math.exp(log_sigma):.2f}")
 """),
     md("""
-### Lemma 1 / Prop. 1 on real tensors
+### Bounded gradients on real tensors
 
-The playground's gradient traces (below the bars) show ‖∇_z D‖∞. Here the same quantity from the library, for a
+The playground's curves (the chart under the three students) show ‖∇_z D‖∞ on one scale. Here the same quantity from the library, for a
 student that puts mass where the teacher has almost none (the regime privileged supervision
 creates): reverse KL's gradient grows like log(1/ε), JSD's stays bounded.
 """),
@@ -250,7 +250,7 @@ keeps those updates bounded.
 
 NOTEBOOKS["01_divergence_playground"] += [
     md("""
-### Several correct programs: when does a divergence write hybrids? (issue 13.7)
+### Several correct programs: when does a divergence write hybrids?
 
 A code spec often has several valid implementations (`max(x,37)` and `max(37,x)`). A teacher
 that spreads its mass over them is *multi-modal* at the **fork** (the first token that tells
@@ -412,11 +412,11 @@ NOTEBOOKS["03_live_distillation"] = [
 # 03 · Live distillation in the toy world
 
 MAD-OPD end to end on the toy agentic task: the student samples, the teachers debate, score the
-student's tokens, and the student minimises the confidence-weighted JSD (Eq. 8). The **live
+student's tokens, and the student minimises the confidence-weighted JSD. The **live
 dashboard** follows the run (loss, divergence quantiles, weights, effective number of teachers,
 and a fixed probe completion re-scored every N steps). Training runs in a background thread, so
 the **pause** button works while it trains. Every 50 steps the student is evaluated on held-out
-episodes; the last chart puts that curve next to the untrained student.
+episodes; the last chart puts that curve next to the untrained student and to MT-OPD (no debate).
 """),
     SETUP,
     ZOO,
@@ -436,7 +436,8 @@ print(cfg.method, "| divergence:", distiller.spec, "| held-out episode success o
 from madopd.widgets import LiveDashboard, make_probe
 
 probe = make_probe(distiller, tools_task.eval_states()[0], max_new_tokens=24)
-dash = LiveDashboard(distiller.teacher_names, every=25, probe=probe, total_steps=cfg.max_steps)
+dash = LiveDashboard(distiller.teacher_names, every=25, probe=probe, total_steps=cfg.max_steps,
+                     name="MAD-OPD")
 dash
 """),
     code("""
@@ -465,11 +466,36 @@ print("HEALTH", json.dumps(run_health(records[-10:])))  # CI checks: confidences
 print("HELDOUT", json.dumps({"before": before, "after": curve[-1][1], "curve": curve,
                              "seconds": round(seconds, 1)}))  # CI checks the gain from this line
 """),
+    md("""
+### The baseline on the same charts: MT-OPD
+
+MT-OPD distils from the same teachers with the same settings, but without the debate: every
+teacher counts the same at every token. Its curves join the dashboard above as it trains
+(dashed lines, the legend says which run is which); its held-out success joins the chart below.
+"""),
+    code("""
+mt_cfg = zoo.config("mt_opd", batch_size=cfg.batch_size, max_steps=STEPS, lr=cfg.lr,
+                    schedule="cosine", warmup_ratio=0.05, eval_every=EVAL_EVERY, eval_limit=EVAL_EPISODES)
+mt_distiller = Distiller.from_config(mt_cfg, tools_task)
+mt_dash = LiveDashboard(mt_distiller.teacher_names, total_steps=STEPS, name="MT-OPD")
+dash.add_run("MT-OPD", mt_dash)  # the dashboard above follows this run live (not shown itself)
+t_mt = time.perf_counter()
+mt_dash.start(mt_distiller, steps=STEPS)
+mt_records = await mt_dash.wait()
+mt_curve = [(0, before)] + [(r.step, r.metrics["eval/episode_success"]) for r in mt_records
+                            if "eval/episode_success" in r.metrics]
+print("MT-OPD:", len(mt_records), "steps in", round(time.perf_counter() - t_mt, 1), "s; held-out",
+      round(before, 3), "->", round(mt_curve[-1][1], 3), "| MAD-OPD:", round(curve[-1][1], 3))
+overlay = {r["name"]: len(r["steps"]) for r in dash.payload["runs"]}
+print("BASELINE", json.dumps({"curve": mt_curve, "overlay_steps": overlay}))  # CI checks the overlay
+"""),
     code("""
 import plotly.graph_objects as go
 
 fig = go.Figure()
 fig.add_scatter(x=[s for s, _ in curve], y=[v for _, v in curve], mode="lines+markers", name="MAD-OPD student")
+fig.add_scatter(x=[s for s, _ in mt_curve], y=[v for _, v in mt_curve], mode="lines+markers",
+                line={"dash": "dot"}, name="MT-OPD student (no debate)")
 fig.add_scatter(x=[0, cfg.max_steps], y=[before, before], mode="lines", line={"dash": "dash"},
                 name="untrained student (baseline)")
 fig.update_layout(title="Held-out episode success", xaxis_title="training step",
@@ -480,6 +506,9 @@ fig
 **What to look at:** the solid line leaves the dashed one. The untrained student knows the tool
 formats but picks the operation (add, sub, max, min, gap) at random; the teachers each know half
 of the operations, and the debate tells the student which teacher to follow for which task word.
+The dotted line is MT-OPD: the same teachers with equal weights and no debate. Each teacher
+knows only half of the operations, so equal weights pull the student towards both answers at
+once; the debate's weights tell it which teacher to follow.
 """),
     md("The last step's first debate: prompt, reference, each teacher's answer and confidence per round."),
     code("""
@@ -577,7 +606,7 @@ NOTEBOOKS["05_agentic_opad"] = [
     md("""
 # 05 · Agentic OPAD: one training instance per step
 
-For multi-turn tool use (paper §4.4, Eqs. 9-10) an episode is split into step-level states:
+For multi-turn tool use an episode is split into step-level states:
 the history before action m is a state, the debate and the teachers' scores are about that
 state only. *Teacher-forced* mode uses the reference history (the official default); *full*
 mode lets the student act in the environment and trains on its own trajectory.

@@ -104,6 +104,15 @@ def test_notebook_executes_in_smoke_mode(name, tmp_path):
         print(f"03: held-out success {h['before']:.3f} -> {h['after']:.3f} in {h['seconds']} s")
         assert h["curve"][0] == [0, h["before"]] and h["curve"][-1][1] == h["after"]
         assert h["after"] - h["before"] >= 0.25, h
+        # the MT-OPD baseline ran with the same evaluation and sits on the dashboard's charts
+        base = [json.loads(line[len("BASELINE "):]) for c in nb.cells if c.cell_type == "code"
+                for o in c.outputs if o.output_type == "stream"
+                for line in o.text.splitlines() if line.startswith("BASELINE ")]
+        assert len(base) == 1, "03 printed no BASELINE line"
+        b = base[0]
+        print(f"03: MT-OPD held-out {b['curve'][0][1]:.3f} -> {b['curve'][-1][1]:.3f}")
+        assert [s for s, _ in b["curve"]] == [s for s, _ in h["curve"]] and b["curve"][0] == h["curve"][0]
+        assert b["overlay_steps"] == {"MT-OPD": h["curve"][-1][0]}
     if name[:2] in DEBATING:
         # a real debate: the teachers speak the templates they were trained on (issue 16)
         assert health, f"{name}: no HEALTH line printed"

@@ -180,7 +180,7 @@ export function minimap(colors, windowSize, onJump) {
 // decomposition to another sample). Handlers the render registers with model.on are removed first,
 // so a re-render never leaves old closures listening.
 export function remountOnPayload(render) {
-  return ({ model, el }) => {
+  return ({ model, el, host }) => {
     let handlers = [];
     const scoped = {
       get: (k) => model.get(k), set: (k, v) => model.set(k, v), save_changes: () => model.save_changes(),
@@ -193,7 +193,7 @@ export function remountOnPayload(render) {
       for (const [e, cb] of handlers) model.off(e, cb);
       handlers = [];
       box.replaceChildren();
-      render({ model: scoped, el: box });
+      render({ model: scoped, el: box, host });
     };
     model.on("change:payload", mount);
     mount();

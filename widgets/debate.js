@@ -3,6 +3,7 @@
 // and the student's tokens coloured by each teacher's divergence. Model text only via textContent.
 import { confidenceWeights, effectiveTeachers, quantile } from "./divmath.js";
 import { h, fmt, seqColor, textColor, tokenSpan, legend, teacherColor, slider } from "./common.js";
+import { csvButton } from "./plots.js";
 
 export function normAnswer(a) {
   return a.trim().toLowerCase().replace(/\s+/g, " ");
@@ -55,6 +56,13 @@ export function searchIndex(ids, text, from = 0) {
   return -1;
 }
 
+// One CSV row per (teacher, round): answer, confidence and where it came from, the text.
+export function debateTable(P) {
+  const rows = (P.teacher_names || []).flatMap((n, k) => P.cells[k].map((c, r) =>
+    [P.state_id, n, r + 1, c.answer, c.confidence, c.source_label, c.changed, c.text]));
+  return { header: ["state", "teacher", "round", "answer", "confidence", "confidence source", "changed", "text"], rows };
+}
+
 function render({ model, el }) {
   let P = model.get("payload");
   let tau = model.get("tau") ?? P.tau;
@@ -88,7 +96,8 @@ function render({ model, el }) {
   });
   nav.append(prevBtn, nextBtn, pos, find);
   root.append(nav, header, context, banner, h("div", { class: "madopd-controls" }, tauCtl,
-    h("label", {}, onlyBox, " only disagreements")), wbox, grid, studentBox);
+    h("label", {}, onlyBox, " only disagreements"), csvButton("madopd-debate.csv", () => debateTable(model.get("payload")))), wbox, grid, studentBox,
+    h("div", { class: "madopd-small madopd-caption" }, "What to look at: whether the teachers change their answers between rounds, and whether the most confident teacher is the one that matches the reference; its weight is how much the student listens to it."));
 
   function draw() {
     const K = P.teacher_names.length;

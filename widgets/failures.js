@@ -4,6 +4,7 @@
 // the reference in Python (failures.judge_row); the filters here only read those columns.
 import { quantile } from "./divmath.js";
 import { h, fmt, seqColor, textColor } from "./common.js";
+import { csvButton } from "./plots.js";
 
 // Pure filtering/sorting (unit-tested under node).
 export function viewRows(rows, { sortBy = "loss", desc = true, text = "", onlyWrong = false,
@@ -53,8 +54,11 @@ function render({ model, el }) {
     `${P.references_missing} of ${P.rows.length} rows have no reference: their teachers cannot be judged (–)`) : "";
   root.append(h("div", { class: "madopd-controls" }, search, box("student wrong", "onlyWrong"),
     box("missing tags", "onlyMissing"), box(`teacher confidently wrong (≥ ${P.confident ?? 80})`, "onlyConfWrong"),
-    box("debate flipped to wrong", "onlyFlipped"), box("student copied a wrong teacher", "onlyCopied"), stateChip, count),
-    refNote, scroller, detail);
+    box("debate flipped to wrong", "onlyFlipped"), box("student copied a wrong teacher", "onlyCopied"), stateChip, count,
+    csvButton("madopd-failures.csv", () => ({ header: P.columns.map(label), rows: current.map((r) => P.columns.map((c) => r[c])) }))),
+    refNote, scroller,
+    h("div", { class: "madopd-small madopd-caption" }, "What to look at: tick \u201cteacher confidently wrong\u201d, then click a row; the history shows whether the student learned the wrong answer at later steps."),
+    detail);
   function followState(id) {
     st.state = id;
     stateChip.replaceChildren(...(id === null ? [] : ["state ", h("b", {}, String(id)), " ",

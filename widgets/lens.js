@@ -2,7 +2,8 @@
 // slider recomputed here from the cached top-k (see madopd/widgets/lens.py:lens_values), and a
 // click-a-token panel with each candidate's contribution. Model text only via textContent.
 import { buckets, contributions, divergences, quantile } from "./divmath.js";
-import { h, fmt, seqColor, textColor, tokenSpan, legend, teacherColor, slider, minimap, remountOnPayload } from "./common.js";
+import { h, fmt, seqColor, textColor, tokenSpan, legend, teacherColor, slider, minimap, remountOnPayload, tokenSegments } from "./common.js";
+import { csvButton } from "./plots.js";
 
 export const LENS_KINDS = ["fkl", "rkl", "jsd"];
 const LABELS = { fkl: "forward KL(p‖q), top-k", rkl: "reverse KL(q‖p), top-k", jsd: "JSD(β), top-k", recorded: "training loss D (recorded)" };
@@ -87,9 +88,19 @@ function render({ model, el }) {
     h("div", { class: "madopd-small" }, `step ${P.step} · state `, String(P.state_id)),
     h("div", { class: "madopd-small madopd-prompt" }, "prompt: ", P.prompt),
     tabs, h("div", { class: "madopd-controls" }, betaCtl,
-      h("label", { title: "one colour scale (0 → p99 over every strip) instead of one per strip" }, sharedBox, " shared colour scale")),
-    badge, legends, mapBox, strips, detail);
+      h("label", { title: "one colour scale (0 → p99 over every strip) instead of one per strip" }, sharedBox, " shared colour scale"),
+      csvButton("madopd-lens.csv", () => lensTable())),
+    badge, legends, mapBox, strips,
+    h("div", { class: "madopd-small madopd-caption" }, "What to look at: dark tokens are where the student and this teacher disagree most; click one to see both top candidates, and the token the student actually sampled."),
+    detail);
 
+  // every strip's value per (token, teacher) at the current β, as a table
+  function lensTable() {
+    const cols = P.teacher_names.flatMap((n, k) => kinds.map((kind) => [n, k, kind]));
+    const rows = P.tokens.map((tok, t) => [t, tokenSegments(tok).map(([x]) => x).join(""), ...cols.map(([, k, kind]) =>
+      (kind === "recorded" ? (P.recorded ? P.recorded[t][k] : null) : vals ? vals[kind][k][t] : null))]);
+    return { header: ["t", "token", ...cols.map(([n, , kind]) => `${kind} ${n}`)], rows };
+  }
   function draw() {
     strips.replaceChildren();
     legends.replaceChildren();

@@ -2,6 +2,7 @@
 // by Adam with analytic gradients (same arithmetic as madopd/widgets/playground.py:simulate).
 import { dense, softmax } from "./divmath.js";
 import { h, fmt, slider, divColor, visibleText } from "./common.js";
+import { plotText, baseLayout, axisStyle, plotConfig, plotBox } from "./plots.js";
 
 export function studentLogits(P, theta) {
   if (P.family === "free") return theta.slice();
@@ -69,7 +70,19 @@ function svg(tag, attrs = {}) {
 
 const W = 300, H = 120, MAX_STEPS = 600, STEPS_PER_FRAME = 3;
 
-function render({ model, el }) {
+// The students' curves on one chart and one scale: ‖∇_z D‖∞ (top) and D (bottom) per step.
+export function curveTraces(P, sims) {
+  return P.kinds.flatMap((kind) => {
+    const sim = sims[kind], xs = sim.gradInf.map((_, s) => s + 1), label = plotText(P.kind_labels[kind]);
+    const line = { color: P.kind_colors[kind], width: 1.8 };
+    return [{ type: "scatter", mode: "lines", x: xs, y: sim.gradInf, name: label, legendgroup: kind, line, yaxis: "y",
+      hovertemplate: `${label} ‖∇‖∞ %{y:.4g}<extra></extra>` },
+    { type: "scatter", mode: "lines", x: xs, y: sim.values, name: label, legendgroup: kind, showlegend: false, line, yaxis: "y2",
+      hovertemplate: `${label} D %{y:.4g}<extra></extra>` }];
+  });
+}
+
+function render({ model, el, host }) {
   const P = structuredClone(model.get("payload"));
   P.beta = model.get("beta") ?? P.beta;
   P.temperature = model.get("temperature") ?? P.temperature;
@@ -83,16 +96,15 @@ function render({ model, el }) {
   function buildPanel(kind) {
     const bars = svg("svg", { width: W, height: H + 14, class: "madopd-pg-bars" });
     const grad = svg("svg", { width: W, height: 30, class: "madopd-pg-grad" });
-    const trace = svg("svg", { width: W, height: 36, class: "madopd-pg-trace" });
     const value = h("span", { class: "madopd-pg-value", "data-kind": kind });
     const gnorm = h("span", { class: "madopd-pg-gnorm", "data-kind": kind });
     const title = h("div", { class: "madopd-pg-title", style: { color: P.kind_colors[kind] } },
       P.kind_labels[kind]);
     const panel = h("div", { class: "madopd-pg-panel", "data-kind": kind }, title, bars,
       h("div", { class: "madopd-small" }, "∂D/∂z (blue < 0 < red)"), grad,
-      h("div", { class: "madopd-small" }, "D = ", value, "  ‖∇_z D‖∞ = ", gnorm), trace);
+      h("div", { class: "madopd-small" }, "D = ", value, "  ‖∇_z D‖∞ = ", gnorm));
     bars.addEventListener("pointerdown", (ev) => startDrag(ev, bars));
-    panels[kind] = { panel, bars, grad, trace, value, gnorm, title };
+    panels[kind] = { panel, bars, grad, value, gnorm, title };
     return panel;
   }
 
@@ -126,7 +138,7 @@ function render({ model, el }) {
   }
 
   function drawPanel(kind) {
-    const { bars, grad, trace, value, gnorm } = panels[kind];
+    const { bars, grad, value, gnorm } = panels[kind];
     const sim = sims[kind];
     const n = P.teacher_probs.length, bw = W / n;
     const q = softmax(studentLogits(P, sim.theta), P.temperature);
@@ -156,18 +168,17 @@ function render({ model, el }) {
       value.textContent = fmt(r.values[kind], 4);
       gnorm.textContent = fmt(r.gradInf[kind], 4);
     }
-    trace.replaceChildren();
-    const ys = sim.gradInf;
-    if (ys.length > 1) {
-      const ymax = Math.max(...ys, 1e-12);
-      const pts = ys.map((y, s) => `${(s / (MAX_STEPS - 1)) * W},${34 - (32 * y) / ymax}`).join(" ");
-      trace.append(svg("polyline", { points: pts, fill: "none", stroke: P.kind_colors[kind], "stroke-width": 1.5 }));
-      const lab = svg("text", { x: 2, y: 10, "font-size": 9 });
-      lab.textContent = `‖∇‖∞ over steps (max ${fmt(ymax)})`;
-      trace.append(lab);
-    }
   }
 
+  let frames = 0;
+  const curves = plotBox(host, model, "madopd-pg-curves", (Plotly, div) => {
+    const lay = baseLayout(el, { height: 300, hovermode: "x unified", uirevision: "keep", legend: { orientation: "h", y: 1.14, x: 0 },
+      margin: { l: 60, r: 16, t: 30, b: 40 } });
+    lay.xaxis = axisStyle(el, { title: { text: "student update step" }, anchor: "y2", range: [0, MAX_STEPS] });
+    lay.yaxis = axisStyle(el, { domain: [0.56, 1], title: { text: "‖∇_z D‖∞" }, rangemode: "tozero" });
+    lay.yaxis2 = axisStyle(el, { domain: [0, 0.44], title: { text: "D(p‖q)" }, rangemode: "tozero" });
+    Plotly.react(div, curveTraces(P, sims), lay, plotConfig(Plotly, "madopd-playground"));
+  });
   function frame() {
     let busy = false;
     for (const kind of P.kinds) {
@@ -176,6 +187,7 @@ function render({ model, el }) {
       drawPanel(kind);
     }
     status.textContent = `step ${sims[P.kinds[0]].t} / ${MAX_STEPS}`;
+    if (!busy || ++frames % 8 === 0) curves.redraw();  // plotly at ~8 fps is plenty for a trace
     raf = running && busy ? requestAnimationFrame(frame) : null;
   }
   function reset() {
@@ -207,7 +219,9 @@ function render({ model, el }) {
     h("div", { class: "madopd-small" },
       `Outline = teacher p (drag a bar), filled = student q (${P.family} family). `,
       "Forward KL covers all modes; reverse KL seeks one; JSD(β) sits in between."),
-    h("div", { class: "madopd-pg-panels" }, P.kinds.map(buildPanel)));
+    h("div", { class: "madopd-pg-panels" }, P.kinds.map(buildPanel)), curves.el,
+    h("div", { class: "madopd-small madopd-caption" },
+      "What to look at: all three students on one scale. Where the teacher puts almost no mass on an outcome the student still likes, the reverse-KL gradient grows without bound while the JSD gradient stays bounded; the lower chart shows which student ends closest to the teacher."));
 
   model.on("change:beta", () => { P.beta = model.get("beta"); betaSlider.setValue(P.beta); reset(); });
   model.on("change:temperature", () => {

@@ -7,7 +7,7 @@ follows the link and ships real files under ``madopd/widgets/static/`` (checked 
 
 anywidget evaluates ``_esm`` as ONE module from a blob URL, so relative imports cannot be
 resolved in the browser. ``bundle(entry)`` therefore concatenates the shared modules
-(``divmath.js``, ``common.js``) and the entry module, dropping the ``import`` lines and the
+(``divmath.js``, ``common.js``, ``plots.js``) and the entry module, dropping the ``import`` lines and the
 ``export`` keywords of the dependencies. The sources stay plain ES modules that node can import
 directly (``tests/widgets/js/*.test.mjs``).
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 STATIC = Path(__file__).parent / "static"
 SOURCES = Path(__file__).resolve().parents[2] / "widgets"  # only present in a source checkout
-SHARED = ("divmath.js", "common.js", "chart.js")
+SHARED = ("divmath.js", "common.js", "plots.js")
 ENTRIES = ("playground.js", "lens.js", "debate.js", "decomposition.js", "failures.js",
            "dashboard.js")
 FILES = SHARED + ENTRIES + ("madopd.css",)
@@ -52,6 +52,20 @@ def bundle(entry: str) -> str:
 @cache
 def css() -> str:
     return read("madopd.css")
+
+
+@cache
+def plotly_source() -> str:
+    """plotly.js as shipped by the installed ``plotly`` python package (the ``notebooks`` extra):
+    the charts' library, sent to the browser once per kernel (classes.PlotlyLibrary)."""
+    try:
+        from importlib.resources import files
+
+        return files("plotly").joinpath("package_data", "plotly.min.js").read_text("utf-8")
+    except (ImportError, FileNotFoundError) as exc:
+        from madopd.errors import MissingExtraError
+
+        raise MissingExtraError("plotly", "notebooks", "madopd notebook charts") from exc
 
 
 def missing() -> list[str]:

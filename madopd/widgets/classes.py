@@ -73,7 +73,36 @@ class MadopdWidget(anywidget.AnyWidget):
         return data, meta
 
 
-class Playground(MadopdWidget):
+class PlotlyLibrary(anywidget.AnyWidget):
+    """plotly.js itself, once per kernel: a hidden model whose ``source`` is plotly's own dist file
+    from the installed python package (no CDN; works offline). Chart widgets hold its id in
+    ``_plotly`` and load it in the browser through anywidget's ``host.getModel``
+    (widgets/plots.js). Saved widget state keeps it, so a reopened notebook draws its charts."""
+
+    _esm = "export default { render() {} };"
+    source = traitlets.Unicode("").tag(sync=True)
+
+
+_LIBRARY: list[PlotlyLibrary] = []
+
+
+def plotly_ref() -> str:
+    """``anywidget:<id>`` (anywidget's widget reference) of this kernel's PlotlyLibrary (created on first use)."""
+    if not _LIBRARY or _LIBRARY[0].comm is None:  # closed (widget.close_all()): make another
+        _LIBRARY[:] = [PlotlyLibrary(source=assets.plotly_source())]
+    return "anywidget:" + _LIBRARY[0].model_id
+
+
+class PlotlyChart(MadopdWidget):
+    """A widget whose front end draws with plotly.js (see PlotlyLibrary)."""
+
+    _plotly = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, **kw):
+        super().__init__(_plotly=plotly_ref(), **kw)
+
+
+class Playground(PlotlyChart):
     """Divergence playground: drag a teacher, watch FKL / RKL / JSD(β) students fit it."""
 
     _esm = assets.bundle("playground.js")
@@ -229,7 +258,7 @@ class DebateBoard(MadopdWidget):
         return p
 
 
-class LossDecomposition(MadopdWidget):
+class LossDecomposition(PlotlyChart):
     """Per-token loss by teacher (stacked w_k·D_k), with the equal-weights counterfactual."""
 
     _esm = assets.bundle("decomposition.js")
@@ -297,7 +326,7 @@ class FailureFinder(MadopdWidget):
         return render_failures_png(self.payload)
 
 
-class LiveDashboard(MadopdWidget):
+class LiveDashboard(PlotlyChart):
     """Training curves fed by ``Distiller.train(callbacks=[dashboard])``, with pause/resume.
 
     ``probe(step) -> (tokens, values)`` (see ``make_probe``) is re-scored every ``every`` steps
@@ -316,9 +345,10 @@ class LiveDashboard(MadopdWidget):
     def __init__(self, teacher_names: Sequence[str] = (), *, every: int = 10,
                  probe: Callable[[int], tuple[list[str], list[float]]] | None = None,
                  records: Sequence[StepRecord] = (), total_steps: int | None = None,
-                 policy: str = "uniform", **kw):
+                 policy: str = "uniform", name: str = "this run", **kw):
         self._data = dash.dashboard_payload(teacher_names, every=every, records=records,
                                             total_steps=total_steps, policy=policy)
+        self._data["name"] = str(name)
         self.probe, self.every = probe, every
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -326,6 +356,41 @@ class LiveDashboard(MadopdWidget):
         self.paused_seconds = 0.0  # time the training thread spent waiting on "pause"
         super().__init__(payload=copy.deepcopy(self._data), **kw)
         self.on_msg(self._on_frontend_msg)
+
+    def add_run(self, name: str, source) -> None:
+        """Overlay another run on the same charts (dashed; MAD-OPD vs MT-OPD, seeds).
+
+        ``source``: StepRecords, a run folder (read-only), or another LiveDashboard, which is
+        followed live (its curves grow here as it trains). A second call with the same name
+        replaces that overlay."""
+        if isinstance(source, LiveDashboard):
+            def follow(_change=None, other=source):
+                dash.put_run(self._data, {"name": str(name), **{
+                    k: copy.deepcopy(other._data[k]) for k in dash.RUN_KEYS}})
+                self.payload = copy.deepcopy(self._data)
+
+            source.observe(follow, names="payload")
+            follow()
+            return
+        dash.set_run(self._data, name, dash.run_records(source))
+        self.payload = copy.deepcopy(self._data)
+
+    @classmethod
+    def compare(cls, runs: dict, *, name: str | None = None, **kw) -> LiveDashboard:
+        """A dashboard over finished runs: ``{name: records | run folder | LiveDashboard}``; the
+        first is the dashboard's own run, the others overlays."""
+        if not runs:
+            from madopd.errors import ConfigError
+
+            raise ConfigError("LiveDashboard.compare needs at least one run")
+        (first, src), *rest = runs.items()
+        recs = dash.run_records(src) if not isinstance(src, LiveDashboard) else src.records
+        board = cls(records=recs, name=str(name or first), **kw)
+        for n, s in rest:
+            board.add_run(n, s)
+        board.payload = copy.deepcopy(board._data)
+        board.finished = True
+        return board
 
     def _on_frontend_msg(self, _widget, content, _buffers) -> None:
         """The pause button's ``{"event": "pause", "paused": bool}`` (a custom message: see

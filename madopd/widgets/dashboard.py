@@ -2,7 +2,9 @@
 
 ``add_record(payload, record)`` folds one StepRecord into the payload (the LiveDashboard widget
 calls it from the Distiller callback); ``add_probe(payload, step, tokens, values)`` adds one row
-of the step × token ribbon (a fixed probe completion re-scored every N steps).
+of the step × token ribbon (a fixed probe completion re-scored every N steps);
+``set_run(payload, name, records)`` overlays another run's curves (``payload["runs"]``: MAD-OPD
+next to MT-OPD, several seeds), which the browser draws on the same charts, dashed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def dashboard_payload(teacher_names: Sequence[str] = (), *, every: int = 10,
          "steps": [], "loss": [], "quantiles": {str(q): [] for q in QUANTILES},
          "weights": [], "n_eff": [], "probe": {"tokens": [], "steps": [], "rows": []},
          "dropped_points": 0, "policy": policy, "confidence": {"turns": 0, "missing": 0},
-         "banner": None, "total_steps": total_steps, "times": []}
+         "banner": None, "total_steps": total_steps, "times": [], "name": "this run", "runs": []}
     for r in records:
         add_record(p, r)
     return p
@@ -88,9 +90,51 @@ def add_probe(p: dict, step: int, tokens: Sequence[str], values: Sequence[float]
     return p
 
 
+RUN_KEYS = ("teacher_names", "colors", "steps", "loss", "quantiles", "weights", "n_eff")
+
+
+def run_records(source) -> list[StepRecord]:
+    """The StepRecords of ``source``: a sequence of records, or a run folder (read-only, through
+    ``runs.load_run``: its ``records/`` files)."""
+    from pathlib import Path
+
+    if isinstance(source, (str, Path)):
+        from madopd.runs import load_run
+
+        return list(load_run(source).records)
+    return list(source)
+
+
+def run_series(name: str, records: Sequence[StepRecord]) -> dict:
+    """One overlay: ``name`` and the chart series of ``records`` (the payload's own keys)."""
+    p = dashboard_payload(records=records)
+    return {"name": str(name), **{k: p[k] for k in RUN_KEYS}}
+
+
+def set_run(p: dict, name: str, records: Sequence[StepRecord]) -> dict:
+    """Overlay (or replace, by name) another run's curves on the dashboard's charts."""
+    return put_run(p, run_series(name, records))
+
+
+def put_run(p: dict, series: dict) -> dict:
+    """Add ``series`` (a ``run_series`` dict) to ``p["runs"]``, replacing one of the same name."""
+    if series["name"] == p.get("name", "this run"):
+        from madopd.errors import ConfigError
+
+        raise ConfigError(f"overlay name {series['name']!r} is this dashboard's own run name; "
+                          "pick another")
+    runs = p.setdefault("runs", [])
+    names = [r["name"] for r in runs]
+    if series["name"] in names:
+        runs[names.index(series["name"])] = series
+    else:
+        runs.append(series)
+    return p
+
+
 # ------------------------------------------------------------------------ static render
 def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
-    """1-2-5 ticks covering [lo, hi] (about ``n``). Same steps as chart.js:niceTicks."""
+    """1-2-5 ticks covering [lo, hi] (about ``n``) for the static render (plotly ticks the live one)."""
     import math
 
     if not hi > lo:
@@ -107,13 +151,16 @@ def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
 
 
 LOSS_COLOR, NEFF_COLOR = "#0072B2", "#CC79A7"
+RUN_COLORS = (LOSS_COLOR, "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")  # dashboard.js
 QUANTILE_COLORS = ("#7fcdbb", "#41b6c4", "#1d91c0", "#D55E00")
 _TXT = 'style="fill:var(--jp-ui-font-color1, #222)" font-size="10"'
 
 
-def _line_svg(title: str, xs: list, series: list[tuple[str, list, str]], w=300, h=150) -> str:
+def _line_svg(title: str, xs: list, series: list[tuple[str, list, str]], w=300, h=150,
+              include: Sequence[float] = ()) -> str:
     """A chart: title row (outside the plot) with each series' last value, then an SVG with
-    axes, ticks, a y range fitted to the data (±5 %), one polyline per series."""
+    axes, ticks, a y range fitted to the data (±5 %) and widened to span ``include`` (a
+    quantity's natural bounds), one polyline per series."""
     def last(ys):
         return next((v for v in reversed(ys) if v is not None), None)
 
@@ -127,7 +174,7 @@ def _line_svg(title: str, xs: list, series: list[tuple[str, list, str]], w=300, 
     L, R, T, B = 46, 8, 6, 24
     pw, ph = w - L - R, h - T - B
     x0, x1 = min(xs), max(xs)
-    lo, hi = min(pts_all), max(pts_all)
+    lo, hi = min(pts_all + list(include)), max(pts_all + list(include))
     pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-3)
     y0, y1 = lo - pad, hi + pad
     sx = lambda x: L + pw * ((x - x0) / (x1 - x0) if x1 > x0 else 0.5)
@@ -162,11 +209,17 @@ def render_dashboard_html(p: dict) -> str:
           for i, (q, v) in enumerate(p["quantiles"].items())]
     wser = [(n, [None if row[k] is None else row[k] for row in p["weights"]], teacher_color(k))
             for k, n in enumerate(names)]
+    runs = p.get("runs", [])
+    loss = [(p.get("name", "this run") if runs else "loss", p["loss"], LOSS_COLOR)]
+    for i, r in enumerate(runs):  # overlays: their loss on the same steps (missing steps: gaps)
+        by_step = dict(zip(r["steps"], r["loss"]))
+        loss.append((r["name"], [by_step.get(s) for s in xs], RUN_COLORS[(i + 1) % len(RUN_COLORS)]))
     charts = [
-        _line_svg("loss", xs, [("loss", p["loss"], LOSS_COLOR)]),
+        _line_svg("loss", xs, loss),
         _line_svg("per-token D(p_k‖q) quantiles", xs, qs),
-        _line_svg("teacher weights (batch mean)", xs, wser),
-        _line_svg("effective number of teachers", xs, [("n_eff", p["n_eff"], NEFF_COLOR)]),
+        _line_svg("teacher weights (batch mean)", xs, wser, include=(0.0, 1.0)),
+        _line_svg("effective number of teachers", xs, [("n_eff", p["n_eff"], NEFF_COLOR)],
+                  include=(1.0, float(max(1, len(names))))),
     ]
     ribbon = ""
     pr = p["probe"]

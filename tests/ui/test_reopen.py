@@ -34,7 +34,7 @@ CELLS = [
     "FailureFinder(example_run(2))",
 ]
 RENDERED = {".madopd-debate .madopd-cell": 1, ".madopd-lens .madopd-tok": 1,
-            ".madopd-dashboard svg.madopd-chart": 4, ".madopd-failures tbody tr": 1}
+            ".madopd-dashboard .js-plotly-plot .main-svg": 1, ".madopd-failures tbody tr": 1}
 ERRORS = ("model not found", "Error displaying widget")
 
 
@@ -101,6 +101,8 @@ def test_reopened_notebook_renders_its_widgets_by_default(lab, browser):
             wait(pg, sel, 30)
             assert pg.locator(sel).count() >= n, sel
             assert pg.locator(sel).first.is_visible(), sel
+        # plotly.js itself came back from the saved state (no kernel had sent it): ticks drawn
+        assert pg.locator(".madopd-dashboard .js-plotly-plot .ytick").count() >= 8
         body = pg.locator("body").inner_text()
         assert not [e for e in ERRORS if e in body], body[:2000]
         assert errors == []

@@ -2,7 +2,7 @@
 
 The kernel trains the toy world's "tutorial" zoo (cached; ~40 s the first time) and runs a short
 MAD-OPD job with the toy debate templates, then shows each widget. For each theme the test checks
-axes (ticks on every dashboard chart), legends, a readable text contrast (WCAG ratio >= 4.5
+axes (ticks on every dashboard panel, drawn by plotly), legends, a readable text contrast (WCAG ratio >= 4.5
 between each widget's text colour and the background behind it, and for the chart tick labels),
 and saves a screenshot per widget and theme: into ``$MADOPD_SCREENSHOT_DIR`` when set (the
 committed ``docs/img/widgets/*.png`` come from there), else pytest's tmp dir.
@@ -63,7 +63,7 @@ CONTRAST_JS = """
   const root = document.querySelector(sel);
   const bg = bgOf(root);
   const out = {text: ratio(parse(getComputedStyle(root).color), bg)};
-  const tick = root.querySelector('.madopd-ytick, svg text');
+  const tick = root.querySelector('.ytick text, svg text');
   if (tick) out.svg = ratio(parse(getComputedStyle(tick).fill), bgOf(tick.parentElement));
   return out;
 }
@@ -94,17 +94,18 @@ def test_every_widget_light_and_dark(lab, browser, shots):
         try:
             # the first cell trains (about a minute on an idle 2-core box; much longer loaded)
             run_all(pg, lab["url"], "ui_shots.ipynb", ".madopd-playground .madopd-pg-panel", 1200)
-            wait(pg, ".madopd-dashboard .madopd-ytick", 30)
+            wait(pg, ".madopd-dashboard .js-plotly-plot .ytick", 60)
             time.sleep(1.5)  # the playground's first frames
             assert pg.evaluate("() => document.body.dataset.jpThemeLight") == \
                 ("true" if theme == "light" else "false")
             dash = pg.locator(".madopd-dashboard")
-            assert dash.locator("svg.madopd-chart").count() == 4
-            for i in range(4):  # every chart has y and x ticks, a title and a legend readout
-                chart = dash.locator(".madopd-chart-wrap").nth(i)
-                assert chart.locator(".madopd-ytick").count() >= 2
-                assert chart.locator(".madopd-xtick").count() >= 2
-                assert chart.locator(".madopd-last").count() >= 1
+            # one plotly figure: four panels (each with y ticks and a legend) on one step axis
+            axes = pg.evaluate("() => { const gd = document.querySelector('.madopd-dash-plot');"
+                               " return ['yaxis', 'yaxis2', 'yaxis3', 'yaxis4'].map((a) =>"
+                               " gd._fullLayout[a]._vals.length); }")
+            assert all(n >= 2 for n in axes), axes
+            assert dash.locator(".xtick").count() >= 2
+            assert dash.locator(".infolayer text[class^='legend']").count() >= 4  # legendtext, legend2text, …
             assert "step 24 / 24" in dash.locator(".madopd-status").inner_text()
             lens = pg.locator(".madopd-lens")
             assert lens.locator(".madopd-legend").count() >= 1
@@ -134,18 +135,13 @@ def test_every_widget_light_and_dark(lab, browser, shots):
 def _interactions(pg) -> None:
     """The new controls respond: log-y and smoothing, the lens's shared scale, the finder's keys."""
     dash = pg.locator(".madopd-dashboard")
-    n_lines = dash.locator("polyline").count()
-    first = dash.locator(".madopd-chart-wrap").first.locator(".madopd-ytick").all_text_contents()
+    gd = "document.querySelector('.madopd-dash-plot')"
+    n_traces = pg.evaluate(f"() => {gd}.data.length")
     dash.locator(".madopd-log").check()
-    assert dash.locator(".madopd-chart-wrap").first.locator(".madopd-ytick").all_text_contents() != first
+    pg.wait_for_function(f"() => {gd}._fullLayout.yaxis.type === 'log'", timeout=5000)
     dash.locator(".madopd-smooth").evaluate(
         "el => { el.value = '0.6'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
-    assert dash.locator("polyline").count() > n_lines  # raw curves stay faint behind the EMA
-    box = dash.locator("svg.madopd-chart").first.bounding_box()
-    pg.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.4)
-    tip = dash.locator(".madopd-tip").first
-    tip.wait_for(state="visible", timeout=5000)
-    assert "step" in tip.inner_text() and "smoothed" in tip.inner_text()
+    pg.wait_for_function(f"() => {gd}.data.length > {n_traces}", timeout=5000)  # raw curves stay faint
     lens = pg.locator(".madopd-lens")
     shared = lens.locator(".madopd-legend").count()
     lens.locator(".madopd-shared").uncheck()
@@ -180,5 +176,32 @@ def test_untrusted_gallery_keeps_its_charts(lab, browser):
             time.sleep(0.5)
         assert imgs.count() >= 8
         assert imgs.first.evaluate("el => el.complete && el.naturalWidth > 0")
+    finally:
+        pg.close()
+
+
+@pytest.mark.parametrize("folder", ["", "notebooks"])
+def test_gallery_screenshots_show_from_either_lab_root(lab, browser, folder):
+    """The gallery's screenshot table is cell attachments, not links: its 12 images load whether
+    Lab was opened at the repository root (the notebook in ``notebooks/``) or in ``notebooks/``
+    itself (where ``../docs`` would be outside the root)."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[2] / "notebooks" / "00_gallery.ipynb"
+    dest = lab["root"] / folder
+    dest.mkdir(exist_ok=True)
+    shutil.copy(src, dest / "gallery_roots.ipynb")
+    path = f"{folder}/gallery_roots.ipynb" if folder else "gallery_roots.ipynb"
+    pg = browser.new_page(viewport={"width": 1300, "height": 1600})
+    try:
+        pg.goto(f"{lab['url']}/lab/tree/{path}?reset")
+        wait(pg, ".jp-MarkdownOutput img", 90)
+        imgs = pg.locator(".jp-MarkdownOutput img")
+        deadline = time.time() + 30
+        while imgs.count() < 12 and time.time() < deadline:
+            time.sleep(0.5)
+        assert imgs.count() >= 12
+        loaded = imgs.evaluate_all("els => els.map((e) => e.complete && e.naturalWidth > 0)")
+        assert all(loaded), loaded
     finally:
         pg.close()

@@ -60,7 +60,7 @@ def page(lab, browser, tmp_path):
 
 def _open_and_run(page, url):
     start_session(url, "ui_widgets.ipynb")
-    run_all(page, url, "ui_widgets.ipynb", ".madopd-decomposition .madopd-seg", 60)
+    run_all(page, url, "ui_widgets.ipynb", ".madopd-decomposition .js-plotly-plot .bars path", 60)
 
 
 def _run_cell(page, index: int, expect: str) -> str:
@@ -137,8 +137,8 @@ def test_widgets_in_jupyterlab(lab, page):
         assert fmt(w) in weights_after
 
     # --- decomposition and dashboard rendered
-    assert page.locator(".madopd-decomposition .madopd-seg").count() == T * K
-    assert page.locator(".madopd-dashboard polyline").count() == 1 + 4 + K + 1
+    assert page.locator(".madopd-decomposition .js-plotly-plot .bars path").count() == T * K
+    assert page.evaluate("() => document.querySelector('.madopd-dash-plot').data.length") == 1 + 4 + K + 1
     page.locator(".madopd-dashboard .madopd-pause").click()
     assert page.locator(".madopd-dashboard .madopd-pause").inner_text() == "resume"
 

@@ -99,3 +99,24 @@ def test_browse_walks_every_debate_and_search_finds_ids():
                     " D.searchIndex(DATA, 'nope', 0)]);", ids)
     first2 = next(i for i, x in enumerate(ids) if x.startswith("step 2"))
     assert got == [first2, 0, -1]
+
+
+def test_js_debate_table_rows_and_formula_guard():
+    """The board's CSV: one row per (teacher, round) with the confidence's source; model text
+    that a spreadsheet would run as a formula is quoted (csvText)."""
+    from jsrun import node_json
+
+    from madopd.widgets.board import debate_payload
+    from madopd.widgets.examples import example_record
+
+    rec = example_record()
+    p = debate_payload(rec.transcripts[0], record=rec, sample=0)
+    p["cells"][0][0]["text"] = '=HYPERLINK("http://x")'
+    got = node_json('const D = await import(STATIC + "/debate.js");'
+                    'const C = await import(STATIC + "/plots.js");'
+                    "const t = D.debateTable(DATA); print({t, csv: C.csvText(t.header, t.rows)});", p)
+    K, R = len(p["teacher_names"]), p["rounds"]
+    assert len(got["t"]["rows"]) == K * R
+    assert got["t"]["rows"][0][:3] == [p["state_id"], p["teacher_names"][0], 1]
+    assert got["t"]["rows"][0][5] == p["cells"][0][0]["source_label"]
+    assert "'=HYPERLINK" in got["csv"] and ',=HYPERLINK' not in got["csv"]

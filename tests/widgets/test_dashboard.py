@@ -149,16 +149,78 @@ def test_static_charts_have_axes_titles_and_last_values():
     assert "p10" in html and "p99" in html  # the quantiles' legend
 
 
-def test_js_ticks_equal_python():
+def test_js_overlay_traces_layout_and_csv():
+    """Two runs on the same four panels: every trace on the shared x axis, the overlay dashed,
+    names escaped for plotly's label markup, the CSV one row per (run, step)."""
     from jsrun import node_json
 
-    from madopd.widgets.dashboard import nice_ticks
+    from madopd.widgets import dashboard as dash
+    from madopd.widgets.examples import example_run
 
-    cases = [[0.0, 1.0, 4], [0.213, 0.257, 4], [-3.0, 7.5, 5], [1.0, 24.0, 5], [0.5, 0.5, 4]]
-    js = node_json('const C = await import(STATIC + "/chart.js");'
-                   "print(DATA.map(([a, b, n]) => C.niceTicks(a, b, n)));", cases)
-    for (a, b, n), got in zip(cases, js):
-        assert got == pytest.approx(nice_ticks(a, b, n), abs=1e-12)
+    p = dash.dashboard_payload(records=example_run(5))
+    dash.set_run(p, "MT-OPD <b>", example_run(3))
+    got = node_json('const D = await import(STATIC + "/dashboard.js");'
+                    "const tr = D.dashboardTraces(DATA);"
+                    "const lay = D.dashboardLayout(DATA, tr, null);"
+                    "print({tr, lay, table: D.dashboardTable(DATA)});", p)
+    tr, lay = got["tr"], got["lay"]
+    K = len(p["teacher_names"])
+    assert len(tr) == 2 * (1 + 4 + K + 1)  # loss, 4 quantiles, K weights, n_eff per run
+    assert {t["xaxis"] for t in tr} == {"x"} and {t["yaxis"] for t in tr} == {"y", "y2", "y3", "y4"}
+    mine = [t for t in tr if t["name"].startswith("this run")]
+    other = [t for t in tr if t["name"].startswith("MT-OPD &lt;b&gt;")]
+    assert len(mine) == len(other) == len(tr) // 2
+    assert {t["line"]["dash"] for t in mine} == {"solid"} and {t["line"]["dash"] for t in other} == {"dash"}
+    assert [t["y"] for t in tr if t["name"] == "this run · loss"] == [p["loss"]]
+    assert lay["hovermode"] == "x unified" and lay["hoversubplots"] == "axis"
+    assert lay["yaxis3"]["range"][0] <= 0 and lay["yaxis3"]["range"][1] >= 1  # weights: [0, 1]
+    assert lay["yaxis4"]["range"][0] <= 1 and lay["yaxis4"]["range"][1] >= K  # n_eff: [1, K]
+    assert lay["yaxis"]["autorange"] is True  # the loss is fitted
+    header, rows = got["table"]["header"], got["table"]["rows"]
+    assert header[:3] == ["run", "step", "loss"] and header[-1] == "n_eff"
+    assert len(rows) == 5 + 3 and rows[0][:3] == ["this run", p["steps"][0], p["loss"][0]]
+
+
+def test_js_first_step_is_drawn_and_empty_dashboard_says_so():
+    """Issue 29.8: one step is a marker (a lone point of a line is invisible); no step shows a
+    "waiting" note instead of four blank frames."""
+    from jsrun import node_json
+
+    from madopd.widgets import dashboard as dash
+    from madopd.widgets.examples import example_run
+
+    one = dash.dashboard_payload(records=example_run(1))
+    none = dash.dashboard_payload(["a", "b"])
+    got = node_json('const D = await import(STATIC + "/dashboard.js");'
+                    "const [one, none] = DATA;"
+                    "const t1 = D.dashboardTraces(one), t0 = D.dashboardTraces(none);"
+                    "print({modes: t1.map((t) => t.mode), legend: D.dashboardLayout(one, t1, null).showlegend, notes: D.dashboardLayout(none, t0, null)"
+                    ".annotations.map((a) => a.text), notes1: D.dashboardLayout(one, t1, null)"
+                    ".annotations.map((a) => a.text)});", [one, none])
+    assert set(got["modes"]) == {"markers"}
+    assert got["legend"] is True  # plotly hides every legend of a one-trace first panel otherwise
+    assert "waiting for the first step" in got["notes"]
+    assert "waiting for the first step" not in got["notes1"]
+
+
+def test_overlay_from_records_folder_and_live_dashboard(tmp_path):
+    from madopd.errors import ConfigError
+    from madopd.widgets import LiveDashboard
+    from madopd.widgets.examples import example_run
+
+    recs = example_run(4)
+    live = LiveDashboard(recs[0].teacher_names)
+    d = LiveDashboard.compare({"MAD-OPD": recs, "MT-OPD": example_run(2), "seed 2": live})
+    names = [r["name"] for r in d.payload["runs"]]
+    assert d.payload["name"] == "MAD-OPD" and names == ["MT-OPD", "seed 2"] and d.finished
+    assert d.payload["runs"][0]["steps"] == [r.step for r in example_run(2)]
+    live.on_step(recs[0])  # the live overlay follows the other dashboard
+    assert d.payload["runs"][1]["steps"] == [recs[0].step]
+    d.add_run("MT-OPD", recs)  # same name: replaced, not duplicated
+    assert [r["name"] for r in d.payload["runs"]] == ["MT-OPD", "seed 2"]
+    assert len(d.payload["runs"][0]["steps"]) == 4
+    with pytest.raises(ConfigError):
+        d.add_run("MAD-OPD", recs)
 
 
 def test_eta_clock_excludes_paused_time(monkeypatch):
@@ -203,11 +265,25 @@ def test_weight_and_neff_axes_span_their_natural_range():
 
     got = node_json(
         'const D = await import(STATIC + "/dashboard.js");'
-        'const C = await import(STATIC + "/chart.js");'
+        'const C = await import(STATIC + "/plots.js");'
         "const w = [0.498, 0.5, 0.502];"
-        "print({w: C.yRange(w.concat(D.naturalRange('weights', 2))), fit: C.yRange(w),"
+        "print({w: C.yRange(w, D.naturalRange('weights', 2)), fit: C.yRange(w),"
         " neff: D.naturalRange('n_eff', 3), other: D.naturalRange('loss', 3)});")
     lo, hi = got["w"]
     assert lo <= 0 and hi >= 1
     assert got["fit"][1] - got["fit"][0] < 0.01  # what the old fitted range showed
     assert got["neff"] == [1, 3] and got["other"] == []
+
+
+def test_static_render_overlays_and_natural_weight_range():
+    """The HTML fallback shows an overlay's loss next to this run's, and draws near-equal weights
+    on a [0, 1] axis (the 0 and 1 ticks are there), not a fitted 0.498..0.502 one."""
+    from madopd.widgets import dashboard as dash
+
+    p = dash.dashboard_payload(records=example_run(4))
+    dash.set_run(p, "MT-OPD", example_run(4))
+    html = render_dashboard_html(p)
+    assert "MT-OPD" in html and "this run" in html
+    weights = html.split("teacher weights")[1].split("effective number")[0]
+    ticks = re.findall(r'text-anchor="end"[^>]*>([^<]+)</text>', weights)
+    assert "0.000" in ticks and "1.000" in ticks, ticks

@@ -57,3 +57,22 @@ def test_float_noise_is_not_painted_at_full_saturation():
         c = div_color(d, vabs)
         assert c not in (DIVERGING[0], DIVERGING[-1])
         assert all(int(c[i:i + 2], 16) > 0xE0 for i in (1, 3, 5)), c  # near white
+
+
+def test_js_difference_view_sums_to_the_token_difference():
+    """Issue 29.8: the third view draws w_k·D_k − D_k/K per teacher; per token these bars sum to
+    the payload's actual − equal, so a near-equal weighting still shows who gained loss."""
+    from madopd.widgets.examples import example_record
+
+    p = decomposition_payload(example_record(), 0)
+    got = node_json('const M = await import(STATIC + "/decomposition.js");'
+                    'print({diff: M.stacks(DATA, "diff"), traces: M.decompositionTraces(DATA, "diff").length,'
+                    ' table: M.decompositionTable(DATA)});', p)
+    K = len(p["teacher_names"])
+    for t, row in enumerate(got["diff"]):
+        assert sum(row) == pytest.approx(p["diff"][t], abs=1e-5)
+        for k in range(K):
+            assert row[k] == pytest.approx(p["contrib"][t][k] - p["div"][t][k] / K, abs=1e-9)
+    assert got["traces"] == K + 1  # one bar trace per teacher + the net marker
+    assert got["table"]["header"] == ["t", "token", "teacher", "w", "D", "w*D", "D/K"]
+    assert len(got["table"]["rows"]) == len(p["tokens"]) * K

@@ -151,3 +151,4 @@ def test_newline_tokens_break_the_strip(rec):
     toks[0][1] = "x\n"
     p = lens_payload(dataclasses.replace(rec, response_tokens=toks), 0, decode=_decode)
     assert 'flex-basis:100%' in render_lens_html(p)
+

@@ -70,3 +70,22 @@ def test_missing_notebook_extra_raises_a_named_error():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "OK notebooks"
+
+
+def test_plotly_js_comes_from_the_python_package_once_per_kernel():
+    """The charts' plotly.js is the installed plotly package's own dist file (offline), held by
+    ONE hidden model that every chart widget references (anywidget's "anywidget:<id>")."""
+    from importlib.resources import files
+
+    from madopd.widgets import LiveDashboard, LossDecomposition, Playground, classes
+    from madopd.widgets.examples import example_record
+
+    rec = example_record()
+    widgets = [LiveDashboard(), LossDecomposition(rec, 0), Playground()]
+    refs = {w._plotly for w in widgets}
+    (lib,) = classes._LIBRARY
+    assert refs == {"anywidget:" + lib.model_id}
+    shipped = files("plotly").joinpath("package_data", "plotly.min.js").read_text("utf-8")
+    assert lib.source == shipped and "window.Plotly = Plotly" in shipped
+    for entry in ("dashboard.js", "decomposition.js", "playground.js"):
+        assert len(assets.bundle(entry)) < 100_000  # the library is not inlined in each widget
