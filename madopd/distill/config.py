@@ -25,7 +25,7 @@ from madopd.errors import ConfigError
 from madopd.types import Sampling
 
 WEIGHTINGS = ("confidence", "uniform", "fixed", "entropy", "token_prob")
-DIVERGENCES = ("auto", "fkl", "rkl", "jsd", "njsd")
+DIVERGENCES = ("auto", "fkl", "rkl", "jsd", "njsd", "srkl")
 ON_MISSING = ("uniform", "drop_teacher", "skip_sample")
 ON_TEACHER_ERROR = ("raise", "drop_teacher", "skip_step")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -117,7 +117,9 @@ class DistillConfig:
         "(normalised; None = uniform), e.g. [0.7, 0.3]", default=None)
 
     # ---- loss (paper §3, Eq. 8) ---------------------------------------------------------
-    divergence: str = _help("'fkl', 'rkl', 'jsd', 'njsd', or 'auto' (Remark 1: jsd(0.5) for "
+    divergence: str = _help("'fkl', 'rkl', 'jsd', 'njsd', 'srkl' (reverse KL estimated on the "
+                            "student's sampled token, policy-gradient form; works with teachers "
+                            "of another tokenizer), or 'auto' (Remark 1: jsd(0.5) for "
                             "agentic tasks, rkl for code; 'general' tasks get the bounded "
                             "jsd(0.5) too; auto ignores beta)", default="auto")
     beta: float = _help("beta of jsd (0 < beta < 1) / njsd (0 <= beta <= 1)", default=0.5)
@@ -327,6 +329,9 @@ class DistillConfig:
             raise ConfigError(f"beta must be in (0, 1) for divergence='jsd', got {self.beta}")
         if self.divergence in ("njsd", "auto") and not 0.0 <= self.beta <= 1.0:
             raise ConfigError(f"beta must be in [0, 1], got {self.beta}")
+        if self.divergence == "srkl" and self.target != "sum":
+            raise ConfigError("divergence='srkl' needs target='sum' (a sampled-token estimate "
+                              "weights the teachers' log ratios; no mixture distribution)")
         if not 0.0 <= self.on_policy_fraction <= 1.0:
             raise ConfigError(f"on_policy_fraction must be in [0, 1], got {self.on_policy_fraction}")
         if self.fixed_weights is not None:

@@ -403,7 +403,8 @@ class Distiller:
             if self.collective.processes > 1:  # still join the engine's all-reduces
                 self.collective.backward(logits.float().sum() * 0.0)
             return self.recorder.empty_part(mb, float("nan"))
-        ml = phases.micro_loss(cfg, self.spec, self.K, logits, mask, mb, scored, denom)
+        ml = phases.micro_loss(cfg, self.spec, self.K, logits, mask, mb, scored, denom,
+                               counters)
         timings["time/loss"] += time.perf_counter() - t0
         with _clock(timings, "update"):
             if torch.isfinite(ml.loss) or self.collective.processes > 1:  # NaN: see _update
