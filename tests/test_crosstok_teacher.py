@@ -122,3 +122,45 @@ def test_vocab_map_pairs_equal_strings_and_eos(pair):
     _, stok = pair
     t, s = vocab_map(stok, stok)
     assert torch.equal(t, s) and t.numel() == len(stok.get_vocab())
+
+
+@pytest.fixture(scope="module")
+def other_family(tmp_path_factory):
+    """A tiny teacher whose tokenizer differs (other merged tokens, so other ids)."""
+    from madopd.models.tiny import TinySpec, build_tiny_model
+
+    path = tmp_path_factory.mktemp("other") / "teacher_x"
+    build_tiny_model(path, TinySpec(hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1,
+                                    intermediate_size=128, seed=5,
+                                    merged_tokens=("a0", "q0", "?", "<<CONFIDENCE=", ">>")))
+    return str(path)
+
+
+@pytest.mark.parametrize("mode,divergence", [("sampled", "srkl"), ("full", "rkl")])
+def test_mixed_family_debate_distils_with_each_teacher_scoring_in_its_own_tokenizer(
+        tiny_dirs, other_family, mode, divergence):
+    """MAD-OPD with one same-tokenizer and one other-tokenizer teacher: they debate in one
+    transcript (text), the other one is wrapped and scores through spans; counted."""
+    from dataclasses import replace
+
+    from distill_helpers import make_cfg, make_task
+
+    from madopd.distill import Distiller
+    from madopd.errors import TokenizerMismatchError
+
+    teachers = [tiny_dirs["teacher_a"], other_family]
+    off = replace(make_cfg(tiny_dirs, "mad_opd", divergence=divergence), teachers=teachers)
+    with pytest.raises(TokenizerMismatchError):  # the refusal stays where not configured
+        Distiller.from_config(off, make_task())
+    cfg = replace(make_cfg(tiny_dirs, "mad_opd", divergence=divergence, cross_tokenizer=mode,
+                           verify_train=False, record_topk=2), teachers=teachers)
+    d = Distiller.from_config(cfg, make_task())
+    assert isinstance(d.teachers[1], CrossTokenizerTeacher) and d.teachers[0] is not None
+    assert not isinstance(d.teachers[0], CrossTokenizerTeacher)
+    rec = d.step()
+    assert rec.transcripts[0] is not None and rec.transcripts[0].rounds >= 1
+    assert torch.isfinite(torch.tensor(rec.loss)) and rec.loss != 0.0
+    c = rec.metrics
+    assert c["count/crosstok/tokens"] > 0
+    if mode == "full":
+        assert c["count/crosstok/full_rows"] > 0

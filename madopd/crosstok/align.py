@@ -81,8 +81,15 @@ def token_bytes(tokenizer: Any, ids: list[int]) -> list[bytes] | None:
     out: list[bytes] = []
     try:
         if kind.startswith("ByteLevel("):
+            added = set((tokenizer.get_added_vocab() or {}).values()) \
+                if hasattr(tokenizer, "get_added_vocab") else set()
             for i, p in zip(ids, pieces):
-                out.append(b"" if i in special else bytes(_BYTE_DECODER[c] for c in p))
+                if i in special:
+                    out.append(b"")
+                elif i in added:  # an added plain-text token is its own text
+                    out.append(p.encode())
+                else:
+                    out.append(bytes(_BYTE_DECODER[c] for c in p))
             return out
         if kind.startswith("Sequence(decoders=[Replace(pattern=String(\"▁\"), content=\" \"), "
                            "ByteFallback(), Fuse()])"):

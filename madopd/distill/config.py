@@ -132,6 +132,15 @@ class DistillConfig:
         "'token': Σ per-token losses / number of tokens in the accumulated batch (default); "
         "'sequence': mean over sequences of each sequence's token mean (exactly Eqs. 8-9)",
         default="token")
+    cross_tokenizer: str = _help(
+        "teachers whose tokenizer differs from the student's: 'off' (refused: "
+        "TokenizerMismatchError), 'sampled' (byte-offset spans, sampled-token reverse KL: "
+        "needs divergence='srkl') or 'full' (their distribution over the tokens whose strings "
+        "match, top cross_tokenizer_top_k + tail, at span starts; coverage counted). "
+        "madopd.crosstok, docs/cross-tokenizer.md", default="off")
+    cross_tokenizer_top_k: int = _help("matched tokens kept per position in "
+                                       "cross_tokenizer='full' (the rest is the tail bucket)",
+                                       default=64)
     score_top_k: int | None = _help("teachers return top-k log-probs + tail (None = dense)",
                                     default=None)
     chunk_size: int | None = _help("tokens per divergence chunk (bounds peak memory); None: "
@@ -329,6 +338,17 @@ class DistillConfig:
             raise ConfigError(f"beta must be in (0, 1) for divergence='jsd', got {self.beta}")
         if self.divergence in ("njsd", "auto") and not 0.0 <= self.beta <= 1.0:
             raise ConfigError(f"beta must be in [0, 1], got {self.beta}")
+        _choice(self, "cross_tokenizer", ("off", "sampled", "full"))
+        if self.cross_tokenizer == "sampled" and self.divergence != "srkl":
+            raise ConfigError("cross_tokenizer='sampled' needs divergence='srkl' (span "
+                              "log-probs carry no distribution over the student's vocabulary)")
+        if self.cross_tokenizer != "off" and self.weighting in ("entropy", "token_prob"):
+            raise ConfigError(f"weighting={self.weighting!r} reads each teacher's distribution "
+                              "per token: not available with cross_tokenizer; use "
+                              "'confidence', 'uniform' or 'fixed'")
+        if self.cross_tokenizer_top_k < 1:
+            raise ConfigError(f"cross_tokenizer_top_k must be >= 1, got "
+                              f"{self.cross_tokenizer_top_k}")
         if self.divergence == "srkl" and self.target != "sum":
             raise ConfigError("divergence='srkl' needs target='sum' (a sampled-token estimate "
                               "weights the teachers' log ratios; no mixture distribution)")

@@ -218,6 +218,8 @@ def score(cfg: Any, teachers: list[Any], debate: Any, mb: Micro,
         contexts = [debate.score_context(s, tr, k) for s, tr in zip(mb.states, mb.transcripts)]
         pc = getattr(teacher, "prefix_cache", None)
         before = dict(pc.counters) if pc is not None else {}
+        xc = getattr(teacher, "crosstok_counters", None)  # cross-tokenizer alignment counts
+        before_x = dict(xc) if xc is not None else {}
         try:
             sc = teacher.score(contexts, mb.samples.response_ids, top_k=cfg.score_top_k)
         except TeacherError:
@@ -231,6 +233,8 @@ def score(cfg: Any, teachers: list[Any], debate: Any, mb: Micro,
         counters["count/teacher_context_truncated"] += sum(sc.truncated or [])
         for key, v in (pc.counters.items() if pc is not None else ()):
             counters[f"count/score_cache/{key}"] += v - before[key]
+        for key, v in (xc.items() if xc is not None else ()):
+            counters[f"count/{key}"] += v - before_x.get(key, 0)
         dists.append(sc.dists)
         alive.append(k)
         scores.append(sc)
@@ -246,7 +250,8 @@ def finite_inputs(logits: torch.Tensor, dists: list[Any]) -> bool:
     if not bool(torch.isfinite(logits.detach()).all()):
         return False
     for d in dists:
-        lp = d.logprobs if hasattr(d, "logprobs") else d
+        lp = d.logprobs if hasattr(d, "logprobs") else \
+            d.span_logp if hasattr(d, "span_logp") else d
         if bool(torch.isnan(lp).any()):
             return False
     return True
