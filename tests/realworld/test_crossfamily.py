@@ -13,10 +13,12 @@ from madopd.realworld.crossfamily import (
 )
 
 
-def test_config_is_opd_with_sampled_cross_tokenizer_srkl():
+def test_configs_are_opd_with_a_cross_tokenizer_teacher():
     cfg = _config(CROSS_PROFILES["crossfamily"], "student-path", seed=3)
-    assert (cfg.divergence, cfg.cross_tokenizer, cfg.rounds, cfg.seed) == ("srkl", "sampled", 0, 3)
+    assert (cfg.divergence, cfg.cross_tokenizer, cfg.rounds, cfg.seed) == ("jsd", "full", 0, 3)
     assert cfg.teachers == ["gemma3-270m"]
+    cfg = _config(CROSS_PROFILES["crossfamily-srkl"], "student-path", seed=0)
+    assert (cfg.divergence, cfg.cross_tokenizer) == ("srkl", "sampled")
 
 
 def test_table_intervals_and_contrast_from_per_item_lists():
