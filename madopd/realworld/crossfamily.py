@@ -125,9 +125,11 @@ def format_table(table: dict) -> str:
                      f" {a['mean']:>8.1f} [{a['lo']:.1f}, {a['hi']:.1f}]")
     for name, d in table["diffs"].items():
         for col, c in d["columns"].items():
+            if col == "overall":  # the mean of NLL and accuracy: not a quantity
+                continue
             p = "n/a" if c["p_seed"] is None else f"{c['p_seed']:.3g}"
             lines.append(f"{name} {col}: {c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}], "
-                         f"seed-level Welch p {p}")
+                         f"seed-level Welch p {p} (n/a: one run per row)")
     return "\n".join(lines)
 
 

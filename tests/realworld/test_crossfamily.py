@@ -30,7 +30,7 @@ def test_table_intervals_and_contrast_from_per_item_lists():
     d = table["diffs"]["OPD-Gemma - Base"]["columns"]["ref_nll"]
     assert d["diff"] == pytest.approx(-0.995) and d["hi"] < 0
     text = format_table(table)
-    assert "OPD-Gemma - Base ref_nll: -0.995" in text
+    assert "OPD-Gemma - Base ref_nll: -0.995" in text and "overall" not in text
 
 
 def test_unknown_profile_is_one_line(tmp_path):
