@@ -62,7 +62,8 @@ class TrackerError(MadopdError, RuntimeError):
 
 
 class TokenizerMismatchError(MadopdError, ValueError):
-    """Student and teacher tokenizers differ; cross-tokenizer distillation is future work."""
+    """Student and teacher tokenizers differ and cross-tokenizer scoring is not configured
+    (``DistillConfig.cross_tokenizer``, madopd.crosstok)."""
 
 
 class MissingExtraError(MadopdError, ImportError):

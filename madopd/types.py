@@ -86,6 +86,27 @@ class TopKLogprobs:
         return TopKLogprobs(self.ids.to(device), self.logprobs.to(device), tail)
 
 
+@dataclass
+class AlignedLogprobs:
+    """A teacher of another tokenizer scored on the student's tokens (madopd.crosstok).
+
+    The student's response is cut into spans on whose byte boundaries both tokenizations
+    agree; ``span_logp`` is the teacher's log-prob of each span (the sum over its own tokens).
+
+    span_id:   Long  [B, T] the span of each student token, -1 = masked (padding, or text
+               that did not round-trip through a tokenizer: counted by the aligner)
+    span_logp: Float [B, S] log p_teacher(span) (S = most spans in a row; unused entries 0)
+    A span of one student token gives that token's teacher log-prob exactly; the student
+    tokens of a longer span share its log-prob ratio (``madopd.divergence.sampled``).
+    """
+
+    span_id: torch.Tensor
+    span_logp: torch.Tensor
+
+    def to(self, device: torch.device | str) -> AlignedLogprobs:
+        return AlignedLogprobs(self.span_id.to(device), self.span_logp.to(device))
+
+
 # A teacher's distributions at the student's response positions: dense logits/log-probs
 # [B, T, V] or sparse top-k. Every divergence accepts both.
 TeacherDists = "torch.Tensor | TopKLogprobs"

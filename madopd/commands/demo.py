@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "SmolLM2 teachers (built and cached on first use, under "
                              "$MADOPD_MODELS_DIR/real-zoo unless --zoo-dir) and a shrunk SmolLM2 "
                              "student on house-calls (madopd models pull smollm2-135m-instruct "
-                             "first; profiles smoke | default | full)")
+                             "first; profiles smoke | default | full; crossfamily: a Gemma-3-270M "
+                             "teacher on real-calls, madopd models pull gemma3-270m)")
     parser.add_argument("--threads", type=int, default=None,
                         help="--world real: torch threads (default: the profile's, 2; on a "
                              "machine shared with other jobs 1 is often faster)")
@@ -80,11 +81,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if getattr(args, "world", "toy") == "real":
+        from madopd.realworld.crossfamily import CROSS_PROFILES, run_crossfamily_demo
         from madopd.realworld.world import run_real_demo
 
         try:
-            run_real_demo(args.profile, out=out, threads=getattr(args, "threads", None),
-                          zoo_root=args.zoo_dir, workers=args.workers)
+            if args.profile in CROSS_PROFILES:  # a Gemma teacher (madopd.crosstok)
+                run_crossfamily_demo(args.profile, out=out, log=log,
+                                     threads=getattr(args, "threads", None))
+            else:
+                run_real_demo(args.profile, out=out, threads=getattr(args, "threads", None),
+                              zoo_root=args.zoo_dir, workers=args.workers)
         except MadopdError as e:
             print(f"madopd demo: {e}", file=sys.stderr)
             return 2

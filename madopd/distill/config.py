@@ -25,7 +25,7 @@ from madopd.errors import ConfigError
 from madopd.types import Sampling
 
 WEIGHTINGS = ("confidence", "uniform", "fixed", "entropy", "token_prob")
-DIVERGENCES = ("auto", "fkl", "rkl", "jsd", "njsd")
+DIVERGENCES = ("auto", "fkl", "rkl", "jsd", "njsd", "srkl")
 ON_MISSING = ("uniform", "drop_teacher", "skip_sample")
 ON_TEACHER_ERROR = ("raise", "drop_teacher", "skip_step")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -117,7 +117,9 @@ class DistillConfig:
         "(normalised; None = uniform), e.g. [0.7, 0.3]", default=None)
 
     # ---- loss (paper §3, Eq. 8) ---------------------------------------------------------
-    divergence: str = _help("'fkl', 'rkl', 'jsd', 'njsd', or 'auto' (Remark 1: jsd(0.5) for "
+    divergence: str = _help("'fkl', 'rkl', 'jsd', 'njsd', 'srkl' (reverse KL estimated on the "
+                            "student's sampled token, policy-gradient form; works with teachers "
+                            "of another tokenizer), or 'auto' (Remark 1: jsd(0.5) for "
                             "agentic tasks, rkl for code; 'general' tasks get the bounded "
                             "jsd(0.5) too; auto ignores beta)", default="auto")
     beta: float = _help("beta of jsd (0 < beta < 1) / njsd (0 <= beta <= 1)", default=0.5)
@@ -130,6 +132,15 @@ class DistillConfig:
         "'token': Σ per-token losses / number of tokens in the accumulated batch (default); "
         "'sequence': mean over sequences of each sequence's token mean (exactly Eqs. 8-9)",
         default="token")
+    cross_tokenizer: str = _help(
+        "teachers whose tokenizer differs from the student's: 'off' (refused: "
+        "TokenizerMismatchError), 'sampled' (byte-offset spans, sampled-token reverse KL: "
+        "needs divergence='srkl') or 'full' (their distribution over the tokens whose strings "
+        "match, top cross_tokenizer_top_k + tail, at span starts; coverage counted). "
+        "madopd.crosstok, docs/cross-tokenizer.md", default="off")
+    cross_tokenizer_top_k: int = _help("matched tokens kept per position in "
+                                       "cross_tokenizer='full' (the rest is the tail bucket)",
+                                       default=64)
     score_top_k: int | None = _help("teachers return top-k log-probs + tail (None = dense)",
                                     default=None)
     chunk_size: int | None = _help("tokens per divergence chunk (bounds peak memory); None: "
@@ -327,6 +338,20 @@ class DistillConfig:
             raise ConfigError(f"beta must be in (0, 1) for divergence='jsd', got {self.beta}")
         if self.divergence in ("njsd", "auto") and not 0.0 <= self.beta <= 1.0:
             raise ConfigError(f"beta must be in [0, 1], got {self.beta}")
+        _choice(self, "cross_tokenizer", ("off", "sampled", "full"))
+        if self.cross_tokenizer == "sampled" and self.divergence != "srkl":
+            raise ConfigError("cross_tokenizer='sampled' needs divergence='srkl' (span "
+                              "log-probs carry no distribution over the student's vocabulary)")
+        if self.cross_tokenizer != "off" and self.weighting in ("entropy", "token_prob"):
+            raise ConfigError(f"weighting={self.weighting!r} reads each teacher's distribution "
+                              "per token: not available with cross_tokenizer; use "
+                              "'confidence', 'uniform' or 'fixed'")
+        if self.cross_tokenizer_top_k < 1:
+            raise ConfigError(f"cross_tokenizer_top_k must be >= 1, got "
+                              f"{self.cross_tokenizer_top_k}")
+        if self.divergence == "srkl" and self.target != "sum":
+            raise ConfigError("divergence='srkl' needs target='sum' (a sampled-token estimate "
+                              "weights the teachers' log ratios; no mixture distribution)")
         if not 0.0 <= self.on_policy_fraction <= 1.0:
             raise ConfigError(f"on_policy_fraction must be in [0, 1], got {self.on_policy_fraction}")
         if self.fixed_weights is not None:

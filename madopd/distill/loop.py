@@ -77,6 +77,26 @@ def debate_sampling(cfg: DistillConfig) -> Sampling:
     return dataclasses.replace(s, seed=derive_seed(cfg.seed, s.seed, "debate"))
 
 
+def _is_cross(teacher: Any) -> bool:
+    from madopd.crosstok.teacher import CrossTokenizerTeacher
+
+    return isinstance(teacher, CrossTokenizerTeacher)
+
+
+def wrap_other_tokenizers(cfg: Any, student: Any, teachers: list[Any]) -> list[Any]:
+    """With ``cfg.cross_tokenizer`` on, every teacher whose vocabulary differs from the
+    student's scores through byte-offset spans (madopd.crosstok); same-vocabulary teachers
+    keep the exact path. Off: nothing changes (``check_same_vocab`` refuses a mismatch)."""
+    if cfg.cross_tokenizer == "off":
+        return teachers
+    from madopd.crosstok.teacher import CrossTokenizerTeacher
+
+    svocab = student.tokenizer.get_vocab()
+    return [t if _is_cross(t) or t.tokenizer.get_vocab() == svocab else
+            CrossTokenizerTeacher(t, student.tokenizer, mode=cfg.cross_tokenizer,
+                                  top_k=cfg.cross_tokenizer_top_k) for t in teachers]
+
+
 class Distiller:
     """Distil ``student`` from ``teachers`` on ``task`` under ``config`` (see module docstring).
 
@@ -115,7 +135,8 @@ class Distiller:
         if teachers and hasattr(student, "tokenizer"):
             from madopd.models.hf import check_same_vocab
 
-            check_same_vocab(student, teachers)
+            teachers = self.teachers = wrap_other_tokenizers(cfg, student, teachers)
+            check_same_vocab(student, [t for t in teachers if not _is_cross(t)])
         if debate_protocol is None:
             debate_protocol = DebateProtocol(
                 rounds=cfg.rounds, templates=TEMPLATES_BY_KIND.get(task.kind, "general"),
@@ -403,7 +424,8 @@ class Distiller:
             if self.collective.processes > 1:  # still join the engine's all-reduces
                 self.collective.backward(logits.float().sum() * 0.0)
             return self.recorder.empty_part(mb, float("nan"))
-        ml = phases.micro_loss(cfg, self.spec, self.K, logits, mask, mb, scored, denom)
+        ml = phases.micro_loss(cfg, self.spec, self.K, logits, mask, mb, scored, denom,
+                               counters)
         timings["time/loss"] += time.perf_counter() - t0
         with _clock(timings, "update"):
             if torch.isfinite(ml.loss) or self.collective.processes > 1:  # NaN: see _update

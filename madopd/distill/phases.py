@@ -218,6 +218,8 @@ def score(cfg: Any, teachers: list[Any], debate: Any, mb: Micro,
         contexts = [debate.score_context(s, tr, k) for s, tr in zip(mb.states, mb.transcripts)]
         pc = getattr(teacher, "prefix_cache", None)
         before = dict(pc.counters) if pc is not None else {}
+        xc = getattr(teacher, "crosstok_counters", None)  # cross-tokenizer alignment counts
+        before_x = dict(xc) if xc is not None else {}
         try:
             sc = teacher.score(contexts, mb.samples.response_ids, top_k=cfg.score_top_k)
         except TeacherError:
@@ -231,6 +233,8 @@ def score(cfg: Any, teachers: list[Any], debate: Any, mb: Micro,
         counters["count/teacher_context_truncated"] += sum(sc.truncated or [])
         for key, v in (pc.counters.items() if pc is not None else ()):
             counters[f"count/score_cache/{key}"] += v - before[key]
+        for key, v in (xc.items() if xc is not None else ()):
+            counters[f"count/{key}"] += v - before_x.get(key, 0)
         dists.append(sc.dists)
         alive.append(k)
         scores.append(sc)
@@ -246,21 +250,27 @@ def finite_inputs(logits: torch.Tensor, dists: list[Any]) -> bool:
     if not bool(torch.isfinite(logits.detach()).all()):
         return False
     for d in dists:
-        lp = d.logprobs if hasattr(d, "logprobs") else d
+        lp = d.logprobs if hasattr(d, "logprobs") else \
+            d.span_logp if hasattr(d, "span_logp") else d
         if bool(torch.isnan(lp).any()):
             return False
     return True
 
 
 def micro_loss(cfg: Any, spec: Any, K: int, logits: torch.Tensor, mask: torch.Tensor,
-               mb: Micro, scored: Scored | None, denom: float) -> MicroLoss:
+               mb: Micro, scored: Scored | None, denom: float,
+               counters: dict[str, float] | None = None) -> MicroLoss:
     """The micro-batch's share of the step's loss: Σ_k w_k D(p_k ‖ q) per token (Eq. 8;
     ``scored`` None: NLL of the teacher-written text), normalised by the step's global
     ``denom`` (tokens or sequences of all micro-batches and processes).
 
     logits [B, T, V] with grad, mask [B, T] (the student's response positions).
+    ``counters`` (the step's) gets the sampled-token and cross-tokenizer mask counts.
     """
-    from madopd.divergence import multi_teacher_divergence
+    from collections import defaultdict
+
+    counters = counters if counters is not None else defaultdict(float)
+    from madopd.divergence import multi_teacher_divergence, sampled_token_reverse_kl
     from madopd.weighting import token_weights
 
     B = len(mb.states)
@@ -287,14 +297,18 @@ def micro_loss(cfg: Any, spec: Any, K: int, logits: torch.Tensor, mask: torch.Te
         else:
             w_rec = torch.zeros(B, K)
             w_rec[:, alive] = w.cpu() * mb.keep[:, None]
-        loss_tok, per = multi_teacher_divergence(
-            logits, dists, w, spec, target=cfg.target, mask=valid, reduction="none",
-            temperature=cfg.loss_temperature, chunk_size=cfg.chunk_size,
-            return_per_teacher=True)  # [B, T], [B, T, K']
+        w, valid = teacher_masks(scored, w, valid, counters)
+        if getattr(spec, "sampled", False):  # srkl: log ratios on the sampled tokens
+            loss_tok, per = sampled_token_reverse_kl(
+                logits, dists, w, response_ids(mb, T, dev), mask=valid, reduction="none",
+                temperature=cfg.loss_temperature, stats=counters, return_per_teacher=True)
+        else:
+            loss_tok, per = multi_teacher_divergence(
+                logits, dists, w, spec, target=cfg.target, mask=valid, reduction="none",
+                temperature=cfg.loss_temperature, chunk_size=cfg.chunk_size,
+                return_per_teacher=True)  # [B, T], [B, T, K']
     else:  # sequence-level KD on teacher text: NLL at the shared loss temperature
-        ids = torch.zeros(B, T, dtype=torch.long, device=dev)
-        for b, r in enumerate(mb.samples.response_ids):
-            ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+        ids = response_ids(mb, T, dev)
         logp = torch.log_softmax(logits.float() / cfg.loss_temperature, dim=-1)
         loss_tok = -logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # [B, T]
     loss_tok = torch.where(valid, loss_tok, torch.zeros_like(loss_tok))
@@ -304,6 +318,44 @@ def micro_loss(cfg: Any, spec: Any, K: int, logits: torch.Tensor, mask: torch.Te
         coef = valid.float() / (valid.sum(-1, keepdim=True).clamp_min(1) * denom)
     loss = (loss_tok * coef).sum()
     return MicroLoss(loss, loss_tok, logits, per, tok_w, w_rec, dists)
+
+
+def response_ids(mb: Micro, T: int, dev) -> torch.Tensor:
+    """The micro-batch's response ids as a right-padded [B, T] tensor (0 = padding)."""
+    ids = torch.zeros(len(mb.samples.response_ids), T, dtype=torch.long, device=dev)
+    for b, r in enumerate(mb.samples.response_ids):
+        ids[b, : len(r)] = torch.tensor(r[:T], dtype=torch.long)
+    return ids
+
+
+def teacher_masks(scored: Scored, w: torch.Tensor, valid: torch.Tensor,
+                  counters: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-teacher token masks (``Scores.mask``) into the weights.
+
+    A same-tokenizer teacher's mask is every continuation token, so nothing changes. A
+    cross-tokenizer teacher masks tokens it could not align (madopd.crosstok, counted there):
+    there its weight goes to the other teachers (w becomes per token [B, T, K']), and a token
+    no teacher scored leaves the loss (counted: "count/tokens_unscored_by_all_teachers").
+    """
+    masks = []
+    for sc in scored.scores:
+        m = sc.mask.to(valid.device).bool()
+        if tuple(m.shape) != tuple(valid.shape):  # a backend's own padding: widen/cut to T
+            mm = torch.zeros_like(valid)
+            t = min(m.shape[1], valid.shape[1])
+            mm[:, :t] = m[:, :t]
+            m = mm
+        masks.append(m)
+    tm = torch.stack(masks, -1) & valid[..., None]  # [B, T, K']
+    if bool((tm == valid[..., None]).all()):
+        return w, valid
+    wt = (w[:, None, :] if w.dim() == 2 else w) * tm.to(w.dtype)
+    total = wt.sum(-1, keepdim=True)
+    n = tm.sum(-1, keepdim=True).to(w.dtype)
+    wt = torch.where(total > 0, wt / total.clamp_min(1e-12), tm.to(w.dtype) / n.clamp_min(1))
+    scored_any = tm.any(-1)
+    counters["count/tokens_unscored_by_all_teachers"] += int((valid & ~scored_any).sum())
+    return wt, valid & scored_any
 
 
 def loss_denominator(cfg: Any, micros: list[Micro]) -> float:

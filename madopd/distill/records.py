@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from madopd.types import StepRecord, TopKLogprobs
+from madopd.types import AlignedLogprobs, StepRecord, TopKLogprobs
 
 
 def _num(x: float) -> float | None:
@@ -145,7 +145,8 @@ class StepRecorder:
                                             cfg.loss_temperature, logits=True)
             tk = [None] * K
             for j, k in enumerate(alive):
-                tk[k] = topk_view(dists[j], cfg.record_topk, lengths)
+                if not isinstance(dists[j], AlignedLogprobs):  # spans: no vocabulary view
+                    tk[k] = topk_view(dists[j], cfg.record_topk, lengths)
             out["teacher_topk"] = tk
         return out
 

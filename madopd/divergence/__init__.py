@@ -81,6 +81,7 @@ from madopd.divergence.plan import (
     compute_dtype,
     make_plan,
 )
+from madopd.divergence.sampled import SAMPLED_KINDS, sampled_token_reverse_kl
 from madopd.errors import ConfigError, ShapeError, ValueRangeError
 from madopd.types import TopKLogprobs
 
@@ -88,7 +89,7 @@ __all__ = [
     "KernelPolicy", "auto_chunk_size", "get_kernel_policy", "kernel_policy", "kernel_runs",
     "set_kernel_policy", "DivergenceSpec", "divergence", "divergence_for_task", "entropy", "forward_kl", "jsd",
     "logit_grad_norm", "multi_teacher_divergence", "normalized_jsd", "per_teacher_divergence",
-    "reverse_kl", "top1_agreement",
+    "reverse_kl", "sampled_token_reverse_kl", "top1_agreement",
 ]
 
 REDUCTIONS = ("none", "token_mean", "sequence_mean", "sum")
@@ -101,13 +102,21 @@ class DivergenceSpec:
 
     kind: str = field(default="jsd", metadata={
         "help": "fkl = KL(p‖q) (Eq. 2), rkl = KL(q‖p) (Eq. 3), jsd = JSD_β (Eq. 4), "
-                "njsd = JSD_β/(β(1-β)) (fkl at β=0, rkl at β=1)"})
+                "njsd = JSD_β/(β(1-β)) (fkl at β=0, rkl at β=1), srkl = reverse KL estimated "
+                "on the student's sampled token (policy-gradient form, "
+                ":func:`sampled_token_reverse_kl`)"})
     beta: float = field(default=0.5, metadata={
         "help": "mixture weight of the teacher in m = βp + (1-β)q; (0, 1) for jsd, [0, 1] for "
                 "njsd, ignored by fkl/rkl"})
 
     def __post_init__(self):
-        check_kind_beta(self.kind, self.beta, where="DivergenceSpec")
+        if self.kind not in SAMPLED_KINDS:
+            check_kind_beta(self.kind, self.beta, where="DivergenceSpec")
+
+    @property
+    def sampled(self) -> bool:
+        """True for a sampled-token estimate (needs the sampled ids, not only the logits)."""
+        return self.kind in SAMPLED_KINDS
 
 
 # ----------------------------------------------------------------------------- kernel policy

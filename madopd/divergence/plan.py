@@ -25,6 +25,9 @@ SPARSE_TOL = 1e-3  # slack on Σ p of a top-k teacher (its log-probs come from a
 
 # ----------------------------------------------------------------------------- validation
 def check_kind_beta(kind: str, beta: float, where: str = "spec") -> None:
+    if kind == "srkl":
+        raise ConfigError(f"{where}.kind 'srkl' estimates reverse KL on the sampled tokens: "
+                          "call sampled_token_reverse_kl (it needs the ids, not only logits)")
     if kind not in KINDS:
         raise ConfigError(f"{where}.kind must be one of {KINDS}, got {kind!r}")
     if not isinstance(beta, (int, float)) or not math.isfinite(beta):

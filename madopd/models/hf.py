@@ -546,8 +546,9 @@ def check_same_vocab(student: Any, teachers: list[Any], *, restrict_to_tokenizer
                 f"teacher {k} ({getattr(t, 'name', '?')!r}) has a different vocabulary from the "
                 f"student ({len(vocab)} vs {len(ref_vocab)} tokens; only in student: {only_s}, "
                 f"only in teacher: {only_t}, different ids: {moved}; special ids (eos, bos, pad) "
-                f"{specials} vs {ref_specials}). Same-tokenizer teachers are required: "
-                "cross-tokenizer alignment is future work.")
+                f"{specials} vs {ref_specials}). Without cross-tokenizer scoring they must agree: "
+                "set cross_tokenizer='sampled' (with divergence='srkl') or 'full' to score it "
+                "through byte-offset spans (docs/cross-tokenizer.md).")
     members = [student, *teachers]
     widths = {getattr(m, "logit_width", None) for m in members} - {None}
     if len(widths) <= 1:
