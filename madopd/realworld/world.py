@@ -327,7 +327,7 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out/
     from madopd.errors import ConfigError
     from madopd.realworld.warmup import warmed_student
     from madopd.realworld.zoo import load_real_zoo, profile_spec
-    from madopd.realworld.zoo_eval import format_zoo_report
+    from madopd.realworld.zoo_eval import format_zoo_report, zoo_targets
 
     if profile_name not in REAL_PROFILES:
         raise ConfigError(f"real demo profile {profile_name!r} is unknown; valid: {sorted(REAL_PROFILES)}")
@@ -380,7 +380,8 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out/
     table.update(profile=profile_name, title=real_title(profile_name))
     summary = {"world": "real", "profile": profile_name, "profile_settings": asdict(profile),
                "teacher": TEACHER, "zoo": {"key": zoo.spec.key(), "spec": asdict(zoo.spec),
-                                           "folder": str(zoo.folder), "report": zoo.report},
+                                           "folder": str(zoo.folder), "report": zoo.report,
+                                           "targets": zoo_targets(zoo.report)},
                "teachers": zoo.names, "student": student, "warmup": warmup,
                "note": "4-bit quantized weights (GGUF Q4_1, de-quantized to fp32); loaded CPU",
                "wall_seconds": round(time.perf_counter() - t0, 1), "load_seconds": round(t_load, 1),
