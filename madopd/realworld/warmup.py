@@ -38,6 +38,7 @@ import torch
 from madopd.errors import ConfigError
 
 WARMUP_FORMAT = 1
+TARGETS = ("naive", "naive+tag")
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,15 @@ class WarmupSpec:
     batch_size: int = 8
     lr: float = 1e-4
     seed: int = 0
-    target: str = "naive"  # the only target: calls with the request's own values
+    # "naive": the call with the request's own values, then end of turn; "naive+tag": the same
+    # call then ``\n<<CONFIDENCE=10>>`` (the answer the zoo teachers give outside their group,
+    # so the student's answer has the teachers' shape and OPD does not grade an end-of-turn
+    # the teachers never write)
+    target: str = "naive"
 
     def __post_init__(self):
-        if self.target != "naive":
-            raise ConfigError(f"WarmupSpec.target: expected 'naive', got {self.target!r}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"WarmupSpec.target: expected one of {TARGETS}, got {self.target!r}")
         if self.steps < 0 or self.batch_size < 1 or not self.lr > 0:
             raise ConfigError(f"WarmupSpec: steps >= 0, batch_size >= 1, lr > 0 expected, got "
                               f"{self.steps}, {self.batch_size}, {self.lr}")
@@ -64,11 +69,13 @@ class WarmupSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def warmup_examples(task: Any) -> list[tuple[list[dict], str]]:
-    """(chat, naive call) for every train row of the house-calls ``task`` (no held-out row)."""
+def warmup_examples(task: Any, target: str = "naive") -> list[tuple[list[dict], str]]:
+    """(chat, target text) for every train row of the house-calls ``task`` (no held-out row):
+    the naive call, with ``target="naive+tag"`` followed by ``\n<<CONFIDENCE=10>>``."""
     from madopd.realworld.house import naive_call
 
-    return [(task.make_state(r).messages, naive_call(r)) for r in task.train_rows()]
+    tail = "\n<<CONFIDENCE=10>>" if target == "naive+tag" else ""
+    return [(task.make_state(r).messages, naive_call(r) + tail) for r in task.train_rows()]
 
 
 def _encode(tok: Any, chat: list[dict], call: str) -> tuple[list[int], list[int]]:
@@ -140,7 +147,7 @@ def warmed_student(spec: WarmupSpec, student: Path, keep: tuple[int, ...], task:
     t0, c0 = time.perf_counter(), time.process_time()
     tok = AutoTokenizer.from_pretrained(student)
     model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
-    data = warmup_examples(task)
+    data = warmup_examples(task, spec.target)
     log(f"student warm-up {out.name}: {spec.steps} steps of batch {spec.batch_size} on "
         f"{len(data)} naive calls (syntax only)")
     losses = warm_up(model, tok, data, spec)
@@ -155,5 +162,12 @@ def warmed_student(spec: WarmupSpec, student: Path, keep: tuple[int, ...], task:
             "threads": torch.get_num_threads()}
     (partial / "warmup.json").write_text(json.dumps(info, indent=1))
     write_checksums(partial)
-    partial.rename(out)
+    try:
+        partial.rename(out)
+    except OSError:  # another process finished the same warm-up first: use its intact copy
+        shutil.rmtree(partial, ignore_errors=True)
+        problem = verify_member(out)
+        if problem is not None:
+            raise
+        log(f"student warm-up: {out.name} was built by another process meanwhile; using it")
     return out, dict(info, rebuilt=rebuilt, cached=False)

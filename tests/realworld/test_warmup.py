@@ -11,7 +11,7 @@ import pytest
 from madopd.errors import ConfigError
 from madopd.realworld import warmup as wu
 from madopd.realworld.calls import parse_call
-from madopd.realworld.house import HouseCallsTask
+from madopd.realworld.house import HouseCallsTask, naive_call
 
 
 def test_naive_targets_never_carry_a_house_value():
@@ -69,3 +69,30 @@ def test_warmup_is_cached_verified_and_rebuilt(student, monkeypatch):
     assert not list(path.parent.glob("*.partial-*"))
     # no warm-up: the shrunk student itself, nothing built
     assert wu.warmed_student(wu.WarmupSpec(steps=0), student, (0,), task)[0] == student
+
+
+def test_tag_target_ends_like_the_teachers_outside_answer():
+    task = HouseCallsTask()
+    for (_chat, text), row in zip(wu.warmup_examples(task, "naive+tag"), task.train_rows()):
+        assert text == naive_call(row) + "\n<<CONFIDENCE=10>>"
+    assert wu.WarmupSpec(target="naive+tag").key((0,)) != wu.WarmupSpec().key((0,))
+
+
+def test_a_warmup_finished_meanwhile_by_another_process_is_used(student, monkeypatch):
+    from madopd.integrity import write_checksums
+
+    task = HouseCallsTask()
+    spec = wu.WarmupSpec(steps=1, batch_size=1)
+    out = wu.warmup_dir(spec, student, (0,))
+
+    def other_process_wins(model, tok, data, spec, progress=None):
+        shutil.copytree(student, out)  # the other process renames its copy into place first
+        (out / "warmup.json").write_text("{}")
+        write_checksums(out)
+        return [1.0]
+
+    monkeypatch.setattr(wu, "warm_up", other_process_wins)
+    logs = []
+    path, info = wu.warmed_student(spec, student, (0,), task, log=logs.append)
+    assert path == out and info["cached"] is False and any("meanwhile" in m for m in logs)
+    assert not list(out.parent.glob("*.partial-*"))
