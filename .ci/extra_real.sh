@@ -6,7 +6,8 @@
 #    then Gemma-3-270M pulled and the cross-tokenizer tests run on it.
 # 4. the real world's smoke table: builds the real zoo once (2 SmolLM2 teachers fine-tuned on
 #    house-calls, cached under $MADOPD_MODELS_DIR/real-zoo, measured), then the 7 rows on 16
-#    held-out items; results.json carries the zoo's measurements (docs/real-models.md).
+#    held-out items from the student's format warm-up (naive calls, cached beside the model);
+#    results.json carries the zoo's measurements and the warm-up's (docs/real-models.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export MADOPD_MODELS_DIR="${MADOPD_MODELS_DIR:-$PWD/.cache-models}" HF_HUB_OFFLINE=1
@@ -29,6 +30,8 @@ r = json.load(open(sys.argv[1]))
 t = r["zoo"]["report"]["teachers"]
 assert t and all(k in v for v in t.values() for k in ("blind_in", "blind_out", "tag_rate", "auroc")), t
 assert {x["row"] for x in r["runs"]} >= {"Base", "OPD-A", "OPD-B", "MT-OPD", "MAD-OPD"}
+w = r["warmup"]
+assert w["spec"]["steps"] > 0 and "teaches" in w and len(w["losses"]) == w["spec"]["steps"], w
 print("extra_real: results.json has the zoo's measurements and every row")
 PY
 python -m pytest -q -rs -p no:cacheprovider -m notebook -k 07_real tests/test_notebooks.py || {

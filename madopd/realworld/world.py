@@ -8,7 +8,7 @@ decoder layers (``madopd.models.family.shrink_layers``: 16 layers, 85M parameter
 tokenizer and chat template). Held-out: the task's 64 items (values never in training).
 
 Rows (all from the same student start, same steps, same divergence JSD(0.5), Remark 1):
-Base (no training), OPD-A / OPD-B (one teacher), MT-OPD (both, uniform, no debate), MAD-OPD
+Base (the format warm-up only: ``madopd.realworld.warmup``, shared by every row), OPD-A / OPD-B (one teacher), MT-OPD (both, uniform, no debate), MAD-OPD
 (both, R = 1 debate round, confidence weights from the written tags), and each teacher
 answering blind (evaluation only). Columns: call accuracy (%) and the per-token NLL of the
 reference call under the student (nats). The weights are 4-bit quantized (quantization
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from madopd.realworld.table import BLIND_ROWS, ROWS, eval_items, format_real_table, summarize_real
+from madopd.realworld.warmup import WarmupSpec
 from madopd.types import Sampling
 
 __all__ = ["ROWS", "format_real_table", "resummarize", "run_real_demo", "summarize_real"]
@@ -51,6 +52,9 @@ class RealProfile:
     answer_tokens: int = 24
     threads: int = 1
     confidence_fallback: str = "forced_tag"  # madopd.confidence: the source of untagged turns
+    # the student's format warm-up (madopd.realworld.warmup: naive calls, syntax only), shared
+    # by every row (part of Base); steps=0: none
+    warmup: WarmupSpec = WarmupSpec()
     bootstrap_reps: int = 2000
     # items resampled within their family ("family", the split's design: a fixed number per
     # family) or as one pool ("none": families count as sampled too); madopd.realworld.table.STRATA
@@ -68,8 +72,9 @@ class RealProfile:
 
 REAL_PROFILES = {
     # eval_states=16: every 4th held-out item (2 per function), train_states=8: one per function
+    # smoke: a shorter warm-up (its own cache key) to keep CI's cold run near its budget
     "smoke": RealProfile(seeds=(0,), steps=2, batch_size=2, train_states=8, eval_states=16,
-                         debate_tokens=40, answer_tokens=32),
+                         debate_tokens=40, answer_tokens=32, warmup=WarmupSpec(steps=12)),
     "default": RealProfile(steps=6, train_states=64, debate_tokens=40, answer_tokens=32),
     "full": RealProfile(seeds=(0, 1, 2), steps=24, lr=5e-5, debate_tokens=40, answer_tokens=32),
 }
@@ -266,7 +271,7 @@ def run_real_job(row: str, seed: int, profile: RealProfile, student: str, task: 
             if k.startswith("time/"):
                 counts[k] = round(counts.get(k, 0.0) + float(v), 2)
     return {"row": row, "seed": seed, "accuracy": acc, "ref_nll": nll,
-            "answers": samples.texts[:4], "train_seconds": round(t_train, 1),
+            "answers": samples.texts[:4], "all_answers": samples.texts, "train_seconds": round(t_train, 1),
             "seconds": round(time.perf_counter() - t0, 1),
             "cpu_seconds": round(time.process_time() - c0, 1), "counters": counts,
             "final_loss": records[-1].loss if records else None}
@@ -320,8 +325,9 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out/
                   log=print, threads: int | None = None, zoo_root: str | Path | None = None,
                   workers: int = 2) -> dict[str, Any]:
     from madopd.errors import ConfigError
+    from madopd.realworld.warmup import warmed_student
     from madopd.realworld.zoo import load_real_zoo, profile_spec
-    from madopd.realworld.zoo_eval import format_zoo_report
+    from madopd.realworld.zoo_eval import format_zoo_report, zoo_targets
 
     if profile_name not in REAL_PROFILES:
         raise ConfigError(f"real demo profile {profile_name!r} is unknown; valid: {sorted(REAL_PROFILES)}")
@@ -338,7 +344,9 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out/
     # corrupted member is named and rebuilt (its own processes, one thread each)
     zoo = load_real_zoo(profile_spec(profile.zoo), root=zoo_root, workers=workers, log=log)
     t_zoo = time.perf_counter() - t0
-    student = str(student_path())
+    student_dir, warmup = warmed_student(profile.warmup, student_path(), STUDENT_LAYERS,
+                                         zoo.task(), log=log)
+    student = str(student_dir)
     task = _Subset(zoo.task(), profile.train_states, profile.eval_states)
     teachers = zoo.teachers(batch_size=16)
     t_load = time.perf_counter() - t0
@@ -372,8 +380,9 @@ def run_real_demo(profile_name: str = "smoke", *, out: str | Path = "madopd-out/
     table.update(profile=profile_name, title=real_title(profile_name))
     summary = {"world": "real", "profile": profile_name, "profile_settings": asdict(profile),
                "teacher": TEACHER, "zoo": {"key": zoo.spec.key(), "spec": asdict(zoo.spec),
-                                           "folder": str(zoo.folder), "report": zoo.report},
-               "teachers": zoo.names, "student": student,
+                                           "folder": str(zoo.folder), "report": zoo.report,
+                                           "targets": zoo_targets(zoo.report)},
+               "teachers": zoo.names, "student": student, "warmup": warmup,
                "note": "4-bit quantized weights (GGUF Q4_1, de-quantized to fp32); loaded CPU",
                "wall_seconds": round(time.perf_counter() - t0, 1), "load_seconds": round(t_load, 1),
                "zoo_seconds": round(t_zoo, 1),

@@ -89,6 +89,22 @@ def _pct(x: float | None) -> str:
     return "  n/a" if x is None else f"{100 * x:5.1f}"
 
 
+# issue 22's targets for every teacher: name -> (the report's value, the bound, its text)
+TARGETS = {"tag rate": ("tag_rate", 0.95), "AUROC": ("auroc", 0.7), "blind in": ("blind_in", 0.6)}
+PEER_SHARE = 0.8  # peer group with the transcript >= 80 % of the peer's own blind accuracy
+
+
+def zoo_targets(report: dict[str, Any]) -> dict[str, dict[str, bool]]:
+    """{teacher: {target: met?}} of the zoo report (a value of None misses its target)."""
+    out = {}
+    for name, t in report["teachers"].items():
+        met = {k: t.get(f) is not None and t[f] >= bound for k, (f, bound) in TARGETS.items()}
+        got, peer = t.get("peer_group_with_transcript"), t.get("peer_blind")
+        met["peer w/ transcript"] = None not in (got, peer) and got >= PEER_SHARE * peer
+        out[name] = met
+    return out
+
+
 def format_zoo_report(report: dict[str, Any]) -> str:
     lines = [f"real zoo on {report['n_items']} held-out items (blind = round 1; "
              "with transcript = round 2):",
@@ -99,4 +115,9 @@ def format_zoo_report(report: dict[str, Any]) -> str:
         lines.append(f"{name + ' (' + t['group'] + ')':<20} {_pct(t['blind_in'])} %  "
                      f"{_pct(t['blind_out'])} %   {_pct(t['tag_rate'])} %  {au}   "
                      f"{_pct(t['peer_group_with_transcript'])} % ({_pct(t['peer_blind'])} %)")
+    missed = [f"{n}: {k}" for n, met in zoo_targets(report).items() for k, ok in met.items()
+              if not ok]
+    lines.append("targets (tag rate >= 95 %, AUROC >= 0.70, blind in >= 60 %, peer group w/ "
+                 f"transcript >= {100 * PEER_SHARE:.0f} % of peer blind): "
+                 + ("all met" if not missed else "missed " + "; ".join(missed)))
     return "\n".join(lines)

@@ -40,3 +40,18 @@ def test_profiles():
     assert set(REAL_PROFILES) >= {"smoke", "default"}
     assert len(REAL_PROFILES["default"].seeds) >= 3
     assert REAL_PROFILES["default"].eval_states is None  # all 64 held-out items
+
+
+def test_every_profile_warms_the_student_up_and_records_it():
+    import json
+    from dataclasses import asdict
+
+    for name, prof in REAL_PROFILES.items():
+        assert prof.warmup.steps > 0, name  # Base = the warm-up: the student writes calls
+        settings = json.loads(json.dumps(asdict(prof)))  # results.json's profile_settings
+        assert settings["warmup"]["target"] == "naive"
+    # smoke's shorter warm-up has its own cache key
+    from madopd.realworld.world import STUDENT_LAYERS
+
+    assert (REAL_PROFILES["smoke"].warmup.key(STUDENT_LAYERS)
+            != REAL_PROFILES["default"].warmup.key(STUDENT_LAYERS))

@@ -112,3 +112,31 @@ def test_auroc_matches_brute_force():
         want = None if not pairs else sum(1.0 if s[a] > s[b] else 0.5 if s[a] == s[b] else 0.0
                                            for a, b in pairs) / len(pairs)
         assert auroc(s, y) == want
+
+
+def test_zoo_targets_name_what_is_missed():
+    from madopd.realworld.zoo_eval import format_zoo_report, zoo_targets
+
+    def teacher(**kw):
+        t = {"group": "time", "blind_in": 0.625, "blind_out": 0.03, "tag_rate": 1.0, "auroc": 0.84,
+             "peer_group_with_transcript": 0.53, "peer_blind": 0.8125}
+        return {**t, **kw}
+
+    report = {"n_items": 64, "teachers": {"Ada": teacher(),
+                                          "Ben": teacher(group="names", auroc=None,
+                                                         peer_group_with_transcript=0.65)}}
+    met = zoo_targets(report)
+    assert met["Ada"] == {"tag rate": True, "AUROC": True, "blind in": True,
+                          "peer w/ transcript": False}  # 0.53 < 0.8 * 0.8125
+    assert met["Ben"]["AUROC"] is False and met["Ben"]["peer w/ transcript"] is True
+    text = format_zoo_report(report)
+    assert "missed Ada: peer w/ transcript; Ben: AUROC" in text
+    report["teachers"]["Ada"]["peer_group_with_transcript"] = 0.65
+    report["teachers"]["Ben"]["auroc"] = 0.7
+    assert text != format_zoo_report(report) and "all met" in format_zoo_report(report)
+
+
+def test_default_zoo_is_the_measured_variant():
+    assert rz.PROFILES["default"] == rz.RealZooSpec(steps=30, mix=(3, 2, 1))
+    assert rz.PROFILES["blind"].groups() == ["time", "time"]
+    assert rz.PROFILES["blind"].key() != rz.PROFILES["default"].key()
