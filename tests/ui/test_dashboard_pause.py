@@ -22,7 +22,11 @@ from labui import run_all, start_session, stop_sessions, wait, write_notebook
 pytestmark = pytest.mark.ui
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 14
+STEPS = 30
+# Each step is padded to >= 0.4 s (Clock.on_step): on an idle machine this tiny job's step takes
+# 0.14 s, so 14 unpadded steps ended (in a CI dry run) before the click could land, and the test
+# waited for a pause that training had outrun. The padding runs on the training thread, as a
+# slower model's step would; the pause is still taken at the step boundary after it.
 CELLS = [
     "import json, time, torch\n"
     "torch.set_num_threads(2)\n"
@@ -44,7 +48,7 @@ CELLS = [
     " len(LOG['steps'])]), dump()), names='paused')\n"
     "class Clock:\n"
     "    def on_step(self, rec):\n"
-    "        LOG['steps'].append([time.time(), rec.step]); dump()\n"
+    "        LOG['steps'].append([time.time(), rec.step]); dump(); time.sleep(0.4)\n"
     "d_train = d.train\n"
     "d.train = lambda steps, callbacks=(), progress=False: d_train(steps, [Clock(), *callbacks], progress)\n"
     "print('READY')",
