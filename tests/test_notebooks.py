@@ -80,6 +80,13 @@ def test_outputs_are_stripped(name):
             f"{name}: strip outputs before committing (python notebooks/_build.py)"
 
 
+def _printed(nb, tag: str) -> list:
+    """The JSON of every ``TAG {...}`` line the executed notebook printed (its own numbers)."""
+    return [json.loads(line[len(tag) + 1:]) for c in nb.cells if c.cell_type == "code"
+            for o in c.outputs if o.output_type == "stream"
+            for line in o.text.splitlines() if line.startswith(tag + " ")]
+
+
 @pytest.mark.notebook
 @pytest.mark.slow  # excluded from the default run; `pytest -m notebook` selects it
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -90,24 +97,18 @@ def test_notebook_executes_in_smoke_mode(name, tmp_path):
               if o.output_type == "error"]
     assert not errors
     print(f"{name}: {time.perf_counter() - t0:.1f} s")
-    health = [json.loads(line[len("HEALTH "):]) for c in nb.cells if c.cell_type == "code"
-              for o in c.outputs if o.output_type == "stream"
-              for line in o.text.splitlines() if line.startswith("HEALTH ")]
+    health = _printed(nb, "HEALTH")
     if name.startswith("03"):
         # the live run learns (issue 29.1): held-out episode success read from the executed
         # notebook's own HELDOUT line, the untrained student's value as the baseline
-        held = [json.loads(line[len("HELDOUT "):]) for c in nb.cells if c.cell_type == "code"
-                for o in c.outputs if o.output_type == "stream"
-                for line in o.text.splitlines() if line.startswith("HELDOUT ")]
+        held = _printed(nb, "HELDOUT")
         assert len(held) == 1, "03 printed no HELDOUT line"
         h = held[0]
         print(f"03: held-out success {h['before']:.3f} -> {h['after']:.3f} in {h['seconds']} s")
         assert h["curve"][0] == [0, h["before"]] and h["curve"][-1][1] == h["after"]
         assert h["after"] - h["before"] >= 0.25, h
         # the MT-OPD baseline ran with the same evaluation and sits on the dashboard's charts
-        base = [json.loads(line[len("BASELINE "):]) for c in nb.cells if c.cell_type == "code"
-                for o in c.outputs if o.output_type == "stream"
-                for line in o.text.splitlines() if line.startswith("BASELINE ")]
+        base = _printed(nb, "BASELINE")
         assert len(base) == 1, "03 printed no BASELINE line"
         b = base[0]
         print(f"03: MT-OPD held-out {b['curve'][0][1]:.3f} -> {b['curve'][-1][1]:.3f}")
